@@ -1,0 +1,53 @@
+"""netphys: record an artificial neural network like a mouse, analyse it like one.
+
+Importing netphys does not import torch: ``Recorder`` and ``record`` load the recorder
+subpackage (and torch) on first use.
+
+Examples
+--------
+>>> import netphys
+>>> netphys.__version__ != ""
+True
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from netphys.io.recording import layer_activity, node_activity, open_recording, recover
+
+try:
+    __version__ = version("netphys")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    # recording (torch, loaded lazily)
+    "Recorder",
+    "record",
+    # reading
+    "layer_activity",
+    "node_activity",
+    "open_recording",
+    "recover",
+    # subpackages
+    "io",
+    "population",
+    "__version__",
+]
+
+_LAZY = {"Recorder": "netphys.recorder", "record": "netphys.recorder"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    if name in ("io", "population", "recorder"):
+        return import_module(f"netphys.{name}")
+    raise AttributeError(f"module 'netphys' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,150 @@
+"""Input checks shared by the public functions of netphys.
+
+This module is the only home of input validation. Kernels assume valid input.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "SAMPLE_DIMS",
+    "as_rng",
+    "check_choice",
+    "check_int",
+    "check_population",
+    "check_positive_float",
+]
+
+#: Names accepted for the sample dimension of a population array.
+SAMPLE_DIMS = ("time", "stimulus", "trial", "frame", "sample")
+
+
+def as_rng(rng: Any, *, func: str = "netphys", name: str = "rng") -> np.random.Generator:
+    """Turn ``rng`` (None, int or Generator) into a :class:`numpy.random.Generator`.
+
+    Examples
+    --------
+    >>> as_rng(0).integers(10)
+    np.int64(8)
+    """
+    if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
+        if isinstance(rng, numbers.Integral) and int(rng) < 0:
+            raise ValueError(f"{func}(): `{name}` must be a non-negative int seed; got {rng}.")
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    raise TypeError(
+        f"{func}(): `{name}` must be None, an int seed or a numpy.random.Generator; "
+        f"got {type(rng).__name__}. Pass e.g. `{name}=0` or `{name}=np.random.default_rng(0)`."
+    )
+
+
+def check_int(
+    value: Any,
+    *,
+    func: str,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    """Check that ``value`` is an integer within [minimum, maximum] and return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{func}(): `{name}` must be an int; got {type(value).__name__} {value!r}.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{func}(): `{name}` must be >= {minimum}; got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{func}(): `{name}` must be <= {maximum}; got {value}.")
+    return value
+
+
+def check_positive_float(value: Any, *, func: str, name: str, allow_zero: bool = False) -> float:
+    """Check that ``value`` is a finite positive (or non-negative) real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{func}(): `{name}` must be a number; got {type(value).__name__}.")
+    value = float(value)
+    ok = value >= 0 if allow_zero else value > 0
+    if not np.isfinite(value) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{func}(): `{name}` must be finite and {bound}; got {value}.")
+    return value
+
+
+def check_choice(value: Any, choices: tuple[str, ...], *, func: str, name: str) -> str:
+    """Check that ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(
+            f"{func}(): `{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}."
+        )
+    return str(value)
+
+
+def check_population(
+    data: Any,
+    *,
+    func: str,
+    name: str = "activity",
+    min_samples: int = 2,
+    min_units: int = 1,
+) -> xr.DataArray:
+    """Return ``data`` as a 2-D DataArray with dims ``(sample_dim, "unit")``.
+
+    Accepts a numpy array (rows are samples, columns are units), or an xarray DataArray
+    (numpy- or dask-backed) with a ``unit`` dim and one other dim. Nothing is loaded or
+    copied: dask arrays stay lazy. NaN checks are left to the caller (they need a pass).
+
+    Examples
+    --------
+    >>> check_population(np.zeros((5, 3)), func="f").dims
+    ('time', 'unit')
+    """
+    if isinstance(data, xr.Dataset):
+        raise TypeError(
+            f"{func}(): `{name}` must be a DataArray or array, got a Dataset with variables "
+            f"{list(data.data_vars)}. Pick one, e.g. `ds['activity']`."
+        )
+    if isinstance(data, xr.DataArray):
+        da = data
+        if da.ndim != 2:
+            raise ValueError(
+                f"{func}(): `{name}` must be 2-D (sample, 'unit'); got dims {da.dims}. "
+                "Stack extra dims with `.stack(unit=[...])` or select one with `.isel()`."
+            )
+        if "unit" not in da.dims:
+            raise ValueError(
+                f"{func}(): `{name}` needs a 'unit' dim; got dims {da.dims}. "
+                "Rename with e.g. `.rename(neuron='unit')`."
+            )
+        sample_dim = next(d for d in da.dims if d != "unit")
+        da = da.transpose(sample_dim, "unit")
+    else:
+        try:
+            arr = np.asarray(data)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise TypeError(
+                f"{func}(): `{name}` must be a numpy array or xarray DataArray; "
+                f"got {type(data).__name__}."
+            ) from exc
+        if arr.ndim != 2:
+            raise ValueError(
+                f"{func}(): `{name}` must be 2-D (samples x units); got shape {arr.shape}."
+            )
+        da = xr.DataArray(arr, dims=("time", "unit"))
+    if not np.issubdtype(da.dtype, np.number) or np.issubdtype(da.dtype, np.complexfloating):
+        raise TypeError(f"{func}(): `{name}` must hold real numbers; got dtype {da.dtype}.")
+    n_samples, n_units = da.shape
+    if n_samples < min_samples:
+        raise ValueError(
+            f"{func}(): `{name}` needs at least {min_samples} samples along "
+            f"'{da.dims[0]}'; got {n_samples}."
+        )
+    if n_units < min_units:
+        raise ValueError(
+            f"{func}(): `{name}` needs at least {min_units} units; got {n_units}."
+        )
+    return da

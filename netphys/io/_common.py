@@ -1,0 +1,202 @@
+"""Helpers shared by the readers and writers of real neural data (suite2p, NWB, .mat, .npz).
+
+Every reader returns the same schema: an :class:`xarray.Dataset` with dims ``(time, unit)``,
+
+* variables ``activity`` (the main signal; the reader's ``activity=`` picks it) and, where present,
+  ``F``, ``neuropil``, ``spks``, ``dff`` (all ``(time, unit)``);
+* coords ``frame_time`` (time, s), ``unit`` (0..N-1 running index), ``unit_id`` (the id in the
+  file), ``pos_x``, ``pos_y``, ``pos_z``, ``is_cell``, ``cell_prob``, ``plane`` (unit);
+* attrs ``frame_rate`` (Hz), ``source`` (the path), ``format``, ``activity_variable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "as_recording_dataset",
+    "bin_spike_times",
+    "build_dataset",
+    "choose_activity",
+    "frame_rate_from_times",
+    "recording_frame_rate",
+]
+
+_LONG_NAMES = {
+    "activity": "main activity signal",
+    "F": "ROI fluorescence",
+    "neuropil": "neuropil fluorescence",
+    "spks": "deconvolved activity",
+    "dff": "dF/F",
+    "counts": "spike count per bin",
+}
+
+
+def choose_activity(
+    available: Sequence[str],
+    activity: str | None,
+    *,
+    preference: Sequence[str],
+    func: str,
+    source: str,
+) -> str:
+    """Pick the variable used as ``activity``: ``activity`` if given, else the first preferred."""
+    if activity is not None:
+        if activity not in available:
+            raise ValueError(
+                f"{func}(): `activity`={activity!r} is not in {source}; it holds "
+                f"{list(available)}. Pass one of those, or None for the default "
+                f"(first of {list(preference)})."
+            )
+        return activity
+    for name in preference:
+        if name in available:
+            return name
+    return available[0]
+
+
+def build_dataset(
+    traces: Mapping[str, np.ndarray],
+    *,
+    activity: str,
+    frame_time: np.ndarray,
+    unit_coords: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:
+    """Assemble the reader schema from ``(time, unit)`` arrays and per-unit coords."""
+    n_unit = next(iter(traces.values())).shape[1]
+    data_vars: dict[str, Any] = {}
+    for name, arr in traces.items():
+        data_vars[name] = xr.Variable(
+            ("time", "unit"), arr, attrs={"long_name": _LONG_NAMES.get(name, name), "units": "a.u."}
+        )
+    data_vars["activity"] = xr.Variable(
+        ("time", "unit"),
+        traces[activity],
+        attrs={"long_name": f"main activity signal (= {activity})", "units": "a.u."},
+    )
+    coords: dict[str, Any] = {
+        "frame_time": xr.Variable(
+            "time",
+            np.asarray(frame_time, dtype=np.float64),
+            attrs={"units": "s", "long_name": "frame time"},
+        ),
+        "unit": ("unit", np.arange(n_unit, dtype=np.int64)),
+    }
+    pos_units = {"pos_x": "pixel", "pos_y": "pixel", "pos_z": "plane"}
+    for name, values in unit_coords.items():
+        values = np.asarray(values)
+        if values.shape != (n_unit,):
+            continue
+        coords[name] = xr.Variable(
+            "unit", values, attrs={"units": pos_units[name]} if name in pos_units else {}
+        )
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds.attrs.update({k: v for k, v in attrs.items() if v is not None})
+    ds.attrs["activity_variable"] = activity
+    return ds
+
+
+def frame_rate_from_times(frame_time: np.ndarray) -> float:
+    """Return 1 / median frame interval (NaN for fewer than two frames)."""
+    t = np.asarray(frame_time, dtype=np.float64)
+    if t.size < 2:
+        return float("nan")
+    dt = float(np.median(np.diff(t)))
+    return 1.0 / dt if dt > 0 else float("nan")
+
+
+def bin_spike_times(
+    times: np.ndarray,
+    unit_index: np.ndarray,
+    n_units: int,
+    *,
+    bin_width: float,
+    t_start: float | None = None,
+    t_stop: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count spikes per (bin, unit).
+
+    Returns ``(counts, centres)`` with counts of shape ``(n_bins, n_units)`` (float32) and bin
+    centres in seconds. Bins are ``[t_start + k * bin_width, t_start + (k + 1) * bin_width)``;
+    ``t_start`` defaults to ``min(0, first spike)`` and ``t_stop`` to the last spike.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    unit_index = np.asarray(unit_index, dtype=np.int64)
+    if t_start is None:
+        t_start = min(0.0, float(times.min())) if times.size else 0.0
+    if t_stop is None:
+        t_stop = float(times.max()) if times.size else t_start + bin_width
+    n_bins = max(1, int(np.ceil((t_stop - t_start) / bin_width - 1e-9)))
+    # a spike exactly at t_stop belongs to the last bin
+    k = np.floor((times - t_start) / bin_width).astype(np.int64)
+    k[(k == n_bins) & (times <= t_stop)] = n_bins - 1
+    keep = (k >= 0) & (k < n_bins)
+    counts = np.zeros((n_bins, n_units), dtype=np.float32)
+    np.add.at(counts, (k[keep], unit_index[keep]), 1.0)
+    centres = t_start + (np.arange(n_bins) + 0.5) * bin_width
+    return counts, centres
+
+
+def as_recording_dataset(recording: Any, *, func: str) -> xr.Dataset:
+    """Turn a model recording or reader output into a Dataset with ``activity`` (time, unit).
+
+    Accepts a (time, unit) DataArray (schema of ``netphys.io.recording.layer_activity``), a
+    Dataset with ``activity`` (a reader's or :func:`~netphys.population.simulate_calcium`'s
+    output, maybe with ``F``/``neuropil``/``spks``), or an ``xarray.DataTree`` from
+    ``netphys.open_recording`` (all layers, via ``layer_activity``).
+    """
+    if isinstance(recording, xr.DataTree):
+        from netphys.io import recording as _rec
+
+        da = _rec.layer_activity(recording)
+        attrs = dict(recording.attrs)
+        recording = da.to_dataset(name="activity")
+        recording.attrs.update({k: v for k, v in attrs.items() if k == "frame_rate"})
+    if isinstance(recording, xr.DataArray):
+        if recording.ndim != 2 or "unit" not in recording.dims:
+            raise ValueError(
+                f"{func}(): `recording` must be a 2-D DataArray with dims (time, 'unit'); got dims "
+                f"{recording.dims}. Use `netphys.io.recording.layer_activity(tree)` to get one."
+            )
+        sample = next(d for d in recording.dims if d != "unit")
+        da = recording.transpose(sample, "unit")
+        if sample != "time":
+            da = da.rename({sample: "time"})
+        ds = da.to_dataset(name="activity")
+        ds.attrs.update(recording.attrs)
+        return ds
+    if isinstance(recording, xr.Dataset):
+        if "activity" not in recording.data_vars:
+            raise ValueError(
+                f"{func}(): `recording` is a Dataset without an 'activity' variable; it has "
+                f"{list(recording.data_vars)}. Pass `ds[name]` for the variable to write."
+            )
+        sample = next(d for d in recording["activity"].dims if d != "unit")
+        ds = recording if sample == "time" else recording.rename({sample: "time"})
+        return ds.transpose("time", "unit", ...)
+    raise TypeError(
+        f"{func}(): `recording` must be an xarray DataArray (time, unit), a Dataset with "
+        f"'activity', or a DataTree from netphys.open_recording; got {type(recording).__name__}."
+    )
+
+
+def recording_frame_rate(ds: xr.Dataset, frame_rate: float | None, *, func: str) -> float:
+    """Frame rate from the argument, the ``frame_rate`` attr, or ``frame_time`` spacing."""
+    if frame_rate is not None:
+        return float(frame_rate)
+    fr = ds.attrs.get("frame_rate")
+    if fr is not None and np.isfinite(float(fr)) and float(fr) > 0:
+        return float(fr)
+    if "frame_time" in ds.coords:
+        fr = frame_rate_from_times(ds["frame_time"].values)
+        if np.isfinite(fr):
+            return fr
+    raise ValueError(
+        f"{func}(): cannot tell the frame rate: `recording` has no 'frame_rate' attr and no "
+        "increasing 'frame_time' coord. Pass `frame_rate=` (Hz)."
+    )

@@ -1,0 +1,131 @@
+"""One entry point that opens any supported recording as the (time, unit) reader schema."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from netphys.errors import RecordingFormatError
+
+__all__ = ["open_dataset"]
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as fp:
+        head = fp.read(1024)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "npz"
+    if head.startswith(b"MATLAB"):
+        return "mat"  # v5, or v7.3 (HDF5 with a 512-byte MATLAB header)
+    if head.startswith(_HDF5_MAGIC):
+        return "nwb"
+    return "unknown"
+
+
+def _model_recording(path: Path, layers: Any = None) -> xr.Dataset:
+    from netphys.io.recording import layer_activity, open_recording
+
+    tree = open_recording(path)
+    da = layer_activity(tree, layers)
+    ds = da.to_dataset(name="activity")
+    ds.attrs = {
+        "frame_rate": float(tree.attrs.get("frame_rate", np.nan)),
+        "source": str(path),
+        "format": "netphys",
+        "activity_variable": "activity",
+    }
+    if "behaviour" in tree.children:
+        beh = tree.children["behaviour"].to_dataset(inherit=False)
+        for name, var in beh.data_vars.items():
+            if var.dims and var.dims[0] == "time" and var.ndim <= 2:
+                ds[f"behaviour_{name}"] = var
+    return ds
+
+
+def _call(reader: Any, path: Path, kwargs: dict[str, Any]) -> xr.Dataset:
+    params = inspect.signature(reader).parameters
+    return reader(path, **{k: v for k, v in kwargs.items() if k in params})  # type: ignore[no-any-return]
+
+
+def open_dataset(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
+    """Open a recording of any supported format as a (time, unit) Dataset.
+
+    Dispatches on what it finds: a ``*.zarr`` directory (or one holding ``zarr.json``) is a
+    netphys model recording (``netphys.open_recording`` + ``layer_activity``, all layers, or
+    ``layers=``); a directory with ``F.npy`` in it, in ``plane*/`` or in ``suite2p/plane*/``
+    is a suite2p folder (:func:`~netphys.io.read_suite2p`); files are recognised by their first
+    bytes, not their names: zip = ``.npz`` (:func:`~netphys.io.read_npz`), a MATLAB header =
+    ``.mat`` (:func:`~netphys.io.read_stringer_mat`), HDF5 = NWB (:func:`~netphys.io.read_nwb`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        File or directory.
+    **kwargs
+        Passed on to the reader (e.g. ``activity=``, ``bin_width=``, ``frame_rate=``, or
+        ``layers=`` for a model recording). Options the chosen reader does not take are
+        ignored, so one set of options can serve several formats (``bin_width`` only matters
+        for spike times).
+
+    Returns
+    -------
+    xarray.Dataset
+        The reader's output: ``activity`` (time, unit) with ``frame_time``, unit coords and
+        attrs ``frame_rate``, ``source``, ``format`` (``'suite2p'``, ``'nwb'``, ``'mat'``,
+        ``'npz'`` or ``'netphys'``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    RecordingFormatError
+        If ``path`` is none of the supported formats (the message lists what was looked for).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> path = tempfile.mkdtemp() + "/spikes.npz"
+    >>> np.savez(path, spike_times=np.array([0.1, 0.2]), spike_clusters=np.array([0, 1]))
+    >>> open_dataset(path, bin_width=0.1).attrs["format"]
+    'npz'
+    """
+    func = "open_dataset"
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{func}(): `path` {str(p)!r} does not exist.")
+    if p.is_dir():
+        if p.suffix == ".zarr" or (p / "zarr.json").is_file() or (p / ".zgroup").is_file():
+            return _model_recording(p, kwargs.get("layers"))
+        from netphys.io.suite2p import is_suite2p_folder, read_suite2p
+
+        if is_suite2p_folder(p):
+            return _call(read_suite2p, p, kwargs)
+        raise RecordingFormatError(
+            f"{func}(): the directory {p} is neither a netphys recording (*.zarr with zarr.json) "
+            "nor a suite2p output (F.npy in it, in plane*/ or in suite2p/plane*/)."
+        )
+    kind = _sniff(p)
+    if kind == "npz":
+        from netphys.io.npz import read_npz
+
+        return _call(read_npz, p, kwargs)
+    if kind == "mat":
+        from netphys.io.matlab import read_stringer_mat
+
+        return _call(read_stringer_mat, p, kwargs)
+    if kind == "nwb":
+        from netphys.io.nwb import read_nwb
+
+        return _call(read_nwb, p, kwargs)
+    raise RecordingFormatError(
+        f"{func}(): {p} is not a recognised recording: looked for a zip (.npz), a MATLAB .mat "
+        "header and an HDF5 (NWB) signature in its first bytes, and found none. Supported: "
+        "suite2p folders, NWB 2 files, MATLAB .mat, .npz and netphys *.zarr recordings."
+    )

@@ -1,0 +1,723 @@
+"""The netphys recording format (version 1): a Zarr v3 store that opens as an xarray DataTree.
+
+Layout (see ``docs/format.md``)::
+
+    NAME.zarr/                 root: per-frame table along ``time`` + provenance attrs
+      behaviour/               logits (time, output), prediction, confidence, loss
+      layers/<module.path>/    activity (time, unit), nodes (time, node), unit coordinates
+      graph/<pre>--<post>/     weight (checkpoint, post_node, pre_node)
+
+This module never imports torch. Writing is done by :class:`RecordingWriter` (used by
+:class:`netphys.Recorder`); reading by :func:`open_recording`, :func:`layer_activity` and
+:func:`node_activity`; crash repair by :func:`recover`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from netphys.errors import RecordingError, RecordingFormatError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RecordingWriter",
+    "layer_activity",
+    "node_activity",
+    "open_recording",
+    "recover",
+]
+
+#: Version of the on-disk format written by this module.
+FORMAT_VERSION = 1
+
+#: Root coordinates along ``time`` and their dtype and fill value.
+FRAME_FIELDS: dict[str, tuple[str, Any]] = {
+    "frame_time": ("float64", float("nan")),
+    "session": ("int64", -1),
+    "stimulus": ("int64", -1),
+    "label": ("int64", -1),
+    "condition": ("int16", -1),
+    "repeat": ("int64", -1),
+    "epoch": ("int64", -1),
+    "step": ("int64", -1),
+}
+
+_FIELD_ATTRS: dict[str, dict[str, Any]] = {
+    "frame_time": {"units": "s", "long_name": "frame time at the nominal frame rate"},
+    "session": {"long_name": "session (checkpoint) index"},
+    "stimulus": {"long_name": "index of the presented sample in its dataset (-1: none)"},
+    "label": {"long_name": "category label of the presented sample (-1: none)"},
+    "condition": {"long_name": "presentation condition (code; see flag_meanings)"},
+    "repeat": {"long_name": "repeat index of the presentation"},
+    "epoch": {"long_name": "training epoch (-1: not recorded)"},
+    "step": {"long_name": "training step (-1: not recorded)"},
+}
+
+_UNIT_COORDS = ("unit_id", "channel", "y", "x", "pos_x", "pos_y", "pos_z")
+_LAYERS = "layers"
+_BEHAVIOUR = "behaviour"
+_GRAPH = "graph"
+
+
+def _compressor(level: int = 1) -> BloscCodec:
+    # lz4 + byte shuffle: > 1 GB/s per core, so compression keeps up with the model.
+    return BloscCodec(cname="lz4", clevel=level, shuffle="shuffle")
+
+
+def _json_safe(value: Any) -> Any:
+    """Return a JSON-serialisable version of ``value`` (for attrs)."""
+    try:
+        json.dumps(value)
+    except TypeError:
+        if isinstance(value, Mapping):
+            return {str(k): _json_safe(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_json_safe(v) for v in value]
+        if isinstance(value, np.generic):
+            return value.item()
+        return repr(value)
+    return value
+
+
+def _unit_chunk(n_units: int, chunk_frames: int, itemsize: int) -> int:
+    """Units per chunk so that one chunk holds about 1 MiB (whole layer if narrower)."""
+    target = max(1, (1 << 20) // max(1, chunk_frames * itemsize))
+    return int(min(n_units, max(target, 64)))
+
+
+class RecordingWriter:
+    """Write frames into a recording store, whole time chunks at a time.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory of the store (``*.zarr``).
+    mode : {"w-", "w", "a"}, default="w-"
+        ``"w-"`` refuses an existing path, ``"w"`` overwrites it, ``"a"`` appends to an
+        existing recording of the same layers.
+    chunk_frames : int, default=1024
+        Frames per time chunk; every write except the last covers whole chunks.
+    attrs : mapping, optional
+        Extra root attributes (provenance); must be JSON-serialisable.
+
+    Notes
+    -----
+    Crash protocol: arrays are resized, the block is written, then the root attribute
+    ``frames_committed`` is updated. Readers clip to ``frames_committed``;
+    :func:`recover` makes an interrupted store consistent.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: str = "w-",
+        chunk_frames: int = 1024,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if mode not in ("w-", "w", "a"):
+            raise ValueError(
+                f"Recorder: `mode` must be 'w-' (new), 'w' (overwrite) or 'a' (append); got {mode!r}."
+            )
+        exists = self.path.exists()
+        if exists and mode == "w-":
+            raise FileExistsError(
+                f"Recorder: `path` {str(self.path)!r} already exists. Pass `mode='w'` to "
+                "overwrite it, `mode='a'` to append new sessions, or choose another path."
+            )
+        if mode == "a" and not exists:
+            mode = "w-"
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if mode != "a":
+            if not parent.exists():
+                raise FileNotFoundError(
+                    f"Recorder: the folder of `path` {str(parent)!r} does not exist; create it first."
+                )
+            if not os.access(parent, os.W_OK):
+                raise PermissionError(
+                    f"Recorder: cannot write to {str(parent)!r} (permission denied); "
+                    "choose a writable `path`."
+                )
+        self.chunk_frames = int(chunk_frames)
+        self._conditions: list[str] = []
+        self._conditions_written = 0
+        self._layer_specs: dict[str, dict[str, Any]] = {}
+        self._behaviour_width: int | None = None
+        try:
+            if mode == "w" and exists:
+                shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+            if mode == "a":
+                self.root = zarr.open_group(self.path, mode="r+", zarr_format=3)
+                self._load_existing()
+            else:
+                self.root = zarr.open_group(self.path, mode="w-", zarr_format=3)
+                self._create_root(attrs or {})
+        except PermissionError as exc:
+            raise PermissionError(
+                f"Recorder: cannot write the recording at {str(self.path)!r}: {exc}. "
+                "Choose a writable `path`."
+            ) from exc
+
+    # -- creation -------------------------------------------------------------------------
+    def _create_root(self, attrs: Mapping[str, Any]) -> None:
+        root_attrs = {
+            "format_version": FORMAT_VERSION,
+            "format": "netphys-recording",
+            "status": "recording",
+            "frames_committed": 0,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "layers": [],
+        }
+        root_attrs.update({k: _json_safe(v) for k, v in attrs.items()})
+        self.root.attrs.update(root_attrs)
+        for name, (dtype, fill) in FRAME_FIELDS.items():
+            a = self.root.create_array(
+                name,
+                shape=(0,),
+                dtype=dtype,
+                chunks=(max(self.chunk_frames, 4096),),
+                fill_value=fill,
+                dimension_names=("time",),
+                compressors=_compressor(),
+                attributes=dict(_FIELD_ATTRS[name]),
+            )
+            del a
+        self.root.create_group(_LAYERS)
+        self.root.create_group(_GRAPH)
+        self.frames = 0
+
+    def _load_existing(self) -> None:
+        attrs = dict(self.root.attrs)
+        _check_version(attrs, self.path)
+        if attrs.get("status") == "recording":
+            raise RecordingError(
+                f"Recorder: {str(self.path)!r} is marked as still recording (it was interrupted "
+                "or is open elsewhere). Run `netphys.recover(path)` first, then append."
+            )
+        self.frames = int(attrs.get("frames_committed", 0))
+        self._conditions = list(self.root["condition"].attrs.get("flag_meanings", "").split())
+        self._conditions_written = len(self._conditions)
+        for name in attrs.get("layers", []):
+            g = self.root[f"{_LAYERS}/{name}"]
+            self._layer_specs[name] = {
+                "n_units": g["activity"].shape[1],
+                "n_nodes": g["nodes"].shape[1],
+                "dtype": str(g["activity"].dtype),
+            }
+        if _BEHAVIOUR in self.root:
+            self._behaviour_width = self.root[f"{_BEHAVIOUR}/logits"].shape[1]
+        self.root.attrs.update({"status": "recording"})
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the layers in the store, in forward order."""
+        return list(self._layer_specs)
+
+    def add_layer(
+        self,
+        name: str,
+        *,
+        unit_coords: Mapping[str, np.ndarray],
+        n_nodes: int,
+        dtype: str,
+        attrs: Mapping[str, Any],
+    ) -> None:
+        """Create the group of one recorded layer (or check it matches on append)."""
+        n_units = len(unit_coords["unit_id"])
+        if name in self._layer_specs:
+            spec = self._layer_specs[name]
+            if spec["n_units"] != n_units or spec["n_nodes"] != n_nodes:
+                raise RecordingError(
+                    f"Recorder: layer {name!r} has {n_units} units / {n_nodes} nodes now but "
+                    f"{spec['n_units']} / {spec['n_nodes']} in the existing recording; append "
+                    "needs the same layers and unit selection (same `max_units` and `seed`)."
+                )
+            return
+        g = self.root.create_group(f"{_LAYERS}/{name}", attributes=_json_safe(dict(attrs)))
+        itemsize = np.dtype(dtype).itemsize
+        g.create_array(
+            "activity",
+            shape=(self.frames, n_units),
+            dtype=dtype,
+            chunks=(self.chunk_frames, _unit_chunk(n_units, self.chunk_frames, itemsize)),
+            fill_value=float("nan"),
+            dimension_names=("time", "unit"),
+            compressors=_compressor(),
+            attributes={
+                "long_name": "unit activity (module output)",
+                "units": "a.u.",
+                "coordinates": " ".join(_UNIT_COORDS),
+            },
+        )
+        g.create_array(
+            "nodes",
+            shape=(self.frames, n_nodes),
+            dtype="float32",
+            chunks=(self.chunk_frames, _unit_chunk(n_nodes, self.chunk_frames, 4)),
+            fill_value=float("nan"),
+            dimension_names=("time", "node"),
+            compressors=_compressor(),
+            attributes={
+                "long_name": "node activity (channel spatial mean of the module output)",
+                "units": "a.u.",
+                "cell_methods": "space: mean",
+            },
+        )
+        g.create_array(
+            "node", data=np.arange(n_nodes, dtype="int64"), dimension_names=("node",)
+        )
+        for key in _UNIT_COORDS:
+            values = np.asarray(unit_coords[key])
+            attrs_c = {"units": "um"} if key.startswith("pos_") else {}
+            g.create_array(
+                key, data=values, dimension_names=("unit",), attributes=attrs_c
+            )
+        self._layer_specs[name] = {"n_units": n_units, "n_nodes": n_nodes, "dtype": dtype}
+        self.root.attrs["layers"] = self.layers
+
+    def add_behaviour(self, width: int) -> None:
+        """Create the behaviour group for model outputs of ``width`` values per frame."""
+        if self._behaviour_width is not None:
+            if self._behaviour_width != width:
+                raise RecordingError(
+                    f"Recorder: the model output has {width} values per frame now but "
+                    f"{self._behaviour_width} in the existing recording."
+                )
+            return
+        g = self.root.create_group(_BEHAVIOUR)
+        opts = {"compressors": _compressor()}
+        g.create_array(
+            "logits",
+            shape=(self.frames, width),
+            dtype="float32",
+            chunks=(self.chunk_frames, min(width, 4096)),
+            fill_value=float("nan"),
+            dimension_names=("time", "output"),
+            attributes={"long_name": "model output (logits)"},
+            **opts,
+        )
+        for name, dtype, fill, long_name in (
+            ("prediction", "int64", -1, "argmax of the output"),
+            ("confidence", "float32", float("nan"), "max softmax probability"),
+            ("loss", "float32", float("nan"), "cross-entropy to the label (NaN: no label)"),
+        ):
+            g.create_array(
+                name,
+                shape=(self.frames,),
+                dtype=dtype,
+                chunks=(max(self.chunk_frames, 4096),),
+                fill_value=fill,
+                dimension_names=("time",),
+                attributes={"long_name": long_name},
+                **opts,
+            )
+        self._behaviour_width = width
+
+    # -- writing ------------------------------------------------------------------------
+    def condition_code(self, condition: str) -> int:
+        """Return the integer code of a condition string, registering it if new."""
+        if condition not in self._conditions:
+            if any(c.isspace() for c in condition) or not condition:
+                raise ValueError(
+                    f"Recorder: `condition` must be a non-empty word without spaces; got {condition!r}."
+                )
+            self._conditions.append(condition)
+        return self._conditions.index(condition)
+
+    def _write_conditions(self) -> None:
+        # called by the writing thread only, so array metadata has a single writer
+        conditions = list(self._conditions)
+        if len(conditions) != self._conditions_written:
+            self.root["condition"].attrs.update(
+                {
+                    "flag_values": list(range(len(conditions))),
+                    "flag_meanings": " ".join(conditions),
+                }
+            )
+            self._conditions_written = len(conditions)
+
+    def write(
+        self,
+        start: int,
+        table: Mapping[str, np.ndarray],
+        layers: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        behaviour: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Write frames ``start .. start + n`` and commit them.
+
+        ``table`` maps each name of :data:`FRAME_FIELDS` to an (n,) array; ``layers`` maps a
+        layer name to ``(activity (n, units), nodes (n, nodes))``.
+        """
+        n = len(table["session"])
+        if start != self.frames:
+            raise RecordingError(f"internal: write at {start} but {self.frames} committed")
+        stop = start + n
+        arrays: list[tuple[Any, np.ndarray]] = [(self.root[k], table[k]) for k in FRAME_FIELDS]
+        for name, (act, nodes) in layers.items():
+            g = self.root[f"{_LAYERS}/{name}"]
+            arrays += [(g["activity"], act), (g["nodes"], nodes)]
+        if behaviour is not None and self._behaviour_width is not None:
+            g = self.root[_BEHAVIOUR]
+            arrays += [(g[k], behaviour[k]) for k in ("logits", "prediction", "confidence", "loss")]
+        for arr, _ in arrays:
+            arr.resize((stop, *arr.shape[1:]))
+        for arr, values in arrays:
+            arr[start:stop] = values
+        self._write_conditions()
+        self.frames = stop
+        self.root.attrs["frames_committed"] = stop
+
+    def write_graph(self, session: int, weights: Mapping[tuple[str, str], np.ndarray]) -> None:
+        """Store the node-to-node weights of one session (checkpoint)."""
+        for (pre, post), w in weights.items():
+            w = np.asarray(w, dtype="float32")
+            key = f"{_GRAPH}/{pre}--{post}"
+            if key not in self.root:
+                g = self.root.create_group(key, attributes={"pre_layer": pre, "post_layer": post})
+                g.create_array(
+                    "weight",
+                    shape=(0, *w.shape),
+                    dtype="float32",
+                    chunks=(1, *w.shape),
+                    fill_value=float("nan"),
+                    dimension_names=("checkpoint", "post_node", "pre_node"),
+                    attributes={"long_name": "static node-to-node weight (BatchNorm folded)"},
+                )
+                g.create_array(
+                    "checkpoint",
+                    shape=(0,),
+                    dtype="int64",
+                    chunks=(1024,),
+                    fill_value=-1,
+                    dimension_names=("checkpoint",),
+                )
+            g = self.root[key]
+            if g["weight"].shape[1:] != w.shape:
+                raise RecordingError(
+                    f"Recorder: weights {pre}->{post} have shape {w.shape}, expected "
+                    f"{g['weight'].shape[1:]}."
+                )
+            ckpt = g["checkpoint"]
+            existing = ckpt[:] if ckpt.shape[0] else np.zeros(0, "int64")
+            if session in existing:
+                continue
+            k = ckpt.shape[0]
+            ckpt.resize((k + 1,))
+            g["weight"].resize((k + 1, *w.shape))
+            g["weight"][k] = w
+            ckpt[k] = session
+
+    def close(self, *, status: str = "complete") -> None:
+        """Mark the recording ``status`` and consolidate metadata."""
+        self.root.attrs.update({"status": status, "frames_committed": self.frames})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr warns that consolidation is outside the spec
+            zarr.consolidate_metadata(self.path)
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _check_version(attrs: Mapping[str, Any], path: Any) -> None:
+    version = attrs.get("format_version")
+    if version is None:
+        raise RecordingFormatError(
+            f"open_recording(): {str(path)!r} is a Zarr group but not a netphys recording "
+            "(no `format_version` attribute). Real data is read with `netphys.io.open_dataset`."
+        )
+    if int(version) > FORMAT_VERSION:
+        raise RecordingFormatError(
+            f"open_recording(): {str(path)!r} has format_version {version}, newer than this "
+            f"netphys reads ({FORMAT_VERSION}). Upgrade with `pip install -U netphys`."
+        )
+
+
+def _open_root(path: str | os.PathLike[str], func: str) -> zarr.Group:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{func}(): no recording at {str(p)!r}.")
+    try:
+        root = zarr.open_group(p, mode="r", zarr_format=3, use_consolidated=False)
+    except Exception as exc:
+        raise RecordingFormatError(
+            f"{func}(): {str(p)!r} is not a Zarr v3 group ({type(exc).__name__}: {exc})."
+        ) from exc
+    _check_version(dict(root.attrs), p)
+    return root
+
+
+def _open_group(path: Path, group: str | None, n: int, chunks: Any) -> xr.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ds = xr.open_zarr(
+            path,
+            group=group,
+            chunks=chunks,
+            consolidated=False,
+            zarr_format=3,
+            mask_and_scale=False,
+            decode_times=False,
+        )
+    if "time" in ds.dims and ds.sizes["time"] != n:
+        ds = ds.isel(time=slice(0, n))
+    return ds
+
+
+def _load_coords(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
+    # coordinates are small: keep them in memory so that selections need no compute
+    names = [k for k in names if k in ds.variables]
+    ds = ds.set_coords([k for k in names if k in ds.data_vars])
+    return ds.assign_coords({k: ds[k].load().variable for k in names})
+
+
+def open_recording(
+    path: str | os.PathLike[str],
+    *,
+    chunks: Any = None,
+) -> xr.DataTree:
+    """Open a recording lazily as an :class:`xarray.DataTree` (dask-backed).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``*.zarr`` directory written by :class:`netphys.Recorder` or :func:`netphys.record`.
+    chunks : dict, optional
+        Dask chunks; default: the store's own chunks (e.g. 1024 frames).
+
+    Returns
+    -------
+    xarray.DataTree
+        Root with the per-frame table along ``time`` (``condition`` decoded to strings),
+        ``behaviour``, ``layers/<module>`` (``activity``, ``nodes``) and ``graph`` nodes.
+        Frames beyond ``frames_committed`` (an interrupted write) are left out.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    RecordingFormatError
+        If ``path`` is not a netphys recording or has a newer format version.
+
+    See Also
+    --------
+    layer_activity : one (time, unit) DataArray of one or all layers.
+    recover : make an interrupted recording consistent on disk.
+
+    Examples
+    --------
+    >>> import netphys
+    >>> rec = netphys.open_recording("rec.zarr")  # doctest: +SKIP
+    >>> rec["layers/conv1"]["activity"]  # doctest: +SKIP
+    """
+    root = _open_root(path, "open_recording")
+    p = Path(path)
+    attrs = dict(root.attrs)
+    n = int(attrs.get("frames_committed", 0))
+    chunks = {} if chunks is None else chunks
+    tree: dict[str, xr.Dataset] = {}
+    base = _open_group(p, None, n, chunks)
+    base = _load_coords(base, list(FRAME_FIELDS))
+    if "condition" in base.coords:
+        meanings = base["condition"].attrs.get("flag_meanings", "").split()
+        codes = np.asarray(base["condition"].values)
+        labels = np.array([*meanings, ""], dtype=object)
+        decoded = labels[np.where((codes >= 0) & (codes < len(meanings)), codes, len(meanings))]
+        base = base.assign_coords(
+            condition=("time", decoded.astype(str), {"long_name": "presentation condition"})
+        )
+    base.attrs = attrs
+    tree["/"] = base
+    if _BEHAVIOUR in root:
+        tree[f"/{_BEHAVIOUR}"] = _open_group(p, _BEHAVIOUR, n, chunks)
+    for name in attrs.get("layers", []):
+        ds = _open_group(p, f"{_LAYERS}/{name}", n, chunks)
+        ds = _load_coords(ds, _UNIT_COORDS)
+        tree[f"/{_LAYERS}/{name}"] = ds
+    if _GRAPH in root:
+        for key in root[_GRAPH].group_keys():
+            tree[f"/{_GRAPH}/{key}"] = _open_group(p, f"{_GRAPH}/{key}", n, chunks)
+    return xr.DataTree.from_dict(tree)
+
+
+def _as_tree(rec: Any, func: str) -> xr.DataTree:
+    if isinstance(rec, xr.DataTree):
+        return rec
+    if isinstance(rec, (str, os.PathLike)):
+        return open_recording(rec)
+    raise TypeError(
+        f"{func}(): `recording` must be a DataTree from `netphys.open_recording` or a path; "
+        f"got {type(rec).__name__}."
+    )
+
+
+def _pick_layers(tree: xr.DataTree, layers: str | Sequence[str] | None, func: str) -> list[str]:
+    available = list(tree.attrs.get("layers", []))
+    if not available and _LAYERS in tree.children:
+        available = list(tree[_LAYERS].children)
+    if layers is None:
+        return available
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    bad = [w for w in wanted if w not in available]
+    if bad:
+        raise ValueError(
+            f"{func}(): `layers` {bad} not in the recording; recorded layers are {available}."
+        )
+    return wanted
+
+
+def _time_coords(tree: xr.DataTree) -> dict[str, Any]:
+    return {k: v.variable for k, v in tree.to_dataset().coords.items() if v.dims == ("time",)}
+
+
+def layer_activity(
+    recording: Any,
+    layers: str | Sequence[str] | None = None,
+) -> xr.DataArray:
+    """Return unit activity of one layer, or several stacked, as a (time, unit) DataArray.
+
+    Parameters
+    ----------
+    recording : xarray.DataTree or str
+        A tree from :func:`open_recording`, or the path of a recording.
+    layers : str or list of str, optional
+        Layer name(s); default: all recorded layers in forward order.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims (``time``, ``unit``), dask-backed. ``unit`` is a running index over the stacked
+        layers; non-index unit coords ``layer``, ``unit_id``, ``channel``, ``y``, ``x``,
+        ``pos_x``, ``pos_y``, ``pos_z``; the root's per-frame coords along ``time``.
+
+    Examples
+    --------
+    >>> act = netphys.layer_activity("rec.zarr", "conv1")  # doctest: +SKIP
+    >>> act.sel(time=act.session == 0)  # doctest: +SKIP
+    """
+    tree = _as_tree(recording, "layer_activity")
+    names = _pick_layers(tree, layers, "layer_activity")
+    if not names:
+        raise ValueError("layer_activity(): the recording has no layers.")
+    parts = []
+    for name in names:
+        ds = tree[f"{_LAYERS}/{name}"].to_dataset(inherit=False)
+        da = ds["activity"]
+        da = da.assign_coords(layer=("unit", np.full(da.sizes["unit"], name, dtype=object)))
+        parts.append(da)
+    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="unit", coords="all")
+    out = out.assign_coords(unit=np.arange(out.sizes["unit"]), **_time_coords(tree))
+    out.name = "activity"
+    out.attrs = {"long_name": "unit activity", "units": "a.u."}
+    return out
+
+
+def node_activity(
+    recording: Any,
+    layers: str | Sequence[str] | None = None,
+) -> xr.DataArray:
+    """Return node activity (channel spatial means) as a (time, node) DataArray.
+
+    Parameters
+    ----------
+    recording : xarray.DataTree or str
+        A tree from :func:`open_recording`, or the path of a recording.
+    layers : str or list of str, optional
+        Layer name(s); default: all recorded layers.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims (``time``, ``node``); ``node`` is a running index, with coords ``layer`` and
+        ``channel`` along ``node`` and the per-frame coords along ``time``.
+    """
+    tree = _as_tree(recording, "node_activity")
+    names = _pick_layers(tree, layers, "node_activity")
+    parts = []
+    for name in names:
+        da = tree[f"{_LAYERS}/{name}"].to_dataset(inherit=False)["nodes"]
+        da = da.assign_coords(
+            channel=("node", da["node"].values),
+            layer=("node", np.full(da.sizes["node"], name, dtype=object)),
+        ).drop_vars("node")
+        parts.append(da)
+    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="node", coords="all")
+    out = out.assign_coords(node=np.arange(out.sizes["node"]), **_time_coords(tree))
+    out.name = "nodes"
+    return out
+
+
+def recover(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Make an interrupted recording consistent and mark it ``recovered``.
+
+    Every array along ``time`` is clipped to ``frames_committed`` (frames written after the
+    last commit are dropped), stray ``*.partial`` files from interrupted atomic writes are
+    removed, and metadata is consolidated so that plain ``xarray.open_datatree`` opens it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The recording directory.
+
+    Returns
+    -------
+    dict
+        ``frames_committed``, ``status`` before recovery, ``clipped`` (arrays that were
+        longer than the committed length) and ``partial_files_removed``.
+
+    Examples
+    --------
+    >>> netphys.recover("interrupted.zarr")  # doctest: +SKIP
+    {'frames_committed': 2048, 'status_before': 'recording', ...}
+    """
+    p = Path(path)
+    _open_root(p, "recover")
+    root = zarr.open_group(p, mode="r+", zarr_format=3, use_consolidated=False)
+    attrs = dict(root.attrs)
+    n = int(attrs.get("frames_committed", 0))
+    removed = 0
+    for f in p.rglob("*.partial"):
+        f.unlink()
+        removed += 1
+    clipped = []
+    for key, arr in _walk_arrays(root):
+        dims = arr.metadata.dimension_names or ()
+        if dims and dims[0] == "time" and arr.shape[0] != n:
+            shape = (n, *arr.shape[1:])
+            if arr.shape[0] < n:
+                # metadata resize landed for some arrays only; never happens for committed frames
+                raise RecordingFormatError(
+                    f"recover(): array {key!r} has {arr.shape[0]} frames, fewer than the "
+                    f"{n} committed; the store is damaged beyond the crash protocol."
+                )
+            arr.resize(shape)
+            clipped.append(key)
+    root.attrs.update({"status": "recovered", "frames_committed": n})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(p)
+    return {
+        "frames_committed": n,
+        "status_before": attrs.get("status"),
+        "clipped": clipped,
+        "partial_files_removed": removed,
+    }
+
+
+def _walk_arrays(group: zarr.Group, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for name, arr in group.arrays():
+        out.append((f"{prefix}{name}", arr))
+    for name, sub in group.groups():
+        out += _walk_arrays(sub, f"{prefix}{name}/")
+    return out

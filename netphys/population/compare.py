@@ -1,0 +1,548 @@
+"""Model versus mouse: the same population analyses on two recordings at matched N and T."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from netphys._validation import as_rng, check_int
+
+__all__ = ["compare", "compare_files", "plot_compare"]
+
+_SCALARS = (
+    ("n_units", "units (matched)", "{:.0f}"),
+    ("n_frames", "frames (matched)", "{:.0f}"),
+    ("svca_alpha", "SVCA reliable-spectrum exponent", "{:.3f}"),
+    ("svca_reliable_fraction", "SVCA reliable fraction (all SVCs)", "{:.3f}"),
+    ("svca_reliable_fraction_1", "SVCA reliable fraction, SVC 1", "{:.3f}"),
+    ("eigen_alpha", "eigenspectrum exponent", "{:.3f}"),
+    ("participation_ratio", "participation ratio", "{:.2f}"),
+    ("participation_ratio_per_unit", "participation ratio / N", "{:.3f}"),
+    ("corr_mean", "mean pairwise correlation", "{:.4f}"),
+    ("corr_null_mean", "  shuffle null", "{:.4f}"),
+    ("corr_spread_ratio", "correlation spread / null spread", "{:.2f}"),
+    ("corr_fraction_significant", "pairs outside null 95%", "{:.3f}"),
+    ("sparsity", "lifetime sparseness (median unit)", "{:.3f}"),
+    ("population_sparsity", "population sparseness (median frame)", "{:.3f}"),
+    ("fraction_zero", "fraction of zero entries", "{:.3f}"),
+)
+
+
+def _as_population(
+    x: Any, *, func: str, name: str, cells_only: bool
+) -> tuple[xr.DataArray, dict[str, Any]]:
+    """Return a (time, unit) float64 DataArray and a description of where it came from."""
+    from netphys.io._common import as_recording_dataset
+
+    if isinstance(x, (str, os.PathLike)):
+        from netphys.io.dataset import open_dataset
+
+        x = open_dataset(x)
+    if isinstance(x, np.ndarray):
+        if x.ndim != 2:
+            raise ValueError(f"{func}(): `{name}` must be 2-D (time x unit); got shape {x.shape}.")
+        x = xr.DataArray(x, dims=("time", "unit"))
+    try:
+        ds = as_recording_dataset(x, func=func)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(str(exc).replace("`recording`", f"`{name}`")) from exc
+    da = ds["activity"]
+    info = {
+        "source": str(ds.attrs.get("source", ds.attrs.get("format", "array"))),
+        "format": str(ds.attrs.get("format", "array")),
+        "frame_rate": float(ds.attrs.get("frame_rate", np.nan) or np.nan),
+    }
+    if cells_only and "is_cell" in da.coords and da["is_cell"].dims == ("unit",):
+        keep = np.asarray(da["is_cell"].values, dtype=bool)
+        if keep.sum() >= 4:  # too few labelled cells: use every ROI
+            da = da.isel(unit=np.flatnonzero(keep))
+    values = np.asarray(da.values, dtype=np.float64)
+    out = xr.DataArray(values, dims=("time", "unit"))
+    return out, info
+
+
+def _select(
+    x: np.ndarray, n_units: int, n_frames: int, gen: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """A contiguous block of ``n_frames`` frames, then ``n_units`` random usable units."""
+    start = int(gen.integers(0, x.shape[0] - n_frames + 1))
+    block = x[start : start + n_frames]
+    usable = np.flatnonzero(np.all(np.isfinite(block), axis=0) & (np.std(block, axis=0) > 0))
+    if len(usable) < n_units:
+        return block[:, usable], len(usable)
+    pick = np.sort(gen.choice(usable, size=n_units, replace=False))
+    return block[:, pick], n_units
+
+
+def _fit_range(k: int) -> tuple[int, int]:
+    start = 11 if k >= 100 else 2
+    return start, int(min(500, max(start + 2, k // 2)))
+
+
+def _sparseness(x: np.ndarray) -> tuple[float, float, float]:
+    r = np.maximum(x, 0.0)
+    m1, m2 = r.mean(axis=0), (r**2).mean(axis=0)
+    t = r.shape[0]
+    ok = m2 > 0
+    life = (1 - m1[ok] ** 2 / m2[ok]) / (1 - 1 / t)
+    p1, p2 = r.mean(axis=1), (r**2).mean(axis=1)
+    n = r.shape[1]
+    okp = p2 > 0
+    pop = (1 - p1[okp] ** 2 / p2[okp]) / (1 - 1 / n)
+    scale = np.max(np.abs(x)) if x.size else 0.0
+    zeros = float(np.mean(np.abs(x) <= 1e-9 * max(scale, 1e-300)))
+    return (
+        float(np.median(life)) if life.size else np.nan,
+        float(np.median(pop)) if pop.size else np.nan,
+        zeros,
+    )
+
+
+def _analyse(
+    x: np.ndarray,
+    *,
+    seed: int,
+    block_length: int,
+    min_shift: int,
+    n_raster_frames: int,
+    sort: bool,
+) -> dict[str, Any]:
+    from netphys.population.nulls import shuffle_null
+    from netphys.population.sorting import rastermap_sort
+    from netphys.population.spectra import eigenspectrum
+    from netphys.population.svca import svca
+
+    t, n = x.shape
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    out: dict[str, Any] = {}
+    sv = svca(
+        z,
+        block_length=block_length,
+        split="random",
+        rng=seed,
+        fit_range=_fit_range(min(n // 2, t // 2)),
+    )
+    rel, tot = sv["reliable_variance"].values, sv["total_variance"].values
+    out["svca_alpha"] = float(sv["alpha"])
+    out["svca_reliable_fraction"] = float(rel.sum() / tot.sum()) if tot.sum() > 0 else np.nan
+    out["svca_reliable_fraction_1"] = float(sv["reliable_fraction"].values[0])
+    out["svca_reliable"] = rel / tot.sum()
+    out["svca_total"] = tot / tot.sum()
+    es = eigenspectrum(z, fit_range=_fit_range(min(n, t - 1)))
+    lam = es["variance"].values
+    out["eigen_alpha"] = float(es["alpha"])
+    out["eigen_variance"] = es["explained_variance_ratio"].values
+    out["participation_ratio"] = float(lam.sum() ** 2 / (lam**2).sum())
+    out["participation_ratio_per_unit"] = out["participation_ratio"] / n
+    nl = shuffle_null(z, min_shift=min_shift, rng=seed)
+    real, null = nl["real_count"].values.astype(float), nl["null_count"].values.astype(float)
+    out["corr_bin"] = nl["bin"].values
+    out["corr_real"] = real / real.sum() if real.sum() else real
+    out["corr_null"] = null / null.sum() if null.sum() else null
+    out["corr_mean"] = float(nl["real_mean"])
+    out["corr_null_mean"] = float(nl["null_mean"])
+    out["corr_spread_ratio"] = float(nl["spread_ratio"])
+    out["corr_fraction_significant"] = float(nl["fraction_significant"])
+    life, pop, zeros = _sparseness(x)
+    out["sparsity"], out["population_sparsity"], out["fraction_zero"] = life, pop, zeros
+    order = np.arange(n)
+    if sort and n >= 4:
+        order = np.asarray(rastermap_sort(z, rng=seed)["order_index"].values)
+    out["raster"] = z[:n_raster_frames, order].T
+    return out
+
+
+def compare(
+    a: Any,
+    b: Any,
+    *,
+    n_units: int | None = None,
+    n_frames: int | None = None,
+    labels: tuple[str, str] = ("a", "b"),
+    cells_only: bool = True,
+    block_length: int | None = None,
+    min_shift: int | None = None,
+    n_raster_frames: int = 500,
+    sort: bool = True,
+    rng: Any = 0,
+) -> xr.Dataset:
+    """Run the same population analyses on two recordings at matched numbers of units and frames.
+
+    Power-law exponents, reliable fractions and correlation spreads all depend on the number
+    of units N and frames T, so both recordings are cut to the same N and T first: a random
+    contiguous block of ``n_frames`` frames, then ``n_units`` random units among those that vary
+    in that block. Each unit is z-scored before SVCA, the eigenspectrum, the shuffle null and
+    rastermap (sparseness uses the raw, rectified activity).
+
+    Parameters
+    ----------
+    a, b : xarray.DataArray, xarray.Dataset, xarray.DataTree, numpy.ndarray or path
+        Recordings: a (time, unit) DataArray or array, a reader's Dataset (its ``activity``), a
+        model recording tree, or a path opened with :func:`netphys.io.open_dataset`.
+    n_units, n_frames : int, optional
+        Matched sizes; default the smaller of the two recordings' usable units and frames.
+    labels : tuple of str, default=("a", "b")
+        Names of the two recordings (the ``recording`` coord).
+    cells_only : bool, default=True
+        Keep only units with ``is_cell`` where that coord exists (and at least 4 are cells).
+    block_length : int, optional
+        SVCA train/test block length in frames; default ``max(1, min(60, n_frames // 10))``.
+    min_shift : int, optional
+        Minimum circular shift of the correlation null; default ``n_frames // 4``.
+    n_raster_frames : int, default=500
+        Frames kept in the sorted rasters.
+    sort : bool, default=True
+        Sort raster units with rastermap (else keep the subsample order).
+    rng : int, numpy.random.Generator or None, default=0
+        Randomness of the subsampling and of every analysis.
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``recording`` (coord = ``labels``): ``n_units``, ``n_frames``, ``svca_alpha``,
+        ``svca_reliable_fraction`` (reliable over total variance, all SVCs),
+        ``svca_reliable_fraction_1``, ``eigen_alpha``, ``participation_ratio``
+        (``(Σλ)² / Σλ²``), ``participation_ratio_per_unit``, ``corr_mean``,
+        ``corr_null_mean``, ``corr_spread_ratio``, ``corr_fraction_significant``, ``sparsity``
+        (median lifetime sparseness), ``population_sparsity``, ``fraction_zero``, ``frame_rate``;
+        along (``recording``, ``component``): ``svca_reliable``, ``svca_total`` (fractions of
+        the total SVC variance), ``eigen_variance`` (explained variance ratio); along
+        (``recording``, ``corr_bin``): ``corr_real``, ``corr_null`` (normalised histograms);
+        ``raster`` (``recording``, ``raster_unit``, ``raster_time``): z-scored activity sorted by
+        rastermap. Attrs: ``n_units``, ``n_frames``, ``block_length``, ``min_shift``, sources.
+
+    Raises
+    ------
+    ValueError
+        If ``n_units``/``n_frames`` exceed what both recordings have, or they have fewer than
+        8 usable units or 16 frames.
+
+    See Also
+    --------
+    plot_compare : one figure of this result.
+    compare_files : files in, PNG + JSON + a printed table out.
+
+    Examples
+    --------
+    >>> from netphys.population import simulate_population
+    >>> a = simulate_population(60, 400, alpha=1.0, rng=0)["activity"]
+    >>> b = simulate_population(80, 500, alpha=2.0, rng=1)["activity"]
+    >>> res = compare(a, b, labels=("model", "mouse"), sort=False)
+    >>> res["n_units"].values.tolist(), res["n_frames"].values.tolist()
+    ([60, 60], [400, 400])
+    """
+    func = "compare"
+    gen = as_rng(rng, func=func)
+    if len(labels) != 2 or len(set(labels)) != 2:
+        raise ValueError(f"{func}(): `labels` must be two different names; got {labels!r}.")
+    pops, infos = [], []
+    for x, name in ((a, "a"), (b, "b")):
+        da, info = _as_population(x, func=func, name=name, cells_only=cells_only)
+        pops.append(da.values)
+        infos.append(info)
+    t_avail = min(p.shape[0] for p in pops)
+    usable = [int(np.sum(np.all(np.isfinite(p), axis=0) & (np.std(p, axis=0) > 0))) for p in pops]
+    n_avail = min(usable)
+    t = t_avail if n_frames is None else check_int(n_frames, func=func, name="n_frames", minimum=16)
+    n = n_avail if n_units is None else check_int(n_units, func=func, name="n_units", minimum=8)
+    if t > t_avail or t < 16:
+        raise ValueError(
+            f"{func}(): `n_frames`={t} but the recordings have {[p.shape[0] for p in pops]} frames; "
+            f"ask for 16 to {t_avail}."
+        )
+    if n > n_avail or n < 8:
+        raise ValueError(
+            f"{func}(): `n_units`={n} but the recordings have {usable} usable (non-constant, "
+            f"finite) units; ask for 8 to {n_avail}."
+        )
+    bl = (
+        max(1, min(60, t // 10))
+        if block_length is None
+        else check_int(block_length, func=func, name="block_length", minimum=1)
+    )
+    ms = (
+        max(1, t // 4)
+        if min_shift is None
+        else check_int(min_shift, func=func, name="min_shift", minimum=1)
+    )
+    # paired design: both recordings are cut and analysed with the same random streams
+    select_seed, seed = (int(s) for s in gen.integers(2**31, size=2))
+    blocks = [_select(p, n, t, np.random.default_rng(select_seed))[0] for p in pops]
+    n = min(x.shape[1] for x in blocks)  # a unit may be constant inside the chosen block
+    analyses = [
+        _analyse(
+            x[:, :n],
+            seed=seed,
+            block_length=bl,
+            min_shift=ms,
+            n_raster_frames=n_raster_frames,
+            sort=sort,
+        )
+        for x in blocks
+    ]
+    rec = list(labels)
+    data: dict[str, Any] = {}
+    for key, _, _ in _SCALARS:
+        if key in ("n_units", "n_frames"):
+            continue
+        data[key] = ("recording", np.array([r[key] for r in analyses], dtype=np.float64))
+    data["n_units"] = ("recording", np.array([n, n]))
+    data["n_frames"] = ("recording", np.array([t, t]))
+    data["frame_rate"] = ("recording", np.array([i["frame_rate"] for i in infos]))
+
+    def stack(key: str) -> np.ndarray:
+        k = max(len(r[key]) for r in analyses)
+        out = np.full((2, k), np.nan)
+        for i, r in enumerate(analyses):
+            out[i, : len(r[key])] = r[key]
+        return out
+
+    for key in ("svca_reliable", "svca_total", "eigen_variance"):
+        data[key] = (
+            (("recording", "component"), stack(key))
+            if key.startswith("eigen")
+            else (("recording", "svc"), stack(key))
+        )
+    data["corr_real"] = (("recording", "corr_bin"), np.stack([r["corr_real"] for r in analyses]))
+    data["corr_null"] = (("recording", "corr_bin"), np.stack([r["corr_null"] for r in analyses]))
+    data["raster"] = (
+        ("recording", "raster_unit", "raster_time"),
+        np.stack([r["raster"] for r in analyses]).astype(np.float32),
+    )
+    ds = xr.Dataset(
+        data,
+        coords={
+            "recording": rec,
+            "component": np.arange(1, data["eigen_variance"][1].shape[1] + 1),
+            "svc": np.arange(1, data["svca_reliable"][1].shape[1] + 1),
+            "corr_bin": analyses[0]["corr_bin"],
+        },
+        attrs={
+            "n_units": int(n),
+            "n_frames": int(t),
+            "block_length": int(bl),
+            "min_shift": int(ms),
+            "cells_only": bool(cells_only),
+            "source_a": infos[0]["source"],
+            "source_b": infos[1]["source"],
+            "format_a": infos[0]["format"],
+            "format_b": infos[1]["format"],
+        },
+    )
+    ds["svca_reliable"].attrs["long_name"] = "reliable variance per SVC / total SVC variance"
+    ds["eigen_variance"].attrs["long_name"] = "explained variance ratio"
+    ds["raster"].attrs["long_name"] = "z-scored activity, rastermap order"
+    return ds
+
+
+def plot_compare(result: xr.Dataset) -> Any:
+    """Draw a :func:`compare` result as one figure.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        Output of :func:`compare`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Top row: SVCA reliable spectra, eigenspectra (log-log, with exponents), correlation
+        histograms against their shuffle nulls, and a bar chart of participation ratio / N,
+        reliable fraction and sparseness. Bottom row: the two rastermap-sorted rasters.
+
+    Examples
+    --------
+    >>> from netphys.population import simulate_population
+    >>> a = simulate_population(40, 300, rng=0)["activity"]
+    >>> fig = plot_compare(compare(a, a * 2 + 1, sort=False))
+    >>> len(fig.axes) >= 6
+    True
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(result, xr.Dataset) or "raster" not in result:
+        raise TypeError(
+            "plot_compare(): `result` must be the Dataset returned by compare(); "
+            f"got {type(result).__name__}."
+        )
+    labels = [str(v) for v in result["recording"].values]
+    colors = ["tab:blue", "tab:orange"]
+    fig = plt.figure(figsize=(14, 7.5), layout="constrained")
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.2])
+    ax = fig.add_subplot(grid[0, 0])
+    for i, lab in enumerate(labels):
+        y = result["svca_reliable"].isel(recording=i).values
+        k = np.arange(1, len(y) + 1)
+        ok = np.isfinite(y) & (y > 0)
+        ax.loglog(
+            k[ok], y[ok], color=colors[i], label=f"{lab}: α={float(result['svca_alpha'][i]):.2f}"
+        )
+    ax.set(title="SVCA reliable variance", xlabel="SVC", ylabel="fraction of SVC variance")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(grid[0, 1])
+    for i, lab in enumerate(labels):
+        y = result["eigen_variance"].isel(recording=i).values
+        k = np.arange(1, len(y) + 1)
+        ok = np.isfinite(y) & (y > 0)
+        ax.loglog(
+            k[ok], y[ok], color=colors[i], label=f"{lab}: α={float(result['eigen_alpha'][i]):.2f}"
+        )
+    ax.set(title="eigenspectrum", xlabel="PC", ylabel="explained variance ratio")
+    ax.legend(fontsize=8)
+    ax = fig.add_subplot(grid[0, 2])
+    bins = result["corr_bin"].values
+    for i, lab in enumerate(labels):
+        ax.plot(bins, result["corr_real"].isel(recording=i), color=colors[i], label=lab)
+        ax.plot(
+            bins,
+            result["corr_null"].isel(recording=i),
+            color=colors[i],
+            ls=":",
+            label=f"{lab} shuffled",
+        )
+    real = result["corr_real"].values + result["corr_null"].values
+    nz = np.flatnonzero(real.sum(axis=0) > 0)
+    if nz.size:
+        ax.set_xlim(bins[nz[0]], bins[nz[-1]])
+    ax.set(title="pairwise correlations", xlabel="correlation", ylabel="fraction of pairs")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[0, 3])
+    keys = [
+        ("participation_ratio_per_unit", "PR / N"),
+        ("svca_reliable_fraction", "reliable"),
+        ("sparsity", "sparseness"),
+    ]
+    xs = np.arange(len(keys))
+    for i, lab in enumerate(labels):
+        ax.bar(
+            xs + (i - 0.5) * 0.38,
+            [float(result[k][i]) for k, _ in keys],
+            width=0.38,
+            color=colors[i],
+            label=lab,
+        )
+    ax.set_xticks(xs, [name for _, name in keys])
+    ax.set(title=f"N={int(result.attrs['n_units'])}, T={int(result.attrs['n_frames'])}")
+    ax.legend(fontsize=8)
+    for i, lab in enumerate(labels):
+        ax = fig.add_subplot(grid[1, 2 * i : 2 * i + 2])
+        ax.imshow(
+            result["raster"].isel(recording=i).values,
+            aspect="auto",
+            cmap="gray_r",
+            vmin=0,
+            vmax=2,
+            interpolation="nearest",
+        )
+        ax.set(title=f"{lab}: rastermap-sorted units", xlabel="frame", ylabel="unit (sorted)")
+    return fig
+
+
+def _table(result: xr.Dataset) -> str:
+    labels = [str(v) for v in result["recording"].values]
+    width = max(len(desc) for _, desc, _ in _SCALARS) + 2
+    col = max(12, *(len(lab) + 2 for lab in labels))
+    lines = ["".ljust(width) + "".join(lab.rjust(col) for lab in labels)]
+    for key, desc, fmt in _SCALARS:
+        vals = result[key].values
+        cells = ["nan" if not np.isfinite(v) else fmt.format(v) for v in vals]
+        lines.append(desc.ljust(width) + "".join(c.rjust(col) for c in cells))
+    return "\n".join(lines)
+
+
+def compare_files(
+    path_a: str | os.PathLike[str],
+    path_b: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    n_units: int | None = None,
+    n_frames: int | None = None,
+    labels: tuple[str, str] | None = None,
+    read_options: dict[str, Any] | None = None,
+    rng: Any = 0,
+    **options: Any,
+) -> str:
+    """Compare two recordings on disk; write ``compare.png`` and ``compare.json``; return a table.
+
+    Parameters
+    ----------
+    path_a, path_b : str or path-like
+        Anything :func:`netphys.io.open_dataset` opens (suite2p folder, NWB, .mat, .npz,
+        netphys ``*.zarr``).
+    out_dir : str or path-like
+        Folder for ``compare.png`` (the :func:`plot_compare` figure) and ``compare.json``
+        (scalars per recording, parameters, sources); created if missing.
+    n_units, n_frames : int, optional
+        Matched sizes, as in :func:`compare`.
+    labels : tuple of str, optional
+        Names of the two recordings; default the file names (made unique).
+    read_options : dict, optional
+        Options for :func:`netphys.io.open_dataset` on both files, e.g.
+        ``{"bin_width": 0.1}`` for spike times or ``{"activity": "F"}``; a reader ignores
+        options it does not take.
+    rng : int, numpy.random.Generator or None, default=0
+        Randomness, as in :func:`compare`.
+    **options
+        Other keyword arguments of :func:`compare` (``cells_only``, ``block_length``,
+        ``min_shift``, ``sort``, ...).
+
+    Returns
+    -------
+    str
+        A printable table: one row per measure, one column per recording.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> d = tempfile.mkdtemp()
+    >>> rng = np.random.default_rng(0)
+    >>> for name in ("a", "b"):
+    ...     np.savez(f"{d}/{name}.npz", spks=rng.random((30, 200)), fs=10.0)
+    >>> table = compare_files(f"{d}/a.npz", f"{d}/b.npz", f"{d}/out", sort=False)
+    >>> sorted(p.name for p in Path(f"{d}/out").iterdir())
+    ['compare.json', 'compare.png']
+    """
+    import matplotlib.pyplot as plt
+
+    from netphys.io.dataset import open_dataset
+
+    a = open_dataset(path_a, **(read_options or {}))
+    b = open_dataset(path_b, **(read_options or {}))
+    if labels is None:
+        na, nb = Path(path_a).name or str(path_a), Path(path_b).name or str(path_b)
+        labels = (na, nb) if na != nb else (f"{na} (a)", f"{nb} (b)")
+    result = compare(a, b, n_units=n_units, n_frames=n_frames, labels=labels, rng=rng, **options)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plot_compare(result)
+    try:
+        fig.savefig(out / "compare.png", dpi=110)
+    finally:
+        plt.close(fig)
+    summary = {
+        "recordings": {
+            lab: {key: _json_float(result[key].values[i]) for key, _, _ in _SCALARS}
+            for i, lab in enumerate(labels)
+        },
+        "sources": {labels[0]: os.fspath(path_a), labels[1]: os.fspath(path_b)},
+        "parameters": {k: v for k, v in result.attrs.items() if not k.startswith("source")},
+        "spectra": {
+            lab: {
+                "svca_reliable": [_json_float(v) for v in result["svca_reliable"].values[i]],
+                "eigen_variance": [_json_float(v) for v in result["eigen_variance"].values[i]],
+            }
+            for i, lab in enumerate(labels)
+        },
+    }
+    (out / "compare.json").write_text(json.dumps(summary, indent=2))
+    return _table(result)
+
+
+def _json_float(v: Any) -> float | None:
+    v = float(v)
+    return v if np.isfinite(v) else None

@@ -1,0 +1,158 @@
+"""Power-law fit of an eigenspectrum (Stringer, Pachitariu et al. 2019, Nature)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["fit_power_law"]
+
+_FUNC = "fit_power_law"
+
+
+def _check_fit_range(fit_range: Any, *, func: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(v) for v in fit_range)
+        ok = all(float(v) == int(v) for v in fit_range)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or start < 1 or stop < start:
+        raise ValueError(
+            f"{func}(): `fit_range` must be a pair of 1-based component numbers (start, stop) "
+            f"with 1 <= start <= stop; got {fit_range!r}. Use e.g. `fit_range=(11, 500)`."
+        )
+    return start, stop
+
+
+def _power_law_kernel(ss: np.ndarray, start: int, stop: int) -> dict[str, Any]:
+    """Weighted log-log fit of ``ss`` over 1-based components ``start..stop`` (clipped).
+
+    Returns NaN alpha when fewer than two positive points remain. Never modifies ``ss``.
+    """
+    n_total = ss.shape[0]
+    stop_c = min(stop, n_total)
+    out: dict[str, Any] = {
+        "alpha": np.nan,
+        "intercept": np.nan,
+        "r2": np.nan,
+        "fit_start": start,
+        "fit_stop": stop_c,
+        "n_nonpositive": 0,
+        "fitted": np.full(n_total, np.nan),
+    }
+    if start > stop_c:
+        out["fit_stop"] = start - 1
+        return out
+    seg = ss[start - 1 : stop_c]
+    nonpos = ~(seg > 0)  # NaN counts as non-positive
+    out["n_nonpositive"] = int(nonpos.sum())
+    if nonpos.any():
+        stop_c = start - 1 + int(np.argmax(nonpos))  # stop before the first non-positive value
+    out["fit_stop"] = stop_c
+    if stop_c - start + 1 < 2:
+        return out
+    n = np.arange(start, stop_c + 1, dtype=np.float64)
+    y = np.log(ss[start - 1 : stop_c])
+    w = 1.0 / n
+    design = np.stack([-np.log(n), np.ones_like(n)], axis=1)
+    lhs = design.T @ (w[:, None] * design)
+    rhs = design.T @ (w * y)
+    alpha, intercept = np.linalg.solve(lhs, rhs)
+    # r2 as in get_powerlaw.m: squared correlation of log n and log ss at <=100 log-spaced points
+    idx = np.unique(np.round(np.geomspace(start, stop_c, 100)).astype(int))
+    ln, ly = np.log(idx.astype(float)), np.log(ss[idx - 1])
+    r2 = float(np.corrcoef(ln, ly)[0, 1] ** 2) if len(idx) > 2 else 1.0
+    out.update(
+        alpha=float(alpha),
+        intercept=float(intercept),
+        r2=r2,
+        fitted=np.exp(intercept - alpha * np.log(np.arange(1, n_total + 1))),
+    )
+    return out
+
+
+def power_law_variables(fit: dict[str, Any], *, dim: str = "component") -> dict[str, Any]:
+    """Turn a kernel result into labelled Dataset variables (shared by the analyses)."""
+    return {
+        "alpha": xr.DataArray(fit["alpha"], attrs={"long_name": "power-law exponent"}),
+        "intercept": xr.DataArray(fit["intercept"], attrs={"long_name": "log-space intercept"}),
+        "r2": xr.DataArray(fit["r2"], attrs={"long_name": "r² of log n vs log spectrum"}),
+        "fit_start": xr.DataArray(fit["fit_start"]),
+        "fit_stop": xr.DataArray(fit["fit_stop"]),
+        "n_nonpositive": xr.DataArray(fit["n_nonpositive"]),
+        "fitted": xr.DataArray(
+            fit["fitted"], dims=(dim,), attrs={"long_name": "power-law fit exp(b) n^-alpha"}
+        ),
+    }
+
+
+def fit_power_law(spectrum: Any, *, fit_range: tuple[int, int] = (11, 500)) -> xr.Dataset:
+    """Fit a power law ``s_n ∝ n^-alpha`` to a spectrum by 1/n-weighted log-log least squares.
+
+    Parameters
+    ----------
+    spectrum : array-like or xarray.DataArray, 1-D
+        Variance per component, component 1 first. Negative or zero values are allowed; the fit
+        stops before the first non-positive value inside the range.
+    fit_range : tuple of int, default=(11, 500)
+        First and last 1-based component numbers included (like MATLAB ``11:500``), clipped to
+        the length of ``spectrum``.
+
+    Returns
+    -------
+    xarray.Dataset
+        0-d variables ``alpha``, ``intercept`` (log space), ``r2``, ``fit_start``, ``fit_stop``
+        (the range actually used), ``n_nonpositive`` (non-positive values inside the requested
+        range); along ``component`` (1-based): ``spectrum`` and ``fitted``.
+
+    Raises
+    ------
+    ValueError
+        If ``spectrum`` is not 1-D or fewer than two positive values fall in the range.
+
+    Notes
+    -----
+    With ``y_n = log s_n``, design ``X = [-log n, 1]`` and weights ``w_n = 1/n`` (equal weight per
+    log-decade), ``(alpha, b) = argmin Σ w_n (y_n - X_n·(alpha, b))²``. ``r2`` is the squared
+    correlation of ``log n`` and ``log s_n`` at up to 100 log-spaced points in the range, as in
+    the reference ``get_powerlaw.m``. The input is never modified.
+
+    References
+    ----------
+    Stringer, Pachitariu et al. (2019) High-dimensional geometry of population responses in
+    visual cortex. Nature 571, 361-365. doi:10.1038/s41586-019-1346-5
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fit = fit_power_law(np.arange(1, 1001) ** -1.0)
+    >>> round(float(fit["alpha"]), 6)
+    1.0
+    """
+    start, stop = _check_fit_range(fit_range, func=_FUNC)
+    dim = "component"
+    if isinstance(spectrum, xr.DataArray):
+        if spectrum.ndim != 1:
+            raise ValueError(
+                f"{_FUNC}(): `spectrum` must be 1-D; got dims {spectrum.dims}. "
+                "Select one spectrum, e.g. `.isel(session=0)`."
+            )
+        dim = str(spectrum.dims[0])
+    ss = np.array(spectrum, dtype=np.float64)  # a copy: the input is never modified
+    if ss.ndim != 1:
+        raise ValueError(f"{_FUNC}(): `spectrum` must be 1-D; got shape {ss.shape}.")
+    fit = _power_law_kernel(ss, start, stop)
+    if not np.isfinite(fit["alpha"]):
+        raise ValueError(
+            f"{_FUNC}(): fewer than two positive values of `spectrum` in components "
+            f"{start}..{min(stop, len(ss))} (length {len(ss)}, "
+            f"{fit['n_nonpositive']} non-positive). Use a lower `fit_range`, e.g. (2, {max(3, len(ss))})."
+        )
+    variables = power_law_variables(fit, dim=dim)
+    variables["spectrum"] = xr.DataArray(ss, dims=(dim,))
+    coords = {dim: np.arange(1, len(ss) + 1)}
+    if isinstance(spectrum, xr.DataArray) and dim in spectrum.coords:
+        coords = {dim: spectrum[dim].values}
+    return xr.Dataset(variables, coords=coords, attrs={"method": "fit_power_law", "weights": "1/n"})

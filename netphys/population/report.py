@@ -1,0 +1,260 @@
+"""Per-session population report of one recording (the demo report's population section)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from netphys._validation import check_population
+from netphys.population.cvpca import cvpca, repeat_responses
+from netphys.population.nulls import shuffle_null
+from netphys.population.plots import (
+    plot_category_autocorrelation,
+    plot_reliable_fraction,
+    plot_rrr,
+    plot_shuffle_null,
+    plot_spectra,
+)
+from netphys.population.rrr import svca_predict
+from netphys.population.spectra import category_autocorrelation, eigenspectrum
+from netphys.population.svca import svca
+
+__all__ = ["population_report"]
+
+
+def _num(value: Any) -> Any:
+    """A JSON-safe number: float/int, None for NaN/inf."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fit_numbers(ds: xr.Dataset) -> dict[str, Any]:
+    return {
+        name: _num(ds[name].values)
+        for name in ("alpha", "r2", "fit_start", "fit_stop", "n_nonpositive")
+    }
+
+
+def _save(fig: Figure, path: Path, figures: list[str]) -> None:
+    fig.savefig(path, dpi=90)
+    figures.append(str(path))
+
+
+def population_report(
+    activity: xr.DataArray,
+    *,
+    behaviour: xr.DataArray | None = None,
+    out_dir: str | Path,
+    n_components: int = 128,
+    max_units: int = 1024,
+    min_shift: int = 100,
+    rng: int = 0,
+) -> dict[str, Any]:
+    """Run the population analyses on each session of a recording; write figures and numbers.
+
+    Per session: the PCA eigenspectrum (all frames), cvPCA (stimulus frames of repeats 0 and 1,
+    matched by ``stimulus``), SVCA (all frames, blocks of 10 frames), the explained share of
+    reliable variance from ``behaviour`` (RRR, when given), the circular-shift correlation null
+    (spontaneous frames, or all frames when too few) and the category autocorrelation (stimulus
+    frames with a label). An analysis that cannot run is skipped with the reason.
+
+    Parameters
+    ----------
+    activity : xarray.DataArray with dims (time, 'unit')
+        One recording's activity with time coords ``session``, ``condition``, ``repeat``,
+        ``stimulus``, ``label`` (``netphys.layer_activity``).
+    behaviour : xarray.DataArray with dims (time, output) or None, default=None
+        The model's outputs (logits) per frame, aligned with ``activity``.
+    out_dir : str or pathlib.Path
+        Folder for the PNG figures (created if needed).
+    n_components : int, default=128
+        SVCs per session (fewer when the session is small).
+    max_units : int, default=1024
+        Analyse a random subset of this many units (the same in every session) so that the
+        report stays fast; exponents are comparable across sessions, not with other unit counts.
+    min_shift : int, default=100
+        Minimum circular shift in frames for the null (model frames are independent
+        presentations, so a short shift suffices; the paper used 1000 bins of 1.2 s).
+    rng : int, default=0
+        Seed of every analysis.
+
+    Returns
+    -------
+    dict
+        JSON-safe: ``sessions`` (session id -> numbers per analysis, or ``{"skipped": reason}``),
+        ``figures`` (paths written), ``n_units``, ``seconds``.
+
+    Raises
+    ------
+    ValueError
+        If ``activity`` lacks the ``session`` coord or ``behaviour`` does not match it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from netphys.population import simulate_population
+    >>> sim = simulate_population(60, 300, n_repeats=2, rng=0)
+    >>> act = sim["activity"].assign_coords(session=("time", [0] * 600),
+    ...                                     condition=("time", ["stimulus"] * 600))
+    >>> out = population_report(act, out_dir=tempfile.mkdtemp(), n_components=10)
+    >>> sorted(out["sessions"]["0"])[:3]
+    ['category_autocorrelation', 'cvpca', 'eigenspectrum']
+    """
+    func = "population_report"
+    t0 = time.perf_counter()
+    da = check_population(activity, func=func, min_samples=4, min_units=2)
+    if "session" not in da.coords:
+        raise ValueError(
+            f"{func}(): `activity` needs a 'session' coord along '{da.dims[0]}' (one id per "
+            "frame); use `netphys.layer_activity(rec)` or add one with "
+            f"`.assign_coords(session=('{da.dims[0]}', ids))`."
+        )
+    if behaviour is not None and behaviour.shape[0] != da.shape[0]:
+        raise ValueError(
+            f"{func}(): `behaviour` has {behaviour.shape[0]} frames, `activity` {da.shape[0]}."
+        )
+    if da.shape[1] > max_units:
+        keep = np.sort(np.random.default_rng(rng).choice(da.shape[1], max_units, replace=False))
+        da = da.isel(unit=keep)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sessions = np.asarray(da["session"].values)
+    cond = np.asarray(da["condition"].values).astype(str) if "condition" in da.coords else None
+    report: dict[str, Any] = {
+        "sessions": {},
+        "figures": [],
+        "n_units": int(activity.sizes["unit"]) if isinstance(activity, xr.DataArray) else None,
+        "n_units_analysed": int(da.shape[1]),
+    }
+    spectra, cv_spectra, svc_spectra, fractions, rrrs, nulls, cats = ({} for _ in range(7))
+    for s in np.unique(sessions):
+        key = str(_num(s))
+        idx = np.flatnonzero(sessions == s)
+        act = da.isel({da.dims[0]: idx})
+        if "session" in act.coords:
+            act = act.drop_vars("session")
+        beh = behaviour.isel({behaviour.dims[0]: idx}) if behaviour is not None else None
+        numbers: dict[str, Any] = {"n_frames": len(idx)}
+        n_t = len(idx)
+        # eigenspectrum
+        try:
+            eig = eigenspectrum(act, n_components=min(512, act.shape[1], n_t - 1))
+            spectra[key] = eig
+            numbers["eigenspectrum"] = _fit_numbers(eig)
+        except ValueError as exc:
+            numbers["eigenspectrum"] = {"skipped": str(exc)}
+        # cvPCA on repeats 0 and 1 of the stimulus frames
+        try:
+            stim_sel = act if cond is None else act.isel({da.dims[0]: cond[idx] == "stimulus"})
+            resp = repeat_responses(stim_sel, repeats=(0, 1))
+            if resp.sizes["stimulus"] < 10:
+                raise ValueError(f"only {resp.sizes['stimulus']} stimuli shown twice (need 10)")
+            cv = cvpca(
+                resp, n_shuffles=5, rng=rng, n_components=min(512, resp.sizes["stimulus"] - 1)
+            )
+            cv_spectra[key] = cv
+            numbers["cvpca"] = {**_fit_numbers(cv), "n_stimuli": int(resp.sizes["stimulus"])}
+        except (ValueError, TypeError) as exc:
+            numbers["cvpca"] = {"skipped": str(exc)}
+        # SVCA (+ behaviour prediction)
+        try:
+            block = 10
+            # the smaller unit set holds at least a quarter of the units (auto split)
+            k = min(n_components, act.shape[1] // 4, n_t // 4)
+            if beh is not None:
+                res = svca_predict(act, beh, n_components=k, block_length=block, rng=rng)
+                best = res["explained_fraction_128"]
+                rrrs[key] = res
+                numbers["behaviour_rrr"] = {
+                    "ranks": [int(r) for r in res["rank"].values],
+                    "explained_fraction_128": [_num(v) for v in best.values],
+                    "best_explained_fraction_128": _num(best.max().values),
+                }
+            else:
+                res = svca(act, n_components=k, block_length=block, rng=rng)
+            svc_spectra[key] = res
+            fractions[key] = res
+            rf = res["reliable_fraction"].values
+            numbers["svca"] = {
+                **_fit_numbers(res),
+                "n_components": len(rf),
+                "split": res.attrs["split"],
+                "reliable_fraction_svc1": _num(rf[0]),
+                "reliable_fraction_128": _num(res["reliable_fraction_128"].values),
+            }
+        except ValueError as exc:
+            numbers["svca"] = {"skipped": str(exc)}
+        # circular-shift null
+        spont = idx if cond is None else idx[cond[idx] == "spontaneous"]
+        null_frames = spont if len(spont) >= 2 * min_shift else idx
+        if len(null_frames) >= 2 * min_shift:
+            nul = shuffle_null(
+                da.isel({da.dims[0]: null_frames}), min_shift=min_shift, max_units=1000, rng=rng
+            )
+            nulls[key] = nul
+            numbers["shuffle_null"] = {
+                "frames": "spontaneous" if null_frames is spont else "all",
+                "spread_ratio": _num(nul["spread_ratio"].values),
+                "fraction_significant": _num(nul["fraction_significant"].values),
+                "real_p5_p95": [
+                    _num(v) for v in nul["real_percentiles"].sel(percentile=[5.0, 95.0]).values
+                ],
+                "null_p5_p95": [
+                    _num(v) for v in nul["null_percentiles"].sel(percentile=[5.0, 95.0]).values
+                ],
+            }
+        else:
+            numbers["shuffle_null"] = {
+                "skipped": f"{len(null_frames)} frames < 2 * min_shift = {2 * min_shift}"
+            }
+        # category autocorrelation
+        try:
+            if "label" not in act.coords:
+                raise ValueError("no 'label' coord")
+            labelled = np.asarray(act["label"].values) >= 0
+            if cond is not None:
+                labelled &= cond[idx] == "stimulus"
+            ca = category_autocorrelation(act.isel({da.dims[0]: labelled}), "label")
+            cats[key] = ca
+            numbers["category_autocorrelation"] = {
+                n: _num(ca[n].values) for n in ("within", "across", "index")
+            }
+        except ValueError as exc:
+            numbers["category_autocorrelation"] = {"skipped": str(exc)}
+        report["sessions"][key] = numbers
+
+    figures: list[str] = report["figures"]
+    if spectra:
+        _save(plot_spectra(spectra), out / "eigenspectrum.png", figures)
+    if cv_spectra:
+        _save(plot_spectra(cv_spectra), out / "cvpca_spectrum.png", figures)
+    if svc_spectra:
+        _save(plot_spectra(svc_spectra), out / "svca_spectrum.png", figures)
+        _save(plot_reliable_fraction(fractions), out / "reliable_fraction.png", figures)
+    if rrrs:
+        fig = Figure(figsize=(5, 4), layout="constrained")
+        ax = fig.add_subplot()
+        for i, (key, res) in enumerate(rrrs.items()):
+            plot_rrr(res, ax=ax)
+            ax.lines[-1].set_color(f"C{i % 10}")
+            ax.lines[-1].set_label(f"session {key}")
+        ax.legend(frameon=False, fontsize="small")
+        _save(fig, out / "behaviour_rrr.png", figures)
+    if nulls:
+        _save(plot_shuffle_null(nulls[list(nulls)[-1]]), out / "shuffle_null.png", figures)
+    if cats:
+        _save(
+            plot_category_autocorrelation(cats[list(cats)[-1]]),
+            out / "category_autocorrelation.png",
+            figures,
+        )
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report

@@ -1,0 +1,483 @@
+"""Reduced-rank regression (ridge-regularised; reference ``CanonCor2``) and behaviour → SVCs."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from netphys._validation import SAMPLE_DIMS, as_rng, check_int
+from netphys.population.svca import split_time_blocks, svca
+
+__all__ = ["ReducedRankRegression", "reduced_rank_regression", "svca_predict"]
+
+_DEFAULT_LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+# ------------------------------------------------------------------------------- kernel -----
+def _rrr_fit(x: np.ndarray, y: np.ndarray, lam: float) -> dict[str, np.ndarray]:
+    """Closed-form ridge RRR, all ranks at once.
+
+    ``Cxx = cov(X) + lam I``, ``K = Cxx^-1/2``, ``M = Cyx K = D S Cᵀ``; x weights ``b = K C``,
+    y weights ``a = D S``; the rank-r prediction is ``(X - x̄) b[:, :r] a[:, :r]ᵀ + ȳ``.
+    """
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - x_mean, y - y_mean
+    denom = max(x.shape[0] - 1, 1)
+    cxx = xc.T @ xc / denom + lam * np.eye(x.shape[1])
+    cyx = yc.T @ xc / denom
+    evals, evecs = np.linalg.eigh(cxx)
+    tol = evals.max(initial=0.0) * x.shape[1] * np.finfo(float).eps
+    inv_sqrt = np.where(evals > tol, 1.0 / np.sqrt(np.where(evals > tol, evals, 1.0)), 0.0)
+    k = (evecs * inv_sqrt) @ evecs.T
+    d, s, ct = np.linalg.svd(cyx @ k, full_matrices=False)
+    return {"x_mean": x_mean, "y_mean": y_mean, "b": k @ ct.T, "a": d * s, "s": s}
+
+
+def _rrr_predict(fit: dict[str, np.ndarray], x: np.ndarray, rank: int) -> np.ndarray:
+    return (x - fit["x_mean"]) @ fit["b"][:, :rank] @ fit["a"][:, :rank].T + fit["y_mean"]
+
+
+# ---------------------------------------------------------------------------- estimator -----
+class ReducedRankRegression(RegressorMixin, BaseEstimator):
+    """Ridge-regularised reduced-rank regression (scikit-learn estimator).
+
+    Parameters
+    ----------
+    rank : int or None, default=None
+        Rank of the coefficient matrix; None means ``min(n_features, n_targets)`` (plain ridge).
+    lam : float, default=0.0
+        Ridge added to the feature covariance (in the units of the features' variance).
+
+    Attributes
+    ----------
+    coef_ : numpy.ndarray of shape (n_targets, n_features) or (n_features,)
+        Coefficients of the rank-``rank_`` fit.
+    intercept_ : numpy.ndarray of shape (n_targets,) or float
+        Intercept.
+    rank_ : int
+        Rank used.
+    x_weights_ : numpy.ndarray of shape (n_features, max_rank)
+        Input weights ``b`` (all ranks; the first ``rank_`` are used).
+    y_weights_ : numpy.ndarray of shape (n_targets, max_rank)
+        Output weights ``a``.
+    singular_values_ : numpy.ndarray of shape (max_rank,)
+        Singular values of ``Cyx Cxx^-1/2``.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+
+    See Also
+    --------
+    reduced_rank_regression : cross-validated variance explained per rank, labelled.
+
+    Notes
+    -----
+    With ``Cxx = cov(X) + lam I`` and ``Cyx = cov(Y, X)``, ``K = Cxx^{-1/2}`` and the SVD
+    ``Cyx K = D S Cᵀ``, the rank-r prediction is ``(X - x̄) K C_r (D_r S_r)ᵀ + ȳ``; at full
+    rank this is ridge regression.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 5))
+    >>> Y = X @ rng.standard_normal((5, 1)) @ rng.standard_normal((1, 4))
+    >>> model = ReducedRankRegression(rank=1).fit(X, Y)
+    >>> round(model.score(X, Y), 6)
+    1.0
+    """
+
+    def __init__(self, rank: int | None = None, lam: float = 0.0) -> None:
+        self.rank = rank
+        self.lam = lam
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X: Any, y: Any) -> ReducedRankRegression:
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Predictors.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+
+        Returns
+        -------
+        ReducedRankRegression
+            The fitted estimator.
+        """
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        if (
+            isinstance(self.lam, bool)
+            or not isinstance(self.lam, numbers.Real)
+            or not (np.isfinite(self.lam) and self.lam >= 0)
+        ):
+            raise ValueError(
+                f"ReducedRankRegression: `lam` must be a finite number >= 0; got {self.lam!r}."
+            )
+        y2 = y.reshape(len(y), -1).astype(np.float64)
+        max_rank = min(X.shape[1], y2.shape[1])
+        if self.rank is None:
+            rank = max_rank
+        else:
+            rank = check_int(self.rank, func="ReducedRankRegression", name="rank", minimum=1)
+            if rank > max_rank:
+                raise ValueError(
+                    f"ReducedRankRegression: `rank`={rank} exceeds min(n_features, n_targets) = "
+                    f"{max_rank}. Use rank <= {max_rank} or rank=None."
+                )
+        fit = _rrr_fit(X, y2, float(self.lam))
+        b, a = fit["b"], fit["a"]
+        coef = a[:, :rank] @ b[:, :rank].T
+        intercept = fit["y_mean"] - coef @ fit["x_mean"]
+        single = y.ndim == 1
+        self.coef_ = coef[0] if single else coef
+        self.intercept_ = float(intercept[0]) if single else intercept
+        self.rank_ = rank
+        self.x_weights_, self.y_weights_, self.singular_values_ = b, a, fit["s"]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Predictors.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Predictions.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return X @ np.asarray(self.coef_).T + self.intercept_
+
+
+# ---------------------------------------------------------------------------- functions -----
+def _as_matrix(data: Any, *, func: str, name: str) -> tuple[np.ndarray, xr.DataArray | None]:
+    if isinstance(data, xr.DataArray):
+        if data.ndim == 1:
+            data = data.expand_dims("feature", axis=1)
+        if data.ndim != 2:
+            raise ValueError(f"{func}(): `{name}` must be 2-D (sample, feature); got {data.dims}.")
+        if data.dims[1] in SAMPLE_DIMS and data.dims[0] not in SAMPLE_DIMS:
+            data = data.T
+        arr = np.asarray(data.values, dtype=np.float64)
+        da = data
+    else:
+        arr = np.array(data, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ValueError(f"{func}(): `{name}` must be 2-D (sample, feature); got {arr.shape}.")
+        da = None
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            f"{func}(): `{name}` contains NaN or inf. Fill or drop those samples first."
+        )
+    return arr, da
+
+
+def _check_ranks(ranks: Any, max_rank: int, *, func: str) -> list[int]:
+    if ranks is None:
+        out = [r for r in (2 ** np.arange(12)).tolist() if r < max_rank] + [max_rank]
+        return out
+    ranks = [ranks] if isinstance(ranks, numbers.Integral) else list(ranks)
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
+            raise ValueError(
+                f"{func}(): `ranks` must be positive ints; got {r!r}. Use e.g. ranks=[1, 2, 4]."
+            )
+        if r > max_rank:
+            raise ValueError(
+                f"{func}(): rank {r} exceeds min(n_source_features, n_targets) = {max_rank}. "
+                f"Use ranks <= {max_rank}."
+            )
+    return sorted({int(r) for r in ranks})
+
+
+def _check_lambdas(lambdas: Any, *, func: str) -> list[float]:
+    lams = [float(v) for v in np.atleast_1d(np.asarray(lambdas, dtype=float))]
+    if not lams or any(not np.isfinite(v) or v < 0 for v in lams):
+        raise ValueError(f"{func}(): `lambdas` must be finite numbers >= 0; got {lambdas!r}.")
+    return lams
+
+
+def _standardize(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    mean, std = x[rows].mean(axis=0), x[rows].std(axis=0)
+    return (x - mean) / np.where(std > 0, std, 1.0)
+
+
+def _choose_lambdas(
+    x: np.ndarray, y: np.ndarray, ranks: list[int], lams: list[float], inner: np.ndarray
+) -> list[float]:
+    """For each rank, the lambda with the least validation error on an inner split."""
+    err = np.empty((len(lams), len(ranks)))
+    for i, lam in enumerate(lams):
+        fit = _rrr_fit(x[inner], y[inner], lam)
+        for j, r in enumerate(ranks):
+            err[i, j] = ((y[~inner] - _rrr_predict(fit, x[~inner], r)) ** 2).sum()
+    return [lams[i] for i in np.argmin(err, axis=0)]
+
+
+def reduced_rank_regression(
+    source: Any,
+    target: Any,
+    *,
+    ranks: Any = None,
+    lambdas: Any = _DEFAULT_LAMBDAS,
+    n_splits: int = 5,
+    block_length: int = 1,
+    standardize: bool = True,
+    rng: Any = None,
+) -> xr.Dataset:
+    """Cross-validated variance of ``target`` explained by ridge RRR from ``source``, per rank.
+
+    Samples are cut into ``n_splits`` contiguous folds; each fold is tested once with a model
+    fitted on the others, whose ridge ``lambda`` (per rank) is chosen on an inner 75/25 split
+    of the training samples in blocks of ``block_length``.
+
+    Parameters
+    ----------
+    source : array-like or xarray.DataArray of shape (n_samples, n_features)
+        Predictors (e.g. the model's logits).
+    target : array-like or xarray.DataArray of shape (n_samples, n_targets)
+        Responses (e.g. SVC time courses or units).
+    ranks : int, sequence of int or None, default=None
+        Ranks to evaluate; None means 1, 2, 4, ... and ``min(n_features, n_targets)``.
+    lambdas : sequence of float, default=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+        Ridge values to choose from (relative to unit-variance predictors when ``standardize``).
+    n_splits : int, default=5
+        Number of contiguous outer folds.
+    block_length : int, default=1
+        Block length of the inner train/validation split.
+    standardize : bool, default=True
+        Z-score the predictors with training statistics.
+    rng : int, numpy.random.Generator or None, default=None
+        Randomness of the inner split.
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``rank``: ``variance_explained`` (pooled over folds); (split, rank):
+        ``variance_explained_split``, ``lam``; (rank, target): ``variance_explained_target``.
+
+    Raises
+    ------
+    ValueError
+        On mismatched lengths, NaN/inf, non-positive or too large ranks, negative lambdas or too
+        few samples for the folds.
+
+    See Also
+    --------
+    ReducedRankRegression : the estimator used for each fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((300, 6))
+    >>> Y = X @ rng.standard_normal((6, 2)) @ rng.standard_normal((2, 8))
+    >>> Y += 0.1 * rng.standard_normal(Y.shape)
+    >>> res = reduced_rank_regression(X, Y, ranks=[1, 2, 3], rng=0)
+    >>> bool(res["variance_explained"].sel(rank=2) > 0.95)
+    True
+    """
+    func = "reduced_rank_regression"
+    x, _ = _as_matrix(source, func=func, name="source")
+    y, yda = _as_matrix(target, func=func, name="target")
+    if len(x) != len(y):
+        raise ValueError(
+            f"{func}(): `source` and `target` must have the same number of samples; got "
+            f"{len(x)} and {len(y)}."
+        )
+    n_splits = check_int(n_splits, func=func, name="n_splits", minimum=2)
+    block_length = check_int(block_length, func=func, name="block_length", minimum=1)
+    if len(x) < 4 * n_splits:
+        raise ValueError(
+            f"{func}(): {len(x)} samples are too few for `n_splits`={n_splits} (need at least "
+            f"{4 * n_splits}). Use fewer splits."
+        )
+    ranks_l = _check_ranks(ranks, min(x.shape[1], y.shape[1]), func=func)
+    lams = _check_lambdas(lambdas, func=func)
+    gen = as_rng(rng, func=func)
+    folds = np.array_split(np.arange(len(x)), n_splits)
+    sse = np.zeros((n_splits, len(ranks_l), y.shape[1]))
+    sst = np.zeros((n_splits, y.shape[1]))
+    chosen = np.zeros((n_splits, len(ranks_l)))
+    for f, test in enumerate(folds):
+        train = np.ones(len(x), dtype=bool)
+        train[test] = False
+        xs = _standardize(x, train) if standardize else x
+        xtr, ytr = xs[train], y[train]
+        inner = split_time_blocks(
+            len(xtr),
+            block_length=min(block_length, max(1, len(xtr) // 4)),
+            train_fraction=0.75,
+            rng=gen,
+            func=func,
+        )
+        chosen[f] = _choose_lambdas(xtr, ytr, ranks_l, lams, inner)
+        fits = {lam: _rrr_fit(xtr, ytr, lam) for lam in set(chosen[f].tolist())}
+        for j, r in enumerate(ranks_l):
+            pred = _rrr_predict(fits[chosen[f, j]], xs[test], r)
+            sse[f, j] = ((y[test] - pred) ** 2).sum(axis=0)
+        sst[f] = ((y[test] - ytr.mean(axis=0)) ** 2).sum(axis=0)
+    target_dim = str(yda.dims[1]) if yda is not None and yda.ndim == 2 else "target"
+    if target_dim in SAMPLE_DIMS:
+        target_dim = "target"
+    return xr.Dataset(
+        {
+            "variance_explained": ("rank", 1 - sse.sum(axis=(0, 2)) / sst.sum()),
+            "variance_explained_split": (("split", "rank"), 1 - sse.sum(2) / sst.sum(1)[:, None]),
+            "lam": (("split", "rank"), chosen),
+            "variance_explained_target": (
+                ("rank", target_dim),
+                1 - sse.sum(axis=0) / np.where(sst.sum(0) > 0, sst.sum(0), np.nan),
+            ),
+        },
+        coords={"rank": ranks_l, "split": np.arange(n_splits)},
+        attrs={
+            "method": "reduced_rank_regression",
+            "n_splits": n_splits,
+            "standardize": int(standardize),
+            "lambdas": lams,
+        },
+    )
+
+
+def svca_predict(
+    activity: Any,
+    behaviour: Any,
+    *,
+    ranks: Any = None,
+    lambdas: Any = _DEFAULT_LAMBDAS,
+    n_components: int | None = None,
+    block_length: int = 60,
+    rng: Any = 1,
+    **svca_options: Any,
+) -> xr.Dataset:
+    """Predict the SVC time courses from behaviour and report the reliable variance explained.
+
+    SVCA is fitted on the train samples; for each unit set, RRR from ``behaviour`` to that set's
+    SVC time courses is fitted on the train samples (``lambda`` per rank chosen on an inner
+    split). On test samples the residuals ``r1 = s1 - ŝ1``, ``r2 = s2 - ŝ2`` give the reliable
+    variance left unexplained, ``mean_t r1·r2``; the explained reliable variance is the SVC's
+    reliable variance minus that.
+
+    Parameters
+    ----------
+    activity : numpy.ndarray or xarray.DataArray with dims (sample, 'unit')
+        Population activity.
+    behaviour : array-like or xarray.DataArray of shape (n_samples, n_outputs)
+        Behaviour per sample (for a model: its logits), aligned with ``activity``.
+    ranks : int, sequence of int or None, default=None
+        RRR ranks; None means 1, 2, 4, ... and ``min(n_outputs, n_components)``.
+    lambdas : sequence of float, default=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+        Ridge values (behaviour is z-scored with train statistics).
+    n_components : int or None, default=None
+        Number of SVCs (see :func:`svca`).
+    block_length : int, default=60
+        Block length of the SVCA time split and of the inner split.
+    rng : int, numpy.random.Generator or None, default=1
+        Randomness of the splits.
+    **svca_options
+        Further options of :func:`svca`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The :func:`svca` variables (without projections), plus along (rank, component):
+        ``explained_reliable_variance``, ``explained_fraction`` (of each SVC's reliable
+        variance), ``explained_total_fraction`` (of its total variance),
+        ``cumulative_explained_fraction`` (cumulative explained over cumulative reliable);
+        along ``rank``: ``explained_fraction_128``; (rank, unit_set): ``lam``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`svca` and :func:`reduced_rank_regression`, or when ``behaviour`` does not
+        match ``activity`` in length.
+
+    Examples
+    --------
+    >>> from netphys.population import simulate_population
+    >>> sim = simulate_population(200, 1200, alpha=1.0, snr=10.0, behaviour_rank=2, rng=0)
+    >>> res = svca_predict(sim["activity"], sim["behaviour"], n_components=20, block_length=20)
+    >>> bool(res["explained_fraction"].sel(rank=2, component=1) > 0.5)
+    True
+    """
+    func = "svca_predict"
+    gen = as_rng(rng, func=func)
+    x, _ = _as_matrix(behaviour, func=func, name="behaviour")
+    n_samples = (
+        activity.sizes[next(d for d in activity.dims if d != "unit")]
+        if isinstance(activity, xr.DataArray) and "unit" in activity.dims
+        else np.shape(activity)[0]
+    )
+    if len(x) != n_samples:
+        raise ValueError(
+            f"{func}(): `behaviour` has {len(x)} samples but `activity` has {n_samples}. "
+            "Align them first (same frames, same order)."
+        )
+    res = svca(
+        activity,
+        n_components=n_components,
+        block_length=block_length,
+        rng=gen,
+        keep_projections=True,
+        **svca_options,
+    )
+    k = res.sizes["component"]
+    ranks_l = _check_ranks(ranks, min(x.shape[1], k), func=func)
+    lams = _check_lambdas(lambdas, func=func)
+    is_train = res["is_train"].values
+    xs = _standardize(x, is_train)
+    inner = split_time_blocks(
+        int(is_train.sum()),
+        block_length=min(block_length, max(1, int(is_train.sum()) // 4)),
+        train_fraction=0.75,
+        rng=gen,
+        func=func,
+    )
+    residuals, chosen = [], np.zeros((len(ranks_l), 2))
+    for s, name in enumerate(("projection_1", "projection_2")):
+        y = res[name].values
+        chosen[:, s] = _choose_lambdas(xs[is_train], y[is_train], ranks_l, lams, inner)
+        fits = {lam: _rrr_fit(xs[is_train], y[is_train], lam) for lam in set(chosen[:, s])}
+        residuals.append(
+            np.stack(
+                [
+                    y[~is_train] - _rrr_predict(fits[chosen[j, s]], xs[~is_train], r)
+                    for j, r in enumerate(ranks_l)
+                ]
+            )
+        )
+    unexplained = np.einsum("rtk,rtk->rk", residuals[0], residuals[1]) / int((~is_train).sum())
+    rel, tot = res["reliable_variance"].values, res["total_variance"].values
+    explained = rel[None] - unexplained
+    out = res.drop_vars(["projection_1", "projection_2"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["explained_reliable_variance"] = (("rank", "component"), explained)
+        out["explained_fraction"] = (("rank", "component"), explained / rel[None])
+        out["explained_total_fraction"] = (("rank", "component"), explained / tot[None])
+        out["cumulative_explained_fraction"] = (
+            ("rank", "component"),
+            np.cumsum(explained, 1) / np.cumsum(rel)[None],
+        )
+        out["explained_fraction_128"] = ("rank", explained[:, :128].sum(1) / rel[:128].sum())
+    out["lam"] = (("rank", "unit_set_id"), chosen)
+    out = out.assign_coords(rank=ranks_l, unit_set_id=[1, 2])
+    out.attrs["method"] = "svca_predict"
+    return out

@@ -1,0 +1,645 @@
+"""Shared variance component analysis (SVCA; Stringer, Pachitariu et al. 2019, Science).
+
+Exact (dense cross-covariance) and streaming: the input is read in sample chunks, one pass to
+accumulate the train cross-covariance in float64 and one pass to project the test frames; when
+the cross-covariance would not fit in ``max_cov_bytes``, a randomized SVD of the implicit
+product ``C = A Bᵀ`` is used instead (a few passes, memory O(N·k)).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import xarray as xr
+
+from netphys._validation import (
+    as_rng,
+    check_choice,
+    check_int,
+    check_population,
+    check_positive_float,
+)
+from netphys.errors import NetphysWarning
+from netphys.population._stream import iter_sample_chunks
+from netphys.population.powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
+
+__all__ = ["split_time_blocks", "split_units", "svca"]
+
+_SPLITS = ("auto", "checkerboard", "strips", "random")
+_SOLVERS = ("auto", "dense", "randomized")
+
+
+# --------------------------------------------------------------------------------- splits ----
+def split_time_blocks(
+    n_samples: int,
+    *,
+    block_length: int = 60,
+    train_fraction: float = 0.5,
+    rng: Any = 1,
+    func: str = "split_time_blocks",
+) -> np.ndarray:
+    """Assign whole blocks of consecutive samples to train (True) or test (False).
+
+    Time is cut into consecutive blocks of ``block_length`` samples (the last block may be
+    shorter) and ``ceil(train_fraction * n_blocks)`` blocks, drawn at random, are train.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of samples.
+    block_length : int, default=60
+        Samples per block (60 bins of 1.2 s in the paper; 1 for i.i.d. frames such as images).
+    train_fraction : float, default=0.5
+        Fraction of blocks used for training, in (0, 1).
+    rng : int, numpy.random.Generator or None, default=1
+        Randomness for the block draw.
+    func : str, default="split_time_blocks"
+        Name of the calling function, used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_samples,)
+        True for train samples.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two blocks fit, or the split leaves no train or no test block.
+
+    Examples
+    --------
+    >>> mask = split_time_blocks(600, block_length=60, train_fraction=0.5, rng=1)
+    >>> int(mask.sum())
+    300
+    """
+    block_length = check_int(block_length, func=func, name="block_length", minimum=1)
+    train_fraction = check_positive_float(train_fraction, func=func, name="train_fraction")
+    if not train_fraction < 1:
+        raise ValueError(
+            f"{func}(): `train_fraction` must be in (0, 1); got {train_fraction}. Use e.g. 0.5."
+        )
+    n_blocks = math.ceil(n_samples / block_length)
+    n_train = math.ceil(train_fraction * n_blocks)
+    if n_blocks < 2 or n_train >= n_blocks:
+        raise ValueError(
+            f"{func}(): {n_samples} samples in blocks of `block_length`={block_length} give "
+            f"{n_blocks} block(s), {n_train} for training, leaving no test block. Use a shorter "
+            f"`block_length` (at most {max(1, n_samples // 4)} here) or a smaller `train_fraction`."
+        )
+    gen = as_rng(rng, func=func)
+    train_blocks = gen.permutation(n_blocks)[:n_train]
+    is_train_block = np.zeros(n_blocks, dtype=bool)
+    is_train_block[train_blocks] = True
+    return np.repeat(is_train_block, block_length)[:n_samples]
+
+
+def _unit_coord(da: xr.DataArray, name: str) -> np.ndarray | None:
+    if name in da.coords and da.coords[name].dims == ("unit",):
+        return np.asarray(da.coords[name].values, dtype=np.float64)
+    return None
+
+
+def split_units(
+    activity: Any,
+    *,
+    split: str = "auto",
+    n_strips: int = 16,
+    strip_gap: float = 0.0,
+    n_squares: int = 8,
+    rng: Any = 1,
+    func: str = "split_units",
+) -> tuple[np.ndarray, str]:
+    """Split units into two disjoint sets, spatially when positions exist.
+
+    Parameters
+    ----------
+    activity : numpy.ndarray or xarray.DataArray with dims (sample, 'unit')
+        Population; only its unit coords ``pos_x``/``pos_y`` and size are used.
+    split : {"auto", "checkerboard", "strips", "random"}, default="auto"
+        "strips": interleaved strips along ``pos_y`` (odd strips set 1, even strips set 2), as in
+        the 2-photon analyses; "checkerboard": squares over (``pos_x``, ``pos_y``), alternating
+        sets; "random": a random half split. "auto" uses the checkerboard when both positions
+        exist, strips when only ``pos_y`` does, random otherwise, and falls back to random when
+        the spatial split leaves less than a quarter of the units in one set.
+    n_strips : int, default=16
+        Number of strips for "strips".
+    strip_gap : float, default=0.0
+        Fraction of each strip (at its far end) left unused, a no-man's-land between sets.
+    n_squares : int, default=8
+        Squares per axis for "checkerboard".
+    rng : int, numpy.random.Generator or None, default=1
+        Randomness for "random".
+    func : str, default="split_units"
+        Name of the calling function, used in error messages.
+
+    Returns
+    -------
+    unit_set : numpy.ndarray of int8, shape (n_units,)
+        1 or 2 for the two sets, 0 for units left unused (strip gaps).
+    method : str
+        The split used (resolves "auto").
+
+    Raises
+    ------
+    ValueError
+        If the split needs positions that ``activity`` lacks, or leaves a set empty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sets, method = split_units(np.zeros((10, 6)), rng=0)
+    >>> method, int((sets == 1).sum()), int((sets == 2).sum())
+    ('random', 3, 3)
+    """
+    check_choice(split, _SPLITS, func=func, name="split")
+    da = check_population(activity, func=func, min_samples=1, min_units=2)
+    n = da.sizes["unit"]
+    px, py = _unit_coord(da, "pos_x"), _unit_coord(da, "pos_y")
+    method = split
+    if split == "auto":
+        method = "checkerboard" if px is not None and py is not None else "random"
+        if method == "random" and py is not None:
+            method = "strips"
+    sets = np.zeros(n, dtype=np.int8)
+    if method in ("strips", "checkerboard"):
+        needed = ["pos_y"] if method == "strips" else ["pos_x", "pos_y"]
+        missing = [c for c, v in zip(["pos_x", "pos_y"], [px, py], strict=True) if v is None]
+        missing = [c for c in missing if c in needed]
+        if missing:
+            raise ValueError(
+                f"{func}(): `split`={split!r} needs unit coords {needed} on `activity`; "
+                f"missing {missing}. Add them with `.assign_coords(pos_y=('unit', y))` or use "
+                "split='random'."
+            )
+
+        def bins(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            span = np.ptp(v)
+            scaled = (v - v.min()) / span * k if span > 0 else np.zeros_like(v)
+            idx = np.minimum(np.floor(scaled), k - 1)
+            return idx.astype(np.int64), scaled - idx
+
+        if method == "strips":
+            if not 0 <= strip_gap < 1:
+                raise ValueError(
+                    f"{func}(): `strip_gap` must be in [0, 1) (a fraction of the strip height); "
+                    f"got {strip_gap}. Use e.g. strip_gap=0.3."
+                )
+            n_strips = check_int(n_strips, func=func, name="n_strips", minimum=2)
+            assert py is not None
+            idx, frac = bins(py, n_strips)
+            sets[:] = np.where(idx % 2 == 0, 1, 2)
+            if strip_gap > 0:
+                sets[frac >= 1 - strip_gap] = 0
+        else:
+            n_squares = check_int(n_squares, func=func, name="n_squares", minimum=2)
+            assert px is not None
+            assert py is not None
+            ix, _ = bins(px, n_squares)
+            iy, _ = bins(py, n_squares)
+            sets[:] = np.where((ix + iy) % 2 == 0, 1, 2)
+        if split == "auto" and min((sets == 1).sum(), (sets == 2).sum()) < n / 4:
+            method, sets[:] = "random", 0
+    if method == "random":
+        perm = as_rng(rng, func=func).permutation(n)
+        sets[perm[: n // 2]] = 1
+        sets[perm[n // 2 :]] = 2
+    if (sets == 1).sum() == 0 or (sets == 2).sum() == 0:
+        raise ValueError(
+            f"{func}(): the {method!r} split left a unit set empty ({int((sets == 1).sum())} and "
+            f"{int((sets == 2).sum())} units). Use split='random' or more units."
+        )
+    return sets, method
+
+
+# -------------------------------------------------------------------------------- kernels ----
+class _Fitter:
+    """Streams the train frames of one population for the SVCA fit."""
+
+    def __init__(
+        self,
+        da: xr.DataArray,
+        is_train: np.ndarray,
+        idx1: np.ndarray,
+        idx2: np.ndarray,
+        chunk_size: int | None,
+        progress: bool | None,
+    ) -> None:
+        self.da, self.is_train, self.idx1, self.idx2 = da, is_train, idx1, idx2
+        self.chunk_size, self.progress = chunk_size, progress
+        first = next(iter_sample_chunks(da, chunk_size=1))[2][0]
+        # NaN/inf in this frame is reported by the statistics pass
+        # shifting by one frame avoids cancellation in sum(ab) - n*ma*mb
+        self.shift = np.where(np.isfinite(first), first, 0.0)
+        self.n_train = int(is_train.sum())
+
+    def chunks(self, desc: str) -> Any:
+        for start, stop, block in iter_sample_chunks(
+            self.da,
+            chunk_size=self.chunk_size,
+            rows=self.is_train,
+            progress=self.progress,
+            desc=desc,
+        ):
+            x = block[self.is_train[start:stop]]
+            x -= self.shift
+            yield start, stop, block, x
+
+
+def _check_finite_and_stats(block: np.ndarray, stats: dict[str, np.ndarray], start: int) -> None:
+    if not np.isfinite(block).all():
+        bad = np.argwhere(~np.isfinite(block))[0]
+        raise ValueError(
+            f"svca(): `activity` contains NaN or inf (first at sample {start + bad[0]}, unit "
+            f"position {bad[1]}). Remove or fill them first, e.g. `activity.fillna(0)` or drop the "
+            "affected units with `.dropna('unit')`."
+        )
+    np.minimum(stats["min"], block.min(axis=0), out=stats["min"])
+    np.maximum(stats["max"], block.max(axis=0), out=stats["max"])
+
+
+def _dense_fit(fitter: _Fitter, k_req: int | None) -> dict[str, Any]:
+    n_units = fitter.da.shape[1]
+    stats = {"min": np.full(n_units, np.inf), "max": np.full(n_units, -np.inf)}
+    n1, n2 = len(fitter.idx1), len(fitter.idx2)
+    cov = np.zeros((n1, n2))
+    s1, s2 = np.zeros(n1), np.zeros(n2)
+    for start, _stop, block, x in fitter.chunks("svca fit"):
+        _check_finite_and_stats(block, stats, start)
+        a, b = x[:, fitter.idx1], x[:, fitter.idx2]
+        cov += a.T @ b
+        s1 += a.sum(axis=0)
+        s2 += b.sum(axis=0)
+    _stats_rows_outside_train(fitter, stats)
+    n = fitter.n_train
+    m1, m2 = s1 / n, s2 / n
+    cov -= n * np.outer(m1, m2)
+    mean = fitter.shift.copy()
+    mean[fitter.idx1] += m1
+    mean[fitter.idx2] += m2
+    return {"cov": cov, "stats": stats, "mean": mean}
+
+
+def _stats_rows_outside_train(fitter: _Fitter, stats: dict[str, np.ndarray]) -> None:
+    """Finish the NaN/constant statistics on chunks holding only test frames."""
+    skipped = ~fitter.is_train
+    if not skipped.any():
+        return
+    for start, stop, block in iter_sample_chunks(
+        fitter.da, chunk_size=fitter.chunk_size, rows=skipped
+    ):
+        if fitter.is_train[start:stop].any():
+            continue  # already seen in the fit pass
+        _check_finite_and_stats(block, stats, start)
+
+
+def _top_svd_dense(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k singular triplets of ``cov`` via the eigendecomposition of the smaller Gram."""
+    n1, n2 = cov.shape
+    small = cov @ cov.T if n1 <= n2 else cov.T @ cov
+    m = small.shape[0]
+    evals, evecs = scipy.linalg.eigh(small, subset_by_index=[m - k, m - 1])
+    evals, evecs = evals[::-1], evecs[:, ::-1]
+    sv = np.sqrt(np.clip(evals, 0, None))
+    safe = np.where(sv > 0, sv, 1.0)
+    if n1 <= n2:
+        u = evecs
+        v = (cov.T @ u) / safe
+    else:
+        v = evecs
+        u = (cov @ v) / safe
+    v[:, sv == 0] = 0.0
+    u[:, sv == 0] = 0.0
+    return u, sv, v
+
+
+def _randomized_fit(
+    fitter: _Fitter, k: int | None, n_oversamples: int, n_power_iter: int, gen: np.random.Generator
+) -> dict[str, Any]:
+    """Randomized SVD of the implicit train cross-covariance (Halko et al. 2011)."""
+    n_units = fitter.da.shape[1]
+    idx1, idx2 = fitter.idx1, fitter.idx2
+    n1, n2 = len(idx1), len(idx2)
+    k_eff = k if k is not None else min(1024, n1, n2, fitter.n_train - 1)
+    n_cols = min(k_eff + n_oversamples, n1, n2)
+    stats = {"min": np.full(n_units, np.inf), "max": np.full(n_units, -np.inf)}
+    omega = gen.standard_normal((n2, n_cols))
+    y = np.zeros((n1, n_cols))
+    s1, s2 = np.zeros(n1), np.zeros(n2)
+    for start, _stop, block, x in fitter.chunks("svca range"):
+        _check_finite_and_stats(block, stats, start)
+        a, b = x[:, idx1], x[:, idx2]
+        y += a.T @ (b @ omega)
+        s1 += a.sum(axis=0)
+        s2 += b.sum(axis=0)
+    _stats_rows_outside_train(fitter, stats)
+    n = fitter.n_train
+    m1, m2 = s1 / n, s2 / n
+    y -= n * np.outer(m1, m2 @ omega)
+
+    def times_c(mat: np.ndarray, transpose: bool, desc: str) -> np.ndarray:
+        out = np.zeros((n2 if transpose else n1, mat.shape[1]))
+        for _, _, _, x in fitter.chunks(desc):
+            a, b = x[:, idx1] - m1, x[:, idx2] - m2
+            out += b.T @ (a @ mat) if transpose else a.T @ (b @ mat)
+        return out
+
+    q, _ = np.linalg.qr(y)
+    for i in range(n_power_iter):
+        z, _ = np.linalg.qr(times_c(q, True, f"svca power {i + 1}"))
+        q, _ = np.linalg.qr(times_c(z, False, f"svca power {i + 1}"))
+    core_t = times_c(q, True, "svca core")  # Cᵀ Q, shape (n2, l)
+    uc, sv, vt = np.linalg.svd(core_t.T, full_matrices=False)
+    mean = fitter.shift.copy()
+    mean[idx1] += m1
+    mean[idx2] += m2
+    return {"u": q @ uc, "sv": sv, "v": vt.T, "stats": stats, "mean": mean}
+
+
+def _project(
+    da: xr.DataArray,
+    u: np.ndarray,
+    v: np.ndarray,
+    idx1: np.ndarray,
+    idx2: np.ndarray,
+    mean: np.ndarray,
+    is_test: np.ndarray,
+    keep_projections: bool,
+    chunk_size: int | None,
+    progress: bool | None,
+) -> dict[str, Any]:
+    k = u.shape[1]
+    reliable, total1, total2 = np.zeros(k), np.zeros(k), np.zeros(k)
+    proj1 = np.zeros((da.shape[0], k)) if keep_projections else None
+    proj2 = np.zeros((da.shape[0], k)) if keep_projections else None
+    rows = None if keep_projections else is_test
+    for start, stop, block in iter_sample_chunks(
+        da, chunk_size=chunk_size, rows=rows, progress=progress, desc="svca test"
+    ):
+        x = block if keep_projections else block[is_test[start:stop]]
+        x -= mean
+        p1, p2 = x[:, idx1] @ u, x[:, idx2] @ v
+        if keep_projections:
+            assert proj1 is not None
+            assert proj2 is not None
+            proj1[start:stop], proj2[start:stop] = p1, p2
+            sel = is_test[start:stop]
+            p1, p2 = p1[sel], p2[sel]
+        reliable += np.einsum("tk,tk->k", p1, p2)
+        total1 += np.einsum("tk,tk->k", p1, p1)
+        total2 += np.einsum("tk,tk->k", p2, p2)
+    n_test = int(is_test.sum())
+    return {
+        "reliable": reliable / n_test,
+        "total": (total1 + total2) / (2 * n_test),
+        "proj1": proj1,
+        "proj2": proj2,
+    }
+
+
+def _fix_signs(u: np.ndarray, v: np.ndarray) -> None:
+    """Make each component's largest-|weight| entry of ``u`` positive (deterministic signs)."""
+    flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])])
+    flip[flip == 0] = 1
+    u *= flip
+    v *= flip
+
+
+# --------------------------------------------------------------------------------- public ----
+def svca(
+    activity: Any,
+    *,
+    n_components: int | None = None,
+    split: str = "auto",
+    block_length: int = 60,
+    train_fraction: float = 0.5,
+    n_strips: int = 16,
+    strip_gap: float = 0.0,
+    n_squares: int = 8,
+    fit_range: tuple[int, int] = (11, 500),
+    svd_solver: str = "auto",
+    max_cov_bytes: int = 2**30,
+    n_oversamples: int = 32,
+    n_power_iter: int = 3,
+    keep_projections: bool = False,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+    rng: Any = 1,
+) -> xr.Dataset:
+    """Split the population into two unit sets and measure the variance they share reliably.
+
+    The units are split into two disjoint sets (spatially when ``pos_x``/``pos_y`` exist) and
+    the samples into train and test blocks. On train samples, the cross-covariance
+    ``C = A Bᵀ`` of the two mean-subtracted sets is decomposed, ``C ≈ U S Vᵀ``; on test
+    samples the shared variance components (SVCs) ``s1 = Uᵀ A*`` and ``s2 = Vᵀ B*`` give the
+    reliable variance ``mean_t s1·s2`` and the total variance ``mean_t (s1² + s2²)/2`` of each
+    component.
+
+    Parameters
+    ----------
+    activity : numpy.ndarray or xarray.DataArray with dims (sample, 'unit')
+        Population activity; numpy-, or dask-backed (read in sample chunks, never loaded whole).
+    n_components : int or None, default=None
+        Number of SVCs; None means ``min(1024, n_set1, n_set2, n_train - 1)``.
+    split : {"auto", "checkerboard", "strips", "random"}, default="auto"
+        Unit split, see :func:`split_units`.
+    block_length : int, default=60
+        Samples per train/test block (1 for i.i.d. frames).
+    train_fraction : float, default=0.5
+        Fraction of blocks used to fit the components.
+    n_strips, strip_gap, n_squares : int, float, int, default=16, 0.0, 8
+        Options of the spatial splits, see :func:`split_units`.
+    fit_range : tuple of int, default=(11, 500)
+        1-based components of the power-law fit of the reliable spectrum.
+    svd_solver : {"auto", "dense", "randomized"}, default="auto"
+        "dense" forms the cross-covariance (exact); "randomized" never forms it; "auto" is dense
+        when the cross-covariance fits in ``max_cov_bytes``.
+    max_cov_bytes : int, default=2**30
+        Memory budget of the dense cross-covariance for ``svd_solver="auto"``.
+    n_oversamples, n_power_iter : int, default=32, 3
+        Randomized SVD options (extra random vectors; power iterations, two passes each).
+    keep_projections : bool, default=False
+        Also return the SVC time courses of both sets for every sample (train and test).
+    chunk_size : int or None, default=None
+        Samples per chunk; None uses the dask chunks, or about 64 MiB for numpy input.
+    progress : bool or None, default=None
+        Show tqdm progress bars; None shows them only for large inputs.
+    rng : int, numpy.random.Generator or None, default=1
+        Randomness of the time split, the random unit split and the randomized SVD (the paper
+        used seed 1 for every analysis).
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``component`` (1-based): ``reliable_variance``, ``total_variance``,
+        ``reliable_fraction``, ``covariance_singular_value`` (of ``C`` / n_train), ``fitted``
+        (power law). 0-d: ``alpha``, ``intercept``, ``r2``, ``fit_start``, ``fit_stop``,
+        ``n_nonpositive``, ``reliable_fraction_128`` (summed over the first 128 SVCs),
+        ``n_train``, ``n_test``, ``n_dropped``. Along ``unit``: ``unit_set`` (1, 2, or 0 when
+        unused or dropped), ``is_constant``. Along the sample dim: ``is_train``; with
+        ``keep_projections``, ``projection_1`` and ``projection_2`` (sample, component).
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf, too few samples for two blocks, too few units, or more components than
+        ``min(n_set1, n_set2, n_train - 1)``.
+
+    Warns
+    -----
+    NetphysWarning
+        When constant units are dropped (they are reported in ``is_constant``).
+
+    Notes
+    -----
+    Means are taken over the train samples. Reliable and total variances are means over test
+    samples (the MATLAB code sums; ratios are unchanged). Reliable variance can be negative in
+    the noisy tail; the power-law fit stops before the first non-positive value.
+
+    References
+    ----------
+    Stringer, Pachitariu et al. (2019) Spontaneous behaviors drive multidimensional, brainwide
+    activity. Science 364, eaav7893. doi:10.1126/science.aav7893
+
+    Examples
+    --------
+    >>> from netphys.population import simulate_population
+    >>> sim = simulate_population(200, 600, alpha=1.0, snr=10.0, rng=0)
+    >>> res = svca(sim["activity"], n_components=20, block_length=20)
+    >>> bool(res["reliable_fraction"][0] > 0.8)
+    True
+    """
+    func = "svca"
+    da = check_population(activity, func=func, min_samples=4, min_units=2)
+    check_choice(svd_solver, _SOLVERS, func=func, name="svd_solver")
+    fit_start, fit_stop = _check_fit_range(fit_range, func=func)
+    check_int(n_oversamples, func=func, name="n_oversamples", minimum=0)
+    check_int(n_power_iter, func=func, name="n_power_iter", minimum=0)
+    if chunk_size is not None:
+        check_int(chunk_size, func=func, name="chunk_size", minimum=1)
+    gen = as_rng(rng, func=func)
+    n_samples = da.shape[0]
+    is_train = split_time_blocks(
+        n_samples, block_length=block_length, train_fraction=train_fraction, rng=gen, func=func
+    )
+    unit_set, method = split_units(
+        da,
+        split=split,
+        n_strips=n_strips,
+        strip_gap=strip_gap,
+        n_squares=n_squares,
+        rng=gen,
+        func=func,
+    )
+    idx1, idx2 = np.flatnonzero(unit_set == 1), np.flatnonzero(unit_set == 2)
+    n_train = int(is_train.sum())
+    limit = min(len(idx1), len(idx2), n_train - 1)
+    if n_components is not None:
+        check_int(n_components, func=func, name="n_components", minimum=1)
+        if n_components > limit:
+            raise ValueError(
+                f"svca(): `n_components`={n_components} exceeds min(set 1 units={len(idx1)}, "
+                f"set 2 units={len(idx2)}, train samples - 1={n_train - 1}) = {limit}. "
+                f"Ask for at most {limit} components, or use more units or samples."
+            )
+    solver = svd_solver
+    if solver == "auto":
+        solver = "dense" if len(idx1) * len(idx2) * 8 <= max_cov_bytes else "randomized"
+    fitter = _Fitter(da, is_train, idx1, idx2, chunk_size, progress)
+    if solver == "dense":
+        fit = _dense_fit(fitter, n_components)
+    else:
+        fit = _randomized_fit(fitter, n_components, n_oversamples, n_power_iter, gen)
+    is_constant = fit["stats"]["max"] == fit["stats"]["min"]
+    keep1, keep2 = ~is_constant[idx1], ~is_constant[idx2]
+    n_dropped = int(is_constant.sum())
+    if n_dropped:
+        warnings.warn(
+            f"svca(): dropped {n_dropped} constant unit(s) (zero variance); they are marked in "
+            "`is_constant` and have unit_set 0.",
+            NetphysWarning,
+            stacklevel=2,
+        )
+    k1, k2 = idx1[keep1], idx2[keep2]
+    limit = min(len(k1), len(k2), n_train - 1)
+    if limit < 1:
+        raise ValueError(
+            "svca(): after dropping constant units a unit set is empty. Remove constant units "
+            "or use more units."
+        )
+    if n_components is not None and n_components > limit:
+        raise ValueError(
+            f"svca(): `n_components`={n_components} exceeds {limit}, the smaller set size after "
+            f"dropping {n_dropped} constant unit(s). Ask for at most {limit} components."
+        )
+    k = n_components if n_components is not None else min(1024, limit)
+    if solver == "dense":
+        u, sv, v = _top_svd_dense(fit["cov"][np.ix_(keep1, keep2)], k)
+    else:
+        u, sv, v = fit["u"][keep1, :k], fit["sv"][:k], fit["v"][keep2, :k]
+    _fix_signs(u, v)
+    proj = _project(
+        da, u, v, k1, k2, fit["mean"], ~is_train, keep_projections, chunk_size, progress
+    )
+    unit_set = unit_set.copy()
+    unit_set[is_constant] = 0
+    return _label(
+        da,
+        proj,
+        sv / n_train,
+        unit_set,
+        is_constant,
+        is_train,
+        (fit_start, fit_stop),
+        {
+            "split": method,
+            "svd_solver": solver,
+            "block_length": int(block_length),
+            "train_fraction": float(train_fraction),
+            "n_power_iter": int(n_power_iter),
+            "seed": int(rng) if isinstance(rng, (int, np.integer)) else -1,
+        },
+    )
+
+
+def _label(
+    da: xr.DataArray,
+    proj: dict[str, Any],
+    sv: np.ndarray,
+    unit_set: np.ndarray,
+    is_constant: np.ndarray,
+    is_train: np.ndarray,
+    fit_range: tuple[int, int],
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    sample_dim = str(da.dims[0])
+    rel, tot = proj["reliable"], proj["total"]
+    k = len(rel)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = rel / tot
+    fit = _power_law_kernel(rel, *fit_range)
+    variables: dict[str, Any] = {
+        "reliable_variance": ("component", rel, {"long_name": "reliable variance per SVC"}),
+        "total_variance": ("component", tot, {"long_name": "total variance per SVC"}),
+        "reliable_fraction": ("component", frac, {"long_name": "reliable / total variance"}),
+        "covariance_singular_value": ("component", sv),
+        "reliable_fraction_128": ((), float(rel[:128].sum() / tot[:128].sum())),
+        "n_train": ((), int(is_train.sum())),
+        "n_test": ((), int((~is_train).sum())),
+        "n_dropped": ((), int(is_constant.sum())),
+        "unit_set": ("unit", unit_set),
+        "is_constant": ("unit", is_constant),
+        "is_train": (sample_dim, is_train),
+    }
+    variables.update(power_law_variables(fit))
+    if proj["proj1"] is not None:
+        variables["projection_1"] = ((sample_dim, "component"), proj["proj1"])
+        variables["projection_2"] = ((sample_dim, "component"), proj["proj2"])
+    coords = {"component": np.arange(1, k + 1)}
+    for name, coord in da.coords.items():
+        if coord.ndim == 1 and coord.dims[0] in (sample_dim, "unit"):
+            coords[str(name)] = coord.variable
+    return xr.Dataset(variables, coords=coords, attrs={"method": "svca", **attrs})

@@ -1,0 +1,159 @@
+"""Host staging blocks and the background writer thread.
+
+Hooks copy each batch into a *block*: host buffers holding ``chunk_frames`` frames of every
+recorded layer (pinned memory when the model is on a GPU, so device-to-host copies do not
+block). Full blocks go to a writer thread that compresses and writes whole Zarr chunks. A
+fixed pool of blocks bounds host memory: when the writer falls behind, the model waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from netphys.errors import RecordingError
+from netphys.io.recording import FRAME_FIELDS, RecordingWriter
+
+__all__ = ["Block", "BlockPool", "WriterThread"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Block:
+    """Host buffers for ``capacity`` frames of every layer, the frame table and behaviour."""
+
+    capacity: int
+    activity: dict[str, torch.Tensor]
+    nodes: dict[str, torch.Tensor]
+    table: dict[str, np.ndarray]
+    behaviour: dict[str, torch.Tensor] | None
+    start: int = 0
+    n: int = 0
+    event: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def numpy_views(self) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray] | None]:
+        n = self.n
+        table = {k: v[:n] for k, v in self.table.items()}
+        layers = {k: (self.activity[k][:n].numpy(), self.nodes[k][:n].numpy()) for k in self.activity}
+        beh = None if self.behaviour is None else {k: v[:n].numpy() for k, v in self.behaviour.items()}
+        return table, layers, beh
+
+
+class BlockPool:
+    """A fixed set of blocks, handed out to hooks and returned by the writer."""
+
+    def __init__(
+        self,
+        n_blocks: int,
+        capacity: int,
+        layer_shapes: Mapping[str, tuple[int, int]],
+        dtype: torch.dtype,
+        behaviour_width: int | None,
+        pin: bool,
+    ) -> None:
+        self.free: queue.Queue[Block] = queue.Queue()
+        self.capacity = capacity
+        self.n_blocks = 0
+        self._spec = (layer_shapes, dtype, behaviour_width, pin)
+        self.grow(n_blocks)
+
+    def grow(self, n_blocks: int) -> None:
+        """Add ``n_blocks`` blocks (a batch larger than the pool needs them all at once)."""
+        layer_shapes, dtype, behaviour_width, pin = self._spec
+        capacity = self.capacity
+        self.n_blocks += n_blocks
+        for _ in range(n_blocks):
+            activity = {
+                k: torch.empty((capacity, u), dtype=dtype, pin_memory=pin)
+                for k, (u, _) in layer_shapes.items()
+            }
+            nodes = {
+                k: torch.empty((capacity, c), dtype=torch.float32, pin_memory=pin)
+                for k, (_, c) in layer_shapes.items()
+            }
+            table = {k: np.empty(capacity, dtype=dt) for k, (dt, _) in FRAME_FIELDS.items()}
+            beh = None
+            if behaviour_width is not None:
+                beh = {
+                    "logits": torch.empty((capacity, behaviour_width), dtype=torch.float32, pin_memory=pin),
+                    "prediction": torch.empty(capacity, dtype=torch.int64, pin_memory=pin),
+                    "confidence": torch.empty(capacity, dtype=torch.float32, pin_memory=pin),
+                    "loss": torch.empty(capacity, dtype=torch.float32, pin_memory=pin),
+                }
+            self.free.put(Block(capacity, activity, nodes, table, beh))
+
+    def acquire(self, writer: WriterThread) -> Block:
+        """Take a free block, waiting for the writer; raise if the writer failed."""
+        while True:
+            writer.raise_if_failed()
+            try:
+                return self.free.get(timeout=0.5)
+            except queue.Empty:
+                if not writer.is_alive():
+                    writer.raise_if_failed()
+                    raise RecordingError("Recorder: the writer thread stopped unexpectedly.") from None
+
+    def release(self, block: Block) -> None:
+        block.n = 0
+        block.event = None
+        self.free.put(block)
+
+
+class WriterThread(threading.Thread):
+    """Write submitted blocks to the store in order; keep the first error."""
+
+    def __init__(self, store: RecordingWriter, pool: BlockPool) -> None:
+        super().__init__(name="netphys-writer", daemon=True)
+        self.store = store
+        self.pool = pool
+        self.queue: queue.Queue[Block | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.frames_written = 0
+        self.bytes_written = 0
+
+    def submit(self, block: Block) -> None:
+        self.raise_if_failed()
+        self.queue.put(block)
+
+    def run(self) -> None:
+        while True:
+            block = self.queue.get()
+            if block is None:
+                return
+            try:
+                if self.error is None:
+                    if block.event is not None:
+                        block.event.synchronize()
+                    table, layers, beh = block.numpy_views()
+                    self.store.write(block.start, table, layers, beh)
+                    self.frames_written += block.n
+                    self.bytes_written += sum(a.nbytes + b.nbytes for a, b in layers.values())
+            except BaseException as exc:  # noqa: BLE001 - handed to the recording thread
+                logger.debug("writer failed", exc_info=True)
+                self.error = exc
+            finally:
+                self.pool.release(block)
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            exc = self.error
+            if isinstance(exc, OSError):
+                raise RecordingError(
+                    f"Recorder: writing to {str(self.store.path)!r} failed: {exc}. "
+                    "Frames committed before the failure are kept; free disk space or choose "
+                    "another `path`."
+                ) from exc
+            raise RecordingError(f"Recorder: the writer thread failed: {exc!r}") from exc
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.join()
