@@ -12,6 +12,7 @@ __all__: list[str] = []
 from netphys.population.cvpca import cvpca, repeat_responses
 from netphys.population.nulls import shuffle_null
 from netphys.population.powerlaw import fit_power_law
+from netphys.population.report import population_report
 from netphys.population.rrr import ReducedRankRegression, reduced_rank_regression, svca_predict
 from netphys.population.simulate import simulate_population
 from netphys.population.sorting import rastermap_sort
@@ -25,6 +26,7 @@ __all__ += [
     "cvpca",
     "eigenspectrum",
     "fit_power_law",
+    "population_report",
     "rastermap_sort",
     "reduced_rank_regression",
     "repeat_responses",
@@ -55,6 +57,7 @@ from netphys.population.concepts import (  # noqa: E402
     unit_matrix,
 )
 from netphys.population.paths import (  # noqa: E402
+    effective_paths,
     flow_kernel,
     mean_field_contributions,
     path_flow,
@@ -68,6 +71,7 @@ __all__ += [
     "concept_activity",
     "concept_selectivity",
     "edge_matrix",
+    "effective_paths",
     "flow_kernel",
     "mean_field_contributions",
     "path_classifier_agreement",

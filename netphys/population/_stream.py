@@ -27,8 +27,8 @@ _CHUNK_ELEMENTS = 2**23
 
 
 def is_lazy(da: xr.DataArray) -> bool:
-    """Return True when ``da`` is backed by a dask (or other lazy, non-numpy) array."""
-    return not isinstance(da.variable._data, np.ndarray) and hasattr(da.data, "chunks")
+    """Return True when ``da`` is backed by a chunked (dask) array."""
+    return da.chunks is not None
 
 
 def default_chunk_rows(n_cols: int) -> int:
@@ -78,15 +78,16 @@ def iter_sample_chunks(
     bounds = _sample_bounds(da, chunk_size)
     if rows is not None:
         bounds = [(a, b) for a, b in bounds if rows[a:b].any()]
-    data = da.data
-    n_cols = da.shape[1] if columns is None else len(columns)
+    dim = da.dims[0]
+    if columns is not None:
+        da = da.isel(unit=columns)
+    n_cols = da.shape[1]
     with progress_bar(
         len(bounds), progress=progress, desc=desc, work=float(da.shape[0]) * n_cols
     ) as bar:
         for start, stop in bounds:
-            block = data[start:stop]
-            if columns is not None:
-                block = block[:, columns]
+            # slicing the DataArray reads only this range from dask or a lazy backend
+            block = da.isel({dim: slice(start, stop)}).values
             yield start, stop, np.array(block, dtype=np.float64)
             bar.update(1)
 
@@ -99,14 +100,17 @@ def iter_unit_chunks(
     progress: bool | None = None,
     desc: str = "unit chunks",
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(start, stop, block)`` over consecutive unit ranges of an array (numpy or dask).
+    """Yield ``(start, stop, block)`` over consecutive unit ranges of an array.
+
+    ``data`` is a numpy or dask array, or a DataArray (read range by range).
 
     ``block`` is a float64 numpy copy of ``data`` restricted to those units along ``unit_axis``.
     """
     n_units = data.shape[unit_axis]
     other = int(np.prod([s for i, s in enumerate(data.shape) if i != unit_axis]))
-    if chunk_size is None and hasattr(data, "chunks") and not isinstance(data, np.ndarray):
-        edges = np.concatenate([[0], np.cumsum(data.chunks[unit_axis])])
+    chunks = data.chunks if isinstance(data, xr.DataArray) else getattr(data, "chunks", None)
+    if chunk_size is None and chunks is not None and not isinstance(data, np.ndarray):
+        edges = np.concatenate([[0], np.cumsum(chunks[unit_axis])])
         bounds = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
     else:
         step = chunk_size if chunk_size is not None else default_chunk_rows(other)
@@ -117,5 +121,8 @@ def iter_unit_chunks(
     ) as bar:
         for start, stop in bounds:
             index[unit_axis] = slice(start, stop)
-            yield start, stop, np.array(data[tuple(index)], dtype=np.float64)
+            block = data[tuple(index)]
+            if isinstance(block, xr.DataArray):
+                block = block.values
+            yield start, stop, np.array(block, dtype=np.float64)
             bar.update(1)

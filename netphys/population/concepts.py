@@ -169,7 +169,8 @@ def edge_matrix(flow: xr.Dataset, *, min_support: int = 5, min_flow: float = 1e-
     Parameters
     ----------
     flow : xarray.Dataset
-        Output of :func:`netphys.population.paths.path_flow`.
+        Output of :func:`netphys.population.paths.path_flow` (edge flows), or of
+        :func:`netphys.population.paths.effective_paths` (binary effective-path edges).
     min_support : int, default=5
         Keep edges whose flow exceeds ``min_flow`` in at least ``max(min_support, 0.005 T)``
         samples.
@@ -190,17 +191,19 @@ def edge_matrix(flow: xr.Dataset, *, min_support: int = 5, min_flow: float = 1e-
     array([0, 1])
     """
     func = "edge_matrix"
-    if not isinstance(flow, xr.Dataset) or "edge_flow_1" not in flow:
+    if not isinstance(flow, xr.Dataset) or not ("edge_flow_1" in flow or "edge_selected_1" in flow):
         raise TypeError(
-            f"{func}(): `flow` must be the Dataset returned by path_flow() with 2+ layers."
+            f"{func}(): `flow` must be the Dataset returned by path_flow() or effective_paths() "
+            f"with 2+ layers; got {type(flow).__name__}."
         )
+    prefix = "edge_flow_" if "edge_flow_1" in flow else "edge_selected_"
     min_support = check_int(min_support, func=func, name="min_support", minimum=1)
     rows, cols, vals, meta = [], [], [], []
     offset = 0
     li = 1
     n = flow.sizes["sample"]
-    while f"edge_flow_{li}" in flow:
-        e = np.asarray(flow[f"edge_flow_{li}"].values)
+    while f"{prefix}{li}" in flow:
+        e = np.asarray(flow[f"{prefix}{li}"].values, dtype=np.float64)
         wj, wi = e.shape[1:]
         t, j, i = np.nonzero(e > min_flow)
         rows.append(offset + j * wi + i)
@@ -286,7 +289,7 @@ def _corr(x: np.ndarray) -> np.ndarray:
     xc = np.where(nrm > 0, xc / np.where(nrm > 0, nrm, 1), 0.0)
     c = xc @ xc.T
     np.fill_diagonal(c, 1.0)
-    return np.clip(c, -1.0, 1.0)
+    return np.asarray(np.clip(c, -1.0, 1.0))
 
 
 def _relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -434,7 +437,7 @@ def concept_activity(matrix: xr.Dataset, concepts: xr.Dataset) -> xr.DataArray:
     )  # fmt: skip
 
 
-def _class_means(a: np.ndarray, y_idx: np.ndarray, n_cls: int) -> np.ndarray:
+def _class_means(a: np.ndarray, y_idx: np.ndarray, n_cls: int) -> tuple[np.ndarray, np.ndarray]:
     oh = np.zeros((y_idx.size, n_cls))
     oh[np.arange(y_idx.size), y_idx] = 1.0
     cnt = oh.sum(0)
@@ -544,7 +547,9 @@ def concept_selectivity(
     return ds
 
 
-def _class_sets(x: sp.csr_matrix, y_idx: np.ndarray, n_cls: int, min_fraction: float):
+def _class_sets(
+    x: sp.csr_matrix, y_idx: np.ndarray, n_cls: int, min_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
     xb = (x > 0).astype(np.float64)
     frac = np.zeros((x.shape[0], n_cls))
     mean = np.zeros((x.shape[0], n_cls))

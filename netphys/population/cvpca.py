@@ -100,15 +100,16 @@ def repeat_responses(
 
 
 def _check_responses(responses: Any, func: str) -> tuple[Any, xr.DataArray | None, str]:
+    data: Any
     if isinstance(responses, xr.DataArray):
         if responses.ndim != 3 or "repeat" not in responses.dims or "unit" not in responses.dims:
             raise ValueError(
                 f"{func}(): `responses` must have dims ('repeat', sample, 'unit'); got "
                 f"{responses.dims}. Build it with `repeat_responses(activity)`."
             )
-        sample_dim = next(d for d in responses.dims if d not in ("repeat", "unit"))
+        sample_dim = str(next(d for d in responses.dims if d not in ("repeat", "unit")))
         da = responses.transpose("repeat", sample_dim, "unit")
-        data = da.data
+        data = da  # read unit range by unit range (dask or lazy backends stay lazy)
     else:
         da, sample_dim = None, "stimulus"
         data = np.asarray(responses)
@@ -164,7 +165,8 @@ def _signal_variance(g11: np.ndarray, g21: np.ndarray, k: int) -> np.ndarray:
     s = g11.shape[0]
     _, vecs = scipy.linalg.eigh(g11, subset_by_index=[s - k, s - 1])
     vecs = vecs[:, ::-1]
-    return (vecs * (g21 @ vecs)).sum(axis=0)
+    out: np.ndarray = (vecs * (g21 @ vecs)).sum(axis=0)
+    return out
 
 
 def _shuffled_grams(

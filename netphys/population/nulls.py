@@ -18,7 +18,8 @@ _PERCENTILES = (2.5, 5.0, 50.0, 95.0, 97.5)
 
 def _zscore(x: np.ndarray) -> np.ndarray:
     x = x - x.mean(axis=0)
-    return x / np.sqrt((x**2).mean(axis=0))
+    out: np.ndarray = x / np.sqrt((x**2).mean(axis=0))
+    return out
 
 
 def shuffle_null(
@@ -109,7 +110,7 @@ def shuffle_null(
     units = np.arange(n_units)
     if n_units > max_units:
         units = np.sort(gen.choice(n_units, size=max_units, replace=False))
-    x = np.array(da.data[:, units] if len(units) < n_units else da.data, dtype=np.float64)
+    x = np.array((da.isel(unit=units) if len(units) < n_units else da).values, dtype=np.float64)
     if not np.isfinite(x).all():
         raise ValueError(
             f"{func}(): `activity` contains NaN or inf. Fill or drop them first, e.g. "
@@ -126,7 +127,7 @@ def shuffle_null(
     if x.shape[1] < 2:
         raise ValueError(f"{func}(): fewer than two non-constant units remain.")
     z = _zscore(x)
-    shifts = gen.integers(min_shift, n_time - min_shift + 1, size=z.shape[1])
+    shifts = np.asarray(gen.integers(min_shift, n_time - min_shift + 1, size=z.shape[1]))
     rows = (np.arange(n_time)[:, None] - shifts[None, :]) % n_time
     zs = np.take_along_axis(z, rows, axis=0)
     iu = np.triu_indices(z.shape[1], k=1)

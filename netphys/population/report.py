@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from netphys._validation import check_population
+from netphys.errors import NetphysWarning
 from netphys.population.cvpca import cvpca, repeat_responses
 from netphys.population.nulls import shuffle_null
 from netphys.population.plots import (
@@ -64,7 +66,9 @@ def population_report(
     matched by ``stimulus``), SVCA (all frames, blocks of 10 frames), the explained share of
     reliable variance from ``behaviour`` (RRR, when given), the circular-shift correlation null
     (spontaneous frames, or all frames when too few) and the category autocorrelation (stimulus
-    frames with a label). An analysis that cannot run is skipped with the reason.
+    frames with a label). Units constant within a session (dead units) are left out of that
+    session's analyses and counted in ``n_constant_units``. An analysis that cannot run is
+    skipped with the reason.
 
     Parameters
     ----------
@@ -90,7 +94,8 @@ def population_report(
     -------
     dict
         JSON-safe: ``sessions`` (session id -> numbers per analysis, or ``{"skipped": reason}``),
-        ``figures`` (paths written), ``n_units``, ``seconds``.
+        ``figures`` (paths written), ``n_units``, ``n_units_analysed``, ``warnings`` (messages
+        of the analyses, e.g. constant units dropped), ``seconds``.
 
     Raises
     ------
@@ -134,15 +139,76 @@ def population_report(
         "n_units": int(activity.sizes["unit"]) if isinstance(activity, xr.DataArray) else None,
         "n_units_analysed": int(da.shape[1]),
     }
-    spectra, cv_spectra, svc_spectra, fractions, rrrs, nulls, cats = ({} for _ in range(7))
+    spectra: dict[str, xr.Dataset] = {}
+    cv_spectra: dict[str, xr.Dataset] = {}
+    svc_spectra: dict[str, xr.Dataset] = {}
+    fractions: dict[str, xr.Dataset] = {}
+    rrrs: dict[str, xr.Dataset] = {}
+    nulls: dict[str, xr.Dataset] = {}
+    cats: dict[str, xr.Dataset] = {}
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always", NetphysWarning)
+        _per_session(
+            da,
+            behaviour,
+            sessions,
+            cond,
+            report,
+            spectra,
+            cv_spectra,
+            svc_spectra,
+            fractions,
+            rrrs,
+            nulls,
+            cats,
+            n_components,
+            min_shift,
+            rng,
+        )
+    for record in records:
+        if issubclass(record.category, NetphysWarning):
+            caught.append(str(record.message))
+        else:
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+    report["warnings"] = sorted(set(caught))
+    _figures(out, report, spectra, cv_spectra, svc_spectra, fractions, rrrs, nulls, cats)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _per_session(
+    da: xr.DataArray,
+    behaviour: xr.DataArray | None,
+    sessions: np.ndarray,
+    cond: np.ndarray | None,
+    report: dict[str, Any],
+    spectra: dict[str, xr.Dataset],
+    cv_spectra: dict[str, xr.Dataset],
+    svc_spectra: dict[str, xr.Dataset],
+    fractions: dict[str, xr.Dataset],
+    rrrs: dict[str, xr.Dataset],
+    nulls: dict[str, xr.Dataset],
+    cats: dict[str, xr.Dataset],
+    n_components: int,
+    min_shift: int,
+    rng: int,
+) -> None:
     for s in np.unique(sessions):
         key = str(_num(s))
         idx = np.flatnonzero(sessions == s)
         act = da.isel({da.dims[0]: idx})
         if "session" in act.coords:
             act = act.drop_vars("session")
-        beh = behaviour.isel({behaviour.dims[0]: idx}) if behaviour is not None else None
         numbers: dict[str, Any] = {"n_frames": len(idx)}
+        if act.nbytes < 2**30:
+            act = act.load()  # one read per session instead of one per analysis
+            # units constant within the session (e.g. dead ReLUs) are left out of all analyses
+            varying = np.ptp(act.values, axis=0) > 0
+            numbers["n_constant_units"] = int((~varying).sum())
+            if not varying.all():
+                act = act.isel(unit=varying)
+        beh = behaviour.isel({behaviour.dims[0]: idx}) if behaviour is not None else None
         n_t = len(idx)
         # eigenspectrum
         try:
@@ -158,7 +224,10 @@ def population_report(
             if resp.sizes["stimulus"] < 10:
                 raise ValueError(f"only {resp.sizes['stimulus']} stimuli shown twice (need 10)")
             cv = cvpca(
-                resp, n_shuffles=5, rng=rng, n_components=min(512, resp.sizes["stimulus"] - 1)
+                resp,
+                n_shuffles=5,
+                rng=rng,
+                n_components=None,
             )
             cv_spectra[key] = cv
             numbers["cvpca"] = {**_fit_numbers(cv), "n_stimuli": int(resp.sizes["stimulus"])}
@@ -197,7 +266,10 @@ def population_report(
         null_frames = spont if len(spont) >= 2 * min_shift else idx
         if len(null_frames) >= 2 * min_shift:
             nul = shuffle_null(
-                da.isel({da.dims[0]: null_frames}), min_shift=min_shift, max_units=1000, rng=rng
+                act.isel({da.dims[0]: np.searchsorted(idx, null_frames)}),
+                min_shift=min_shift,
+                max_units=1000,
+                rng=rng,
             )
             nulls[key] = nul
             numbers["shuffle_null"] = {
@@ -231,6 +303,18 @@ def population_report(
             numbers["category_autocorrelation"] = {"skipped": str(exc)}
         report["sessions"][key] = numbers
 
+
+def _figures(
+    out: Path,
+    report: dict[str, Any],
+    spectra: dict[str, xr.Dataset],
+    cv_spectra: dict[str, xr.Dataset],
+    svc_spectra: dict[str, xr.Dataset],
+    fractions: dict[str, xr.Dataset],
+    rrrs: dict[str, xr.Dataset],
+    nulls: dict[str, xr.Dataset],
+    cats: dict[str, xr.Dataset],
+) -> None:
     figures: list[str] = report["figures"]
     if spectra:
         _save(plot_spectra(spectra), out / "eigenspectrum.png", figures)
@@ -256,5 +340,3 @@ def population_report(
             out / "category_autocorrelation.png",
             figures,
         )
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    return report

@@ -39,11 +39,13 @@ def _rrr_fit(x: np.ndarray, y: np.ndarray, lam: float) -> dict[str, np.ndarray]:
 
 
 def _rrr_predict(fit: dict[str, np.ndarray], x: np.ndarray, rank: int) -> np.ndarray:
-    return (x - fit["x_mean"]) @ fit["b"][:, :rank] @ fit["a"][:, :rank].T + fit["y_mean"]
+    out: np.ndarray = (x - fit["x_mean"]) @ fit["b"][:, :rank] @ fit["a"][:, :rank].T
+    out += fit["y_mean"]
+    return out
 
 
 # ---------------------------------------------------------------------------- estimator -----
-class ReducedRankRegression(RegressorMixin, BaseEstimator):
+class ReducedRankRegression(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """Ridge-regularised reduced-rank regression (scikit-learn estimator).
 
     Parameters
@@ -90,6 +92,9 @@ class ReducedRankRegression(RegressorMixin, BaseEstimator):
     >>> round(model.score(X, Y), 6)
     1.0
     """
+
+    coef_: np.ndarray
+    intercept_: Any
 
     def __init__(self, rank: int | None = None, lam: float = 0.0) -> None:
         self.rank = rank
@@ -161,7 +166,10 @@ class ReducedRankRegression(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X @ np.asarray(self.coef_).T + self.intercept_
+        coef: np.ndarray = np.asarray(self.coef_)
+        intercept: Any = self.intercept_
+        out: np.ndarray = X @ coef.T + intercept
+        return out
 
 
 # ---------------------------------------------------------------------------- functions -----
@@ -199,7 +207,7 @@ def _check_ranks(ranks: Any, max_rank: int, *, func: str) -> list[int]:
             raise ValueError(
                 f"{func}(): `ranks` must be positive ints; got {r!r}. Use e.g. ranks=[1, 2, 4]."
             )
-        if r > max_rank:
+        if int(r) > max_rank:
             raise ValueError(
                 f"{func}(): rank {r} exceeds min(n_source_features, n_targets) = {max_rank}. "
                 f"Use ranks <= {max_rank}."
@@ -216,7 +224,8 @@ def _check_lambdas(lambdas: Any, *, func: str) -> list[float]:
 
 def _standardize(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     mean, std = x[rows].mean(axis=0), x[rows].std(axis=0)
-    return (x - mean) / np.where(std > 0, std, 1.0)
+    out: np.ndarray = (x - mean) / np.where(std > 0, std, 1.0)
+    return out
 
 
 def _choose_lambdas(

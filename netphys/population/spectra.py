@@ -48,7 +48,7 @@ def _gram(da: xr.DataArray, chunk_size: int | None, progress: bool | None, func:
     n_samples = da.shape[0]
     acc = np.zeros((n_samples, n_samples))
     for _, _, block in iter_unit_chunks(
-        da.data, unit_axis=1, chunk_size=chunk_size, progress=progress, desc=func
+        da, unit_axis=1, chunk_size=chunk_size, progress=progress, desc=func
     ):
         _check_finite(block, func)
         block -= block.mean(axis=0)
@@ -83,8 +83,10 @@ def _pca(
             proj[start:stop] = (block - mean) @ vecs
         return evals, proj
     evals, vecs = _top_eigh(_gram(da, chunk_size, progress, func), k)
-    proj = vecs * np.sqrt(np.clip(evals, 0, None) * max(n_samples - 1, 1)) if projections else None
-    return evals, proj
+    if not projections:
+        return evals, None
+    scale = np.sqrt(np.clip(evals, 0, None) * max(n_samples - 1, 1))
+    return evals, np.asarray(vecs * scale)
 
 
 def eigenspectrum(

@@ -33,7 +33,7 @@ from netphys.population.concepts import (
     path_matrix,
     unit_matrix,
 )
-from netphys.population.paths import path_flow, path_transitions, top_paths
+from netphys.population.paths import flow_kernel, path_flow, path_transitions, top_paths
 from netphys.recorder.graph import edge_contributions
 
 __all__ = ["concept_analysis", "concept_report", "concept_summary", "reinitialised"]
@@ -55,6 +55,7 @@ def concept_analysis(
     n_permutations: int = 1000,
     batch_size: int = 128,
     allow_approximate: bool = False,
+    kernel: bool = False,
     progress: bool = True,
     rng: Any = 0,
 ) -> xr.DataTree:
@@ -88,6 +89,8 @@ def concept_analysis(
         Samples per forward pass.
     allow_approximate : bool, default=False
         Passed to :func:`netphys.recorder.graph.edge_contributions`.
+    kernel : bool, default=False
+        Also compute the exact flow kernel (sample x sample; O(T^2), up to ~2000 samples).
     progress : bool, default=True
         tqdm progress bar over batches.
     rng : int, Generator or None, default=0
@@ -97,8 +100,9 @@ def concept_analysis(
     -------
     xarray.DataTree
         Root: per-sample ``n_eff``, ``coverage``, ``lost_mass``, ``certified``,
-        ``npf_active_fraction``, ``logits``, ``prediction`` (and ``label``). Children
-        ``flow`` (marginals and edge flows), ``top`` (top-K paths), ``matrix`` (sparse
+        ``npf_active_fraction``, ``logits``, ``prediction`` (and ``label``, ``flow_kernel``).
+        Children ``flow`` (node marginals, edge flows, inhibitory shares, and with labels the
+        edge flows summed per class), ``top`` (top-K paths), ``matrix`` (sparse
         path x sample, COO), ``concepts``, ``activity`` (concept x sample), and with labels
         ``selectivity`` and ``overlap``. Save with ``tree.to_zarr(path)``.
 
@@ -123,7 +127,7 @@ def concept_analysis(
     return _analyse(
         contrib, labels=labels, seed=seed, k=k, theta=theta, min_support=min_support,
         distance_threshold=distance_threshold, unit=unit, method=method,
-        n_permutations=n_permutations, rng=rng,
+        n_permutations=n_permutations, rng=rng, kernel=kernel,
     )  # fmt: skip
 
 
@@ -140,6 +144,7 @@ def _analyse(
     method: str,
     n_permutations: int,
     rng: Any,
+    kernel: bool = False,
 ) -> xr.DataTree:
     """The numpy part of :func:`concept_analysis`, from edge contributions."""
     func = "concept_analysis"
@@ -174,8 +179,22 @@ def _analyse(
     if "logits" in contrib:
         root["logits"] = contrib["logits"]
         root["prediction"] = ("sample", contrib["logits"].values.argmax(1))
+    if kernel:
+        root["flow_kernel"] = flow_kernel(tr)
+    flow_node = flow.drop_vars(["n_eff", "lost_mass", "npf_active_fraction", "entropy", "n_paths"])
+    for li in range(1, len(layers)):
+        flow_node[f"inhibitory_share_{li}"] = tr[f"inhibitory_share_{li}"]
+    if y is not None:
+        cats = np.unique(y)
+        flow_node = flow_node.assign_coords(category=cats)
+        for li in range(1, len(layers)):
+            e = flow[f"edge_flow_{li}"].values
+            flow_node[f"class_edge_flow_{li}"] = (
+                ("category", f"node_{li}", f"node_{li - 1}"),
+                np.stack([e[y == c].sum(0) for c in cats]),
+            )
     nodes: dict[str, xr.Dataset] = {
-        "flow": flow.drop_vars(["n_eff", "lost_mass", "npf_active_fraction", "entropy", "n_paths"]),
+        "flow": flow_node,
         "top": top.drop_vars(["coverage", "certified", "k_theta"]),
         "matrix": mat.drop_vars([v for v in ("coverage", "certified") if v in mat]),
         "concepts": con,
@@ -206,7 +225,7 @@ def _softmax_confusion(logits: np.ndarray, y: np.ndarray, cats: np.ndarray) -> n
     z = logits - logits.max(1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     conf = np.stack([p[y == c].mean(0) for c in cats])
-    return (conf + conf.T) / 2
+    return np.asarray((conf + conf.T) / 2)
 
 
 def concept_summary(tree: xr.DataTree) -> dict[str, Any]:
@@ -233,20 +252,21 @@ def concept_summary(tree: xr.DataTree) -> dict[str, Any]:
     ['certified_fraction', 'coverage_median']
     """
     root = tree.to_dataset()
+    mat = tree["matrix"].to_dataset()
     out: dict[str, Any] = {
         "n_eff_median": float(np.median(root["n_eff"].values)),
         "n_paths": float(root["n_paths"].values),
         "coverage_median": float(np.median(root["coverage"].values)),
         "certified_fraction": float(root["certified"].values.mean()),
-        "n_vocabulary": int(tree["matrix"].sizes.get("path", 0)),
-        "n_concepts": int(tree["concepts"]["n_concepts"].values),
+        "n_vocabulary": int(mat.sizes.get("path", 0)),
+        "n_concepts": int(tree["concepts"].to_dataset()["n_concepts"].values),
         "npf_active_fraction_median": float(np.median(root["npf_active_fraction"].values)),
     }
-    if "kept_mass_fraction" in tree["matrix"]:
-        out["kept_mass_fraction"] = float(tree["matrix"]["kept_mass_fraction"].values)
+    if "kept_mass_fraction" in mat:
+        out["kept_mass_fraction"] = float(mat["kept_mass_fraction"].values)
     if "selectivity" in tree.children:
-        sel = tree["selectivity"]
-        ov = tree["overlap"]
+        sel = tree["selectivity"].to_dataset()
+        ov = tree["overlap"].to_dataset()
         out.update(
             nmi=float(sel["nmi"].values),
             ari=float(sel["ari"].values),
@@ -307,10 +327,10 @@ def reinitialised(model: nn.Module, *, torch_seed: int = 0) -> nn.Module:
     try:
         torch.manual_seed(torch_seed)
         for m in ctrl.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-            if hasattr(m, "reset_running_stats"):
-                m.reset_running_stats()
+            for method in ("reset_parameters", "reset_running_stats"):
+                fn = getattr(m, method, None)
+                if callable(fn):
+                    fn()
     finally:
         torch.random.set_rng_state(state)
     return ctrl.eval()

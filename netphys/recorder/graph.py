@@ -151,7 +151,7 @@ def _check_layers(model: nn.Module, layers: Any, func: str) -> list[str]:
             )
     if len(set(layers)) != len(layers):
         raise ValueError(f"{func}(): `layers` has duplicates: {layers}. List each layer once.")
-    return layers
+    return [str(name) for name in layers]
 
 
 def _blocks(
@@ -238,7 +238,7 @@ def _node_mean(t: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 # static weights
 # ------------------------------------------------------------------------------------------
-def _bn_scale(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _bn_scale(bn: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale s and shift t of an eval BatchNorm: y = s*x + t."""
     var = bn.running_var
     mean = bn.running_mean
@@ -251,11 +251,11 @@ def _bn_scale(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return s, t
 
 
-def _full_conv_weight(conv: nn.Module) -> torch.Tensor:
+def _full_conv_weight(conv: Any) -> torch.Tensor:
     """Conv weight as (Co, Ci, k) with zeros across groups."""
-    w = conv.weight
+    w: torch.Tensor = conv.weight
     co, cig = w.shape[0], w.shape[1]
-    g = conv.groups
+    g = int(conv.groups)
     ci = cig * g
     w = w.reshape(co, cig, -1)
     if g == 1:
@@ -419,7 +419,7 @@ def _closed_form_plan(blk: _Block) -> tuple[int, nn.Module | None] | None:
     return widx, bn
 
 
-def _folded(weight: nn.Module, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _folded(weight: Any, bn: Any) -> tuple[torch.Tensor, torch.Tensor]:
     w = weight.weight.detach()
     b = weight.bias.detach() if weight.bias is not None else w.new_zeros(w.shape[0])
     if bn is not None:
@@ -452,7 +452,7 @@ def _closed_form(
 
 
 def _closed_form_kernel(
-    weight: nn.Module,
+    weight: Any,
     bn: nn.Module | None,
     a_prev: torch.Tensor,
     a_out: torch.Tensor,
@@ -468,7 +468,9 @@ def _closed_form_kernel(
         ws = w.reshape(w.shape[0], ci, -1)
         c = g[:, :, None] * torch.einsum("jis,bis->bji", ws, a)
         return c, g * b
-    # Conv1d / Conv2d via unfold: c = (1/P) sum_p g_j(p) sum_k W[j,i,k] U[i,k,p]
+    # Conv1d / Conv2d: c = (1/P) sum_p g_j(p) sum_k W[j,i,k] U[i,k,p]. The inner sum over p,
+    # M[b,j,i,k] = sum_p g[b,j,p] U[b,(i,k),p], is a per-sample weight gradient, computed as one
+    # grouped conv (batch as groups; stride and dilation swap roles); F.unfold is much slower.
     x = a_prev
     if isinstance(weight, nn.Conv1d):
         x = x.unsqueeze(2)
@@ -482,26 +484,36 @@ def _closed_form_kernel(
     else:
         ks, st, pd, dl = weight.kernel_size, weight.stride, _pad(weight), weight.dilation
         z = F.conv2d(a_prev, w, b, weight.stride, _pad(weight), weight.dilation, weight.groups)
-    g = _secant(a_out.reshape(z.shape), z).reshape(bsz, z.shape[1], -1)  # (B, Co, P)
+    co = z.shape[1]
+    z2 = z.reshape(bsz, co, *([1] if isinstance(weight, nn.Conv1d) else []), *z.shape[2:])
+    g2 = _secant(a_out.reshape(z.shape), z).reshape(z2.shape)  # (B, Co, H', W')
+    ci = x.shape[1]
+    mm = F.conv2d(
+        x.transpose(0, 1),  # (Ci, B, H, W)
+        g2.reshape(bsz * co, 1, *g2.shape[2:]),
+        stride=dl,
+        padding=pd,
+        dilation=st,
+        groups=bsz,
+    )[:, :, : ks[0], : ks[1]]  # (Ci, B*Co, kh, kw)
+    mm = mm.reshape(ci, bsz, co, -1).permute(1, 2, 0, 3)  # (B, Co, Ci, k)
+    g = g2.reshape(bsz, co, -1)
     p = g.shape[-1]
-    u = F.unfold(x, ks, dilation=dl, padding=pd, stride=st)  # (B, Ci*k, P)
-    mm = torch.bmm(g, u.transpose(1, 2))  # (B, Co, Ci*k)
     full = _full_conv_weight_of(w, weight.groups)  # (Co, Ci, k)
-    c = (mm.reshape(bsz, full.shape[0], full.shape[1], -1) * full).sum(-1) / p
+    c = (mm * full).sum(-1) / p
     return c, g.mean(-1) * b
 
 
-def _pad(conv: nn.Module) -> tuple[int, ...]:
+def _pad(conv: Any) -> tuple[int, ...]:
     if isinstance(conv.padding, str):  # only 'valid' reaches here
         return tuple(0 for _ in conv.kernel_size)
     return tuple(conv.padding)
 
 
 def _full_conv_weight_of(w: torch.Tensor, groups: int) -> torch.Tensor:
-    holder = nn.Module()
-    holder.weight = w  # type: ignore[assignment]
-    holder.groups = groups  # type: ignore[assignment]
-    return _full_conv_weight(holder)
+    from types import SimpleNamespace
+
+    return _full_conv_weight(SimpleNamespace(weight=w, groups=groups))
 
 
 def _jacobian(

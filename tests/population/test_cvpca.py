@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netphys.errors import NetphysWarning
 from netphys.population import cvpca, repeat_responses, simulate_population
@@ -162,3 +164,18 @@ def test_constant_unit_dropped_with_warning(responses: np.ndarray) -> None:
 def test_errors(data, kwargs, exc, match) -> None:
     with pytest.raises(exc, match=match):
         cvpca(data, **kwargs)
+
+
+@pytest.mark.property
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), scale=st.floats(0.01, 100.0))
+def test_invariant_to_unit_order_and_signs_and_scales_quadratically(seed: int, scale: float):
+    gen = np.random.default_rng(seed)
+    r = gen.standard_normal((2, 30, 20)) + gen.standard_normal((1, 30, 20))
+    base = cvpca(r, n_shuffles=0, n_components=10)["signal_variance"].values
+    perm, signs = gen.permutation(20), gen.choice([-1.0, 1.0], size=20)
+    moved = cvpca(r[:, :, perm] * signs, n_shuffles=0, n_components=10)["signal_variance"]
+    # the stimulus Grams are sums over units: unit order and signs cancel exactly
+    np.testing.assert_allclose(moved.values, base, rtol=1e-8, atol=1e-12)
+    scaled = cvpca(r * scale, n_shuffles=0, n_components=10)["signal_variance"].values
+    np.testing.assert_allclose(scaled, base * scale**2, rtol=1e-8, atol=1e-12)

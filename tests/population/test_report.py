@@ -57,6 +57,8 @@ def test_report_runs_and_is_json_safe(tmp_path) -> None:
     assert sorted(out["sessions"]) == ["0", "1"]
     s0 = out["sessions"]["0"]
     assert s0["n_frames"] == 550
+    assert s0["n_constant_units"] == 0
+    assert out["warnings"] == []
     assert s0["cvpca"]["n_stimuli"] == 150
     assert s0["shuffle_null"]["frames"] == "spontaneous"
     assert s0["svca"]["reliable_fraction_svc1"] > 0.5

@@ -319,3 +319,27 @@ def test_gpu_matches_cpu():
     gpu = edge_contributions(model.cuda(), x, layers=["relu1", "relu2", "relu3"], progress=False)
     for v in cpu.data_vars:
         np.testing.assert_allclose(cpu[v].values, gpu[v].values, atol=1e-4, rtol=1e-3)
+
+
+def test_pre_activation_recording_uses_fallback(rng):
+    """A Linear followed by a functional ReLU: the activation opens the next block."""
+    torch.manual_seed(int(rng.integers(1000)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(4, 6), nn.Linear(6, 5), nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+    net = Net().double().eval()
+    ds = edge_contributions(
+        net, torch.randn(9, 4, dtype=torch.float64), layers=["fc1", "fc2"], progress=False
+    )
+    assert ds.attrs["methods"] == ["jacobian", "jacobian"]
+    _conserved(ds, 1e-12)
+    # grad x input of relu(a) -> W relu(a) + b: contributions are W_ji relu(a_i)
+    a0 = np.maximum(ds["activity_0"].values, 0)
+    w = net.fc2.weight.detach().numpy()
+    np.testing.assert_allclose(ds["contribution_1"].values, w[None] * a0[:, None, :], atol=1e-12)

@@ -1,0 +1,109 @@
+"""The ``netphys`` command: ``demo``, ``info``, ``recover``, ``compare``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from netphys.demo import run_demo
+
+    summary = run_demo(
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        dtype=args.dtype,
+        analyses=not args.no_analyses,
+        progress=not args.quiet,
+    )
+    print(f"netphys demo: {summary['n_units']} units x {summary['n_frames']} frames recorded")
+    print(f"  recording: {summary['recording']}")
+    print("  session  epoch  test_acc  mean_act  frac_active  pca_alpha")
+    for s in summary["sessions"]:
+        print(
+            f"  {s['session']:>7}  {s['epoch']:>5}  {s['test_accuracy']:8.3f}  "
+            f"{s['mean_activity']:8.3f}  {s['fraction_active']:11.3f}  {s.get('pca_alpha', float('nan')):9.2f}"
+        )
+    print(f"  report: {args.out}/summary.json and PNG figures ({summary['seconds']} s)")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import netphys
+
+    tree = netphys.open_recording(args.path)
+    attrs = tree.attrs
+    print(f"{args.path}: netphys recording v{attrs.get('format_version')}, status {attrs.get('status')}")
+    print(f"  frames: {tree.sizes.get('time', 0)}  frame_rate: {attrs.get('frame_rate')} Hz")
+    sessions = sorted(set(int(s) for s in tree["session"].values)) if "session" in tree.coords else []
+    print(f"  sessions: {sessions}")
+    for name in attrs.get("layers", []):
+        ds = tree[f"layers/{name}"]
+        print(
+            f"  layer {name!r}: {ds.sizes['unit']} units of {ds.attrs.get('n_units_total')} "
+            f"({ds.attrs.get('module_type')}, shape {ds.attrs.get('unit_shape')}), {ds.sizes['node']} nodes"
+        )
+    return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    import netphys
+
+    print(json.dumps(netphys.recover(args.path), indent=2))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from netphys.population.compare import compare_files
+
+    table = compare_files(
+        args.a, args.b, args.out, n_units=args.n_units, n_frames=args.n_frames, rng=args.seed
+    )
+    print(table)
+    print(f"written: {args.out}/compare.png, {args.out}/compare.json")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``netphys`` command line."""
+    parser = argparse.ArgumentParser(
+        prog="netphys", description="Record a neural network like a mouse, analyse it like one."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="train a CNN on sklearn digits, record it, write a report")
+    p.add_argument("--out", default="netphys-demo", help="output folder (default: netphys-demo)")
+    p.add_argument("--epochs", type=int, default=4, help="training epochs = sessions after the first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--no-analyses", action="store_true", help="record and first report only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("info", help="summarise a recording")
+    p.add_argument("path")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("recover", help="make an interrupted recording consistent")
+    p.add_argument("path")
+    p.set_defaults(func=_recover)
+    p = sub.add_parser("compare", help="the same analyses on two recordings, side by side")
+    p.add_argument("a", help="recording or dataset (zarr, suite2p folder, NWB, .mat, .npz)")
+    p.add_argument("b")
+    p.add_argument("--out", default="netphys-compare")
+    p.add_argument("--n-units", type=int, default=None)
+    p.add_argument("--n-frames", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_compare)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"netphys {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
