@@ -187,7 +187,7 @@ def run_demo(
         out, epochs=epochs, seed=seed, n_spontaneous=n_spontaneous, dtype=dtype, progress=progress
     )
     rec = netphys.open_recording(out / "recording.zarr")
-    act = netphys.layer_activity(rec)
+    act = netphys.layer_activity(rec).load()  # ~200 MB: analyses run in memory
     figures: dict[str, str] = {}
     sessions = info["sessions"]
     steps = ["summary", "raster", "spectra"] + (["population", "concepts"] if analyses else [])
@@ -211,7 +211,9 @@ def run_demo(
             last = last.sel(time=(last.repeat == 0).values).load()
             last = last.isel(time=np.argsort(last.label.values, kind="stable"))
             keep = last.std("time").values > 0
-            sorted_ = pop.rastermap_sort(last.isel(unit=np.flatnonzero(keep)), rng=seed)
+            sorted_ = pop.rastermap_sort(
+                last.isel(unit=np.flatnonzero(keep)), n_clusters=30, n_pcs=64, rng=seed
+            )
             fig = plots.plot_raster(last.isel(unit=np.flatnonzero(keep)), order=sorted_)
             fig.axes[0].set_title(f"session {epochs}: units sorted by rastermap, frames by label")
             figures["raster"] = _save(fig, out / "raster.png")
@@ -219,7 +221,7 @@ def run_demo(
             for s in sessions:
                 sel = act.sel(time=((act.session == s["session"]) & (act.condition == "stimulus") & (act.repeat == 0)).values)
                 sel = sel.isel(unit=np.flatnonzero(sel.std("time").values > 0))
-                spec = pop.eigenspectrum(sel.load(), fit_range=(2, 100))
+                spec = pop.eigenspectrum(sel.load(), n_components=256, fit_range=(2, 100))
                 spectra[f"session {s['session']}"] = spec
                 s["pca_alpha"] = float(spec["alpha"])
             fig = plots.plot_spectra(spectra)
