@@ -32,11 +32,16 @@ from netphys.demo import _model_class
 
 def wide_cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),          # 32 x 32 x 32 = 32768 units
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),         # 64 x 32 x 32 = 65536 units
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),  # 32 x 32 x 32 = 32768 units
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),  # 64 x 32 x 32 = 65536 units
         nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),         # 64 x 16 x 16 = 16384 units
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),  # 64 x 16 x 16 = 16384 units
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
 
 
@@ -71,8 +76,12 @@ def run_bare(model: nn.Module, x: torch.Tensor, batch: int, device: torch.device
 def run_netphys(model, x, batch, device, layers, dtype, folder) -> tuple[float, float]:
     path = folder / "rec.zarr"
     t = time.perf_counter()
-    with torch.no_grad(), netphys.Recorder(model, path, layers=layers, dtype=dtype, mode="w",
-                                            store_weights=False) as rec:
+    with (
+        torch.no_grad(),
+        netphys.Recorder(
+            model, path, layers=layers, dtype=dtype, mode="w", store_weights=False
+        ) as rec,
+    ):
         for s in range(0, len(x), batch):
             rec.annotate(stimulus=np.arange(s, min(s + batch, len(x))))
             model(x[s : s + batch].to(device, non_blocking=True))
@@ -91,9 +100,11 @@ def run_sync_extractor(model, x, batch, device, layers, dtype, folder) -> tuple[
     handles = []
     np_dtype = np.float16 if dtype == "float16" else np.float32
     for name in layers:
+
         def hook(m, a, o, name=name):
             arr = o.detach().cpu().numpy().reshape(o.shape[0], -1).astype(np_dtype)
             np.save(out / f"{name}_{counter['k']}.npy", arr)
+
         handles.append(mods[name].register_forward_hook(hook))
     t = time.perf_counter()
     with torch.no_grad():
@@ -130,8 +141,10 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], args: argparse.Na
     with torch.no_grad():
         model(x[: args.batch].to(device))  # warm-up
     units = sum(int(np.prod(o.shape[1:])) for o in _outputs(model, layers, x[:2].to(device)))
-    print(f"\n{name}: {units} units per frame in {len(layers)} layers, {args.frames} frames, "
-          f"batch {args.batch}, {args.dtype}, device {device}")
+    print(
+        f"\n{name}: {units} units per frame in {len(layers)} layers, {args.frames} frames, "
+        f"batch {args.batch}, {args.dtype}, device {device}"
+    )
     rows = []
     for rep in range(args.repeats):
         folder = Path(tempfile.mkdtemp(prefix="netphys-bench-"))
@@ -144,19 +157,25 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], args: argparse.Na
             bare2 = run_bare(model, x, args.batch, device)
             peak_rss_reset()
             base_rss = peak_rss_mb()
-            ext_fps, ext_mbs = run_sync_extractor(model, x, args.batch, device, layers, args.dtype, folder)
+            ext_fps, ext_mbs = run_sync_extractor(
+                model, x, args.batch, device, layers, args.dtype, folder
+            )
             ext_peak = peak_rss_mb() - base_rss
             tl = run_torchlens(model, x, args.batch, layers, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         bare_mean = (bare + bare2) / 2
         rows.append((bare_mean, rec_fps, rec_mbs, rec_peak, ext_fps, ext_mbs, ext_peak, tl))
-    print(f"{'run':>4} {'bare f/s':>9} {'netphys f/s':>11} {'ratio':>6} {'MB/s':>7} {'+RSS MB':>8}"
-          f" {'sync f/s':>9} {'ratio':>6} {'MB/s':>7} {'+RSS MB':>8} {'torchlens':>9}")
+    print(
+        f"{'run':>4} {'bare f/s':>9} {'netphys f/s':>11} {'ratio':>6} {'MB/s':>7} {'+RSS MB':>8}"
+        f" {'sync f/s':>9} {'ratio':>6} {'MB/s':>7} {'+RSS MB':>8} {'torchlens':>9}"
+    )
     for i, (b, r, rm, rp, e, em, ep, tl) in enumerate(rows):
         tls = "n/a" if tl is None else f"{tl / b:.2f}x"
-        print(f"{i:>4} {b:9.0f} {r:11.0f} {r / b:6.2f} {rm:7.1f} {rp:8.0f}"
-              f" {e:9.0f} {e / b:6.2f} {em:7.1f} {ep:8.0f} {tls:>9}")
+        print(
+            f"{i:>4} {b:9.0f} {r:11.0f} {r / b:6.2f} {rm:7.1f} {rp:8.0f}"
+            f" {e:9.0f} {e / b:6.2f} {em:7.1f} {ep:8.0f} {tls:>9}"
+        )
     med = np.median([r / b for b, r, *_ in rows])
     med_e = np.median([e / b for b, _, _, _, e, *_ in rows])
     print(f"median ratio to bare forward: netphys {med:.2f}x, sync .cpu()+np.save {med_e:.2f}x")
@@ -174,7 +193,9 @@ def _outputs(model, layers, x):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--frames", type=int, default=4096)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
@@ -182,7 +203,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", choices=["demo", "wide"], default=None)
     args = p.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, netphys {netphys.__version__}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, netphys {netphys.__version__}"
+    )
     if args.only in (None, "demo"):
         bench("demo CNN (digits 8x8)", _model_class()(), (1, 8, 8), args)
     if args.only in (None, "wide"):

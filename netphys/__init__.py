@@ -23,7 +23,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by topic
     # recording (torch, loaded lazily)
     "Recorder",
     "record",

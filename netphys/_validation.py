@@ -144,7 +144,5 @@ def check_population(
             f"'{da.dims[0]}'; got {n_samples}."
         )
     if n_units < min_units:
-        raise ValueError(
-            f"{func}(): `{name}` needs at least {min_units} units; got {n_units}."
-        )
+        raise ValueError(f"{func}(): `{name}` needs at least {min_units} units; got {n_units}.")
     return da

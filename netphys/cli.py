@@ -38,9 +38,11 @@ def _info(args: argparse.Namespace) -> int:
 
     tree = netphys.open_recording(args.path)
     attrs = tree.attrs
-    print(f"{args.path}: netphys recording v{attrs.get('format_version')}, status {attrs.get('status')}")
+    print(
+        f"{args.path}: netphys recording v{attrs.get('format_version')}, status {attrs.get('status')}"
+    )
     print(f"  frames: {tree.sizes.get('time', 0)}  frame_rate: {attrs.get('frame_rate')} Hz")
-    sessions = sorted(set(int(s) for s in tree["session"].values)) if "session" in tree.coords else []
+    sessions = sorted({int(s) for s in tree["session"].values}) if "session" in tree.coords else []
     print(f"  sessions: {sessions}")
     for name in attrs.get("layers", []):
         ds = tree[f"layers/{name}"]
@@ -77,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train a CNN on sklearn digits, record it, write a report")
     p.add_argument("--out", default="netphys-demo", help="output folder (default: netphys-demo)")
-    p.add_argument("--epochs", type=int, default=4, help="training epochs = sessions after the first")
+    p.add_argument(
+        "--epochs", type=int, default=4, help="training epochs = sessions after the first"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--no-analyses", action="store_true", help="record and first report only")

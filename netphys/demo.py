@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DemoCNN", "load_digits_split", "run_demo"]
+__all__ = ["load_digits_split", "run_demo"]  # DemoCNN: module __getattr__ (no torch at import)
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +127,18 @@ def train_and_record(
             for r in range(2):
                 present(rec, model, xe, labels=y_te, repeat=r, batch_size=300)
             present(
-                rec, model, noise, stimulus=np.full(n_spontaneous, -1),
-                condition="spontaneous", batch_size=300,
+                rec,
+                model,
+                noise,
+                stimulus=np.full(n_spontaneous, -1),
+                condition="spontaneous",
+                batch_size=300,
             )
-            with torch.no_grad():
+            with torch.no_grad(), rec.paused():
                 acc = float((model(xe).argmax(1).numpy() == y_te).mean())
-            sessions.append({"session": epoch, "epoch": epoch, "train_loss": train_loss, "test_accuracy": acc})
+            sessions.append(
+                {"session": epoch, "epoch": epoch, "train_loss": train_loss, "test_accuracy": acc}
+            )
             bar.set_postfix(acc=f"{acc:.3f}")
             bar.update(1)
     bar.close()
@@ -219,7 +225,13 @@ def run_demo(
             figures["raster"] = _save(fig, out / "raster.png")
         elif step == "spectra":
             for s in sessions:
-                sel = act.sel(time=((act.session == s["session"]) & (act.condition == "stimulus") & (act.repeat == 0)).values)
+                sel = act.sel(
+                    time=(
+                        (act.session == s["session"])
+                        & (act.condition == "stimulus")
+                        & (act.repeat == 0)
+                    ).values
+                )
                 sel = sel.isel(unit=np.flatnonzero(sel.std("time").values > 0))
                 spec = pop.eigenspectrum(sel.load(), n_components=256, fit_range=(2, 100))
                 spectra[f"session {s['session']}"] = spec
@@ -237,8 +249,12 @@ def run_demo(
             from netphys.recorder.concept_report import concept_report
 
             info["concepts"] = concept_report(
-                model, info["x_test"], info["y_test"], layers=DEMO_LAYERS,
-                out_dir=out / "concepts", rng=seed,
+                model,
+                info["x_test"],
+                info["y_test"],
+                layers=DEMO_LAYERS,
+                out_dir=out / "concepts",
+                rng=seed,
             )
     bar.close()
     summary = {

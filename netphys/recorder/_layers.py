@@ -74,9 +74,7 @@ def default_layers(model: nn.Module) -> list[str]:
 def resolve_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list[str]:
     """Check layer names against ``model.named_modules()``; return them as a list."""
     if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"Recorder: `model` must be a torch.nn.Module; got {type(model).__name__}."
-        )
+        raise TypeError(f"Recorder: `model` must be a torch.nn.Module; got {type(model).__name__}.")
     if layers is None:
         names = default_layers(model)
         if not names:
@@ -226,7 +224,9 @@ def channel_dim_for(module: nn.Module, ndim: int, override: int | None) -> int:
     return 1
 
 
-def choose_units(n_total: int, max_units: int | None, rng: np.random.Generator) -> np.ndarray | None:
+def choose_units(
+    n_total: int, max_units: int | None, rng: np.random.Generator
+) -> np.ndarray | None:
     """Seeded random subset of ``max_units`` unit ids (sorted), or None to keep all."""
     if max_units is None or max_units >= n_total:
         return None

@@ -40,11 +40,23 @@ class Block:
     event: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def numpy_views(self) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray] | None]:
+    def numpy_views(
+        self,
+    ) -> tuple[
+        dict[str, np.ndarray],
+        dict[str, tuple[np.ndarray, np.ndarray]],
+        dict[str, np.ndarray] | None,
+    ]:
         n = self.n
         table = {k: v[:n] for k, v in self.table.items()}
-        layers = {k: (self.activity[k][:n].numpy(), self.nodes[k][:n].numpy()) for k in self.activity}
-        beh = None if self.behaviour is None else {k: v[:n].numpy() for k, v in self.behaviour.items()}
+        layers = {
+            k: (self.activity[k][:n].numpy(), self.nodes[k][:n].numpy()) for k in self.activity
+        }
+        beh = (
+            None
+            if self.behaviour is None
+            else {k: v[:n].numpy() for k, v in self.behaviour.items()}
+        )
         return table, layers, beh
 
 
@@ -84,7 +96,9 @@ class BlockPool:
             beh = None
             if behaviour_width is not None:
                 beh = {
-                    "logits": torch.empty((capacity, behaviour_width), dtype=torch.float32, pin_memory=pin),
+                    "logits": torch.empty(
+                        (capacity, behaviour_width), dtype=torch.float32, pin_memory=pin
+                    ),
                     "prediction": torch.empty(capacity, dtype=torch.int64, pin_memory=pin),
                     "confidence": torch.empty(capacity, dtype=torch.float32, pin_memory=pin),
                     "loss": torch.empty(capacity, dtype=torch.float32, pin_memory=pin),
@@ -100,7 +114,9 @@ class BlockPool:
             except queue.Empty:
                 if not writer.is_alive():
                     writer.raise_if_failed()
-                    raise RecordingError("Recorder: the writer thread stopped unexpectedly.") from None
+                    raise RecordingError(
+                        "Recorder: the writer thread stopped unexpectedly."
+                    ) from None
 
     def release(self, block: Block) -> None:
         block.n = 0
@@ -137,7 +153,7 @@ class WriterThread(threading.Thread):
                     self.store.write(block.start, table, layers, beh)
                     self.frames_written += block.n
                     self.bytes_written += sum(a.nbytes + b.nbytes for a, b in layers.values())
-            except BaseException as exc:  # noqa: BLE001 - handed to the recording thread
+            except BaseException as exc:
                 logger.debug("writer failed", exc_info=True)
                 self.error = exc
             finally:

@@ -42,7 +42,11 @@ def _as_inputs(data: Any, labels: Any) -> tuple[torch.Tensor, np.ndarray | None]
             f"record(): `data` is empty (shape {tuple(x.shape)}); pass at least one sample."
         )
     if labels is not None:
-        lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        lab = (
+            labels.detach().cpu().numpy()
+            if isinstance(labels, torch.Tensor)
+            else np.asarray(labels)
+        )
         if lab.ndim != 1 or len(lab) != x.shape[0]:
             raise ValueError(
                 f"record(): `labels` has shape {lab.shape} but `data` has {x.shape[0]} samples; "
@@ -183,8 +187,14 @@ def record(
     model.eval()
     try:
         with Recorder(
-            model, path, layers=layers, mode=mode, dtype=dtype, max_units=max_units,
-            seed=seed, **recorder_options,
+            model,
+            path,
+            layers=layers,
+            mode=mode,
+            dtype=dtype,
+            max_units=max_units,
+            seed=seed,
+            **recorder_options,
         ) as rec:
             rec.session(session)
             total = repeats * x.shape[0] + n_spontaneous
@@ -195,8 +205,13 @@ def record(
             if n_spontaneous:
                 noise = spontaneous_inputs(x, n_spontaneous, kind=spontaneous, rng=rng)
                 present(
-                    rec, model, noise, stimulus=np.full(n_spontaneous, -1), condition="spontaneous",
-                    batch_size=batch_size, device=device,
+                    rec,
+                    model,
+                    noise,
+                    stimulus=np.full(n_spontaneous, -1),
+                    condition="spontaneous",
+                    batch_size=batch_size,
+                    device=device,
                 )
                 bar.update(n_spontaneous)
             bar.close()

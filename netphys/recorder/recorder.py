@@ -118,9 +118,7 @@ class Recorder:
     ) -> None:
         self.layers = resolve_layers(model, layers)
         if dtype not in _DTYPES:
-            raise ValueError(
-                f"Recorder: `dtype` must be 'float32' or 'float16'; got {dtype!r}."
-            )
+            raise ValueError(f"Recorder: `dtype` must be 'float32' or 'float16'; got {dtype!r}.")
         if isinstance(max_units, Mapping):
             bad = [k for k in max_units if k not in self.layers]
             if bad:
@@ -128,11 +126,13 @@ class Recorder:
                     f"Recorder: `max_units` names layers {bad} that are not recorded; "
                     f"recorded layers are {self.layers}."
                 )
-        for value in (max_units.values() if isinstance(max_units, Mapping) else [max_units]):
+        for value in max_units.values() if isinstance(max_units, Mapping) else [max_units]:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"Recorder: `max_units` must be a positive int; got {value!r}.")
         if not isinstance(chunk_frames, int) or chunk_frames < 1:
-            raise ValueError(f"Recorder: `chunk_frames` must be a positive int; got {chunk_frames!r}.")
+            raise ValueError(
+                f"Recorder: `chunk_frames` must be a positive int; got {chunk_frames!r}."
+            )
         if not frame_rate > 0:
             raise ValueError(f"Recorder: `frame_rate` must be > 0; got {frame_rate!r}.")
         self.model = model
@@ -207,8 +207,12 @@ class Recorder:
         self._suspended = False
         self._weights_done: set[int] = set()
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._root_pre, with_kwargs=True))
-            self._handles.append(self.model.register_forward_hook(self._root_post, with_kwargs=True))
+            self._handles.append(
+                self.model.register_forward_pre_hook(self._root_pre, with_kwargs=True)
+            )
+            self._handles.append(
+                self.model.register_forward_hook(self._root_post, with_kwargs=True)
+            )
             for name in self.layers:
                 self._handles.append(modules[name].register_forward_hook(self._layer_hook(name)))
         except BaseException:
@@ -244,7 +248,9 @@ class Recorder:
         self._handles.clear()
 
     # -- user controls -----------------------------------------------------------------
-    def session(self, session: int | None = None, *, epoch: int | None = None, step: int | None = None) -> int:
+    def session(
+        self, session: int | None = None, *, epoch: int | None = None, step: int | None = None
+    ) -> int:
         """Start a new session (checkpoint); frames recorded after this call belong to it.
 
         Parameters
@@ -291,7 +297,12 @@ class Recorder:
             Repeat index of the presentation.
         """
         self._check_open()
-        for key, value in (("stimulus", stimulus), ("label", label), ("condition", condition), ("repeat", repeat)):
+        for key, value in (
+            ("stimulus", stimulus),
+            ("label", label),
+            ("condition", condition),
+            ("repeat", repeat),
+        ):
             if value is not None:
                 self._pending[key] = value
 
@@ -468,7 +479,8 @@ class Recorder:
         """Rows (block, row0, batch0, batch1) that the current batch of ``b`` frames fills."""
         if self._segments:
             return self._segments
-        assert self._pool is not None and self._writer is not None
+        assert self._pool is not None
+        assert self._writer is not None
         segs = []
         done = 0
         block = self._block
@@ -576,7 +588,9 @@ class Recorder:
                     f"Recorder.annotate(): `condition` has {len(conds)} values but the forward "
                     f"call has {b} samples; pass one string or one per sample."
                 )
-            out["condition"] = np.array([self._store.condition_code(str(c)) for c in conds], "int16")
+            out["condition"] = np.array(
+                [self._store.condition_code(str(c)) for c in conds], "int16"
+            )
         return out
 
     @staticmethod
@@ -635,7 +649,7 @@ class Recorder:
                 weights = node_weights(self.model, self.layers, example)
             if weights:
                 self._store.write_graph(self._session, weights)
-        except Exception:  # noqa: BLE001 - weights are optional
+        except Exception:
             logger.info("node weights not stored for session %d", self._session, exc_info=True)
         finally:
             self._suspended = False

@@ -34,7 +34,9 @@ class Residual(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(1, 4, 3, padding=1)
         self.act0 = nn.ReLU()
-        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)
+        )
         self.out_act = nn.ReLU()
         self.head = nn.Linear(4 * 8 * 8, 3)
 
@@ -94,9 +96,11 @@ def capture(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, t
     mods = dict(model.named_modules())
     handles = []
     for name in layers:
-        def hook(m, a, o, name=name):  # noqa: ANN001
+
+        def hook(m, a, o, name=name):
             t = o[0] if isinstance(o, tuple) else o
             out[name] = t.detach().clone()
+
         handles.append(mods[name].register_forward_hook(hook))
     with torch.no_grad():
         model(x)

@@ -68,8 +68,12 @@ def test_sigkill_keeps_committed_frames(tmp_path, wait_frames):
     ids = tree["stimulus"].values
     np.testing.assert_array_equal(ids, np.arange(n))
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
-    x = torch.sin(torch.as_tensor(ids)[:, None].double() * torch.arange(1, 7).double() / 7.0).float()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)
+    ).eval()
+    x = torch.sin(
+        torch.as_tensor(ids)[:, None].double() * torch.arange(1, 7).double() / 7.0
+    ).float()
     with torch.no_grad():
         pre = model[0](x)
     np.testing.assert_array_equal(netphys.layer_activity(tree, "0").values, pre.numpy())
@@ -91,11 +95,22 @@ def test_sigkill_keeps_committed_frames(tmp_path, wait_frames):
 
 def test_append_refuses_unrecovered(tmp_path):
     path = tmp_path / "r.zarr"
-    netphys.record(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), torch.randn(3, 2), path, progress=False)
+    netphys.record(
+        torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()),
+        torch.randn(3, 2),
+        path,
+        progress=False,
+    )
     import zarr
 
     zarr.open_group(path, mode="r+").attrs["status"] = "recording"
     from netphys.errors import RecordingError
 
     with pytest.raises(RecordingError, match="recover"):
-        netphys.record(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), torch.randn(3, 2), path, mode="a", progress=False)
+        netphys.record(
+            torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()),
+            torch.randn(3, 2),
+            path,
+            mode="a",
+            progress=False,
+        )

@@ -31,7 +31,9 @@ def test_round_trip_equals_independent_capture(tmp_path, factory, layers, shape,
     torch.manual_seed(0)
     model = factory().eval()
     x = torch.randn(70, *shape)
-    netphys.record(model, x, tmp_path / "r.zarr", layers=layers, batch_size=16, chunk_frames=32, progress=False)
+    netphys.record(
+        model, x, tmp_path / "r.zarr", layers=layers, batch_size=16, chunk_frames=32, progress=False
+    )
     expected = capture(model, layers, x)
     rec = netphys.open_recording(tmp_path / "r.zarr")
     for name in layers:
@@ -75,7 +77,15 @@ def test_max_units_is_seeded_and_keeps_identity(tmp_path):
     model = CNN().eval()
     x = torch.randn(30, 1, 8, 8)
     for name in ("a", "b"):
-        netphys.record(model, x, tmp_path / f"{name}.zarr", layers=["act1"], max_units=50, seed=7, progress=False)
+        netphys.record(
+            model,
+            x,
+            tmp_path / f"{name}.zarr",
+            layers=["act1"],
+            max_units=50,
+            seed=7,
+            progress=False,
+        )
     a = netphys.layer_activity(tmp_path / "a.zarr")
     b = netphys.layer_activity(tmp_path / "b.zarr")
     assert a.sizes["unit"] == 50
@@ -91,7 +101,9 @@ def test_max_units_is_seeded_and_keeps_identity(tmp_path):
     np.testing.assert_allclose(a.pos_x.values, (a.x.values + 0.5) / 8 * 1000.0)
     np.testing.assert_allclose(a.pos_y.values, (a.y.values + 0.5) / 8 * 1000.0)
     assert set(a.pos_z.values) == {0.0}
-    c = netphys.record(model, x, tmp_path / "c.zarr", layers=["act1"], max_units=50, seed=8, progress=False)
+    c = netphys.record(
+        model, x, tmp_path / "c.zarr", layers=["act1"], max_units=50, seed=8, progress=False
+    )
     assert not np.array_equal(netphys.layer_activity(c).unit_id.values, ids)
 
 
@@ -245,11 +257,11 @@ def test_module_called_twice_and_dict_and_non_tensor_outputs(tmp_path):
 
 
 def test_bad_options(tmp_path):
-    with pytest.raises(ValueError, match="`dtype` must be"):
+    with pytest.raises(ValueError, match=r"`dtype` must be"):
         netphys.Recorder(mlp(), tmp_path / "r.zarr", dtype="int8")
-    with pytest.raises(ValueError, match="`max_units` names layers"):
+    with pytest.raises(ValueError, match=r"`max_units` names layers"):
         netphys.Recorder(mlp(), tmp_path / "r.zarr", layers=["1"], max_units={"3": 4})
-    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module"):
         netphys.Recorder("model", tmp_path / "r.zarr")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         netphys.record(mlp(), torch.randn(3, 6), tmp_path / "missing" / "r.zarr")
@@ -278,7 +290,9 @@ def test_unwritable_path(tmp_path):
         ro.mkdir()
         ro.chmod(0o500)
         target = str(ro / "r.zarr")
-    with pytest.raises((PermissionError, OSError), match="(?i)cannot write|permission|not permitted|No such"):
+    with pytest.raises(
+        (PermissionError, OSError), match=r"(?i)cannot write|permission|not permitted|No such"
+    ):
         netphys.record(mlp(), torch.randn(3, 6), target, progress=False)
 
 
@@ -298,7 +312,7 @@ def test_disk_full_gives_clear_error_not_hang(tmp_path, monkeypatch):
 
     monkeypatch.setattr(RecordingWriter, "write", failing)
     model = mlp()
-    with pytest.raises(RecordingError, match="No space left"):  # noqa: PT012
+    with pytest.raises(RecordingError, match="No space left"):
         with netphys.Recorder(model, tmp_path / "r.zarr", chunk_frames=4) as rec:
             for _ in range(50):
                 rec.annotate(condition="stimulus")
@@ -307,3 +321,24 @@ def test_disk_full_gives_clear_error_not_hang(tmp_path, monkeypatch):
         assert not m._forward_hooks
     # the first chunk made it to disk and stays readable
     assert netphys.open_recording(tmp_path / "r.zarr").sizes["time"] == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_recording_is_exact(tmp_path):
+    torch.manual_seed(7)
+    model = CNN().cuda().eval()
+    x = torch.randn(300, 1, 8, 8)
+    netphys.record(
+        model,
+        x,
+        tmp_path / "g.zarr",
+        layers=["act1", "pool"],
+        batch_size=64,
+        chunk_frames=128,
+        progress=False,
+    )
+    expected = capture(model, ["act1", "pool"], x.cuda())
+    for name in ("act1", "pool"):
+        got = netphys.layer_activity(tmp_path / "g.zarr", name).values
+        np.testing.assert_array_equal(got, expected[name].cpu().reshape(300, -1).numpy())

@@ -25,5 +25,9 @@ def test_tutorial_01_runs():
     )
     assert "frames recorded: 3996" in text
     assert "('time', 'unit') (3996, 2048)" in text
-    accs = [float(line.split("accuracy ")[1].split(",")[0]) for line in text.splitlines() if "accuracy" in line]
+    accs = [
+        float(line.split("accuracy ")[1].split(",")[0])
+        for line in text.splitlines()
+        if "accuracy" in line
+    ]
     assert accs[0] < 0.3 and accs[1] > 0.85, accs  # untrained vs trained digits CNN

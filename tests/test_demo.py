@@ -1,0 +1,52 @@
+"""The demo and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import netphys
+from netphys.cli import main
+
+
+def test_demo_records_and_reports(tmp_path):
+    from netphys.demo import run_demo
+
+    out = tmp_path / "demo"
+    summary = run_demo(out, epochs=1, n_spontaneous=100, analyses=False, progress=False)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["n_frames"] == summary["n_frames"] == 2 * (2 * 899 + 100)
+    assert {f.name for f in out.glob("*.png")} >= {"raster.png", "eigenspectrum.png"}
+    s0, s1 = summary["sessions"]
+    assert s0["test_accuracy"] < 0.3 < 0.8 < s1["test_accuracy"]  # chance before, learned after
+    rec = netphys.open_recording(out / "recording.zarr")
+    assert rec.attrs["status"] == "complete"
+    assert set(np.unique(rec["condition"].values)) == {"stimulus", "spontaneous"}
+    np.testing.assert_array_equal(np.unique(rec["repeat"].values), [0, 1])
+    assert "graph/act1--act2" in rec.groups or "/graph/act1--act2" in rec.groups
+
+
+@pytest.mark.slow
+def test_demo_with_analyses(tmp_path):
+    from netphys.demo import run_demo
+
+    summary = run_demo(tmp_path / "d", epochs=1, n_spontaneous=100, progress=False)
+    assert summary["population"] is not None
+    assert summary["concepts"] is not None
+    json.dumps(summary)  # JSON-safe
+
+
+def test_cli_info_recover_and_errors(tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "r.zarr"
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+    netphys.record(model, torch.randn(5, 3), path, progress=False)
+    assert main(["info", str(path)]) == 0
+    assert "layer '1': 4 units" in capsys.readouterr().out
+    assert main(["recover", str(path)]) == 0
+    assert '"frames_committed": 5' in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+    assert "error" in capsys.readouterr().err
