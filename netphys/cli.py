@@ -10,7 +10,29 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
+def _continual(args: argparse.Namespace) -> int:
+    from netphys.continual import run_continual
+
+    out = args.out if args.out != "netphys-demo" else "netphys-continual"
+    summary = run_continual(
+        out,
+        epochs_per_task=args.epochs,
+        method=args.method,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(f"netphys demo --experiment continual: report in {out}/ (summary.json, overview.png)")
+    for method, res in summary["methods"].items():
+        acc = [round(float(x["task1_accuracy"]), 2) for x in res["sessions"]]
+        print(
+            f"  {method:>9}: task-1 accuracy per session {acc}, forgetting {res['forgetting']:.2f}"
+        )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
+    if args.experiment == "continual":
+        return _continual(args)
     from netphys.demo import run_demo
 
     summary = run_demo(
@@ -86,6 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--no-analyses", action="store_true", help="record and first report only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--experiment",
+        choices=["standard", "continual"],
+        default="standard",
+        help="'continual': task 1 = digits 0-4, then task 2 = digits 5-9 (forgetting vs drift)",
+    )
+    p.add_argument(
+        "--method",
+        default="both",
+        help="continual only: finetune, replay, ewc, both (finetune+replay) or all",
+    )
     p.set_defaults(func=_demo)
     p = sub.add_parser("info", help="summarise a recording")
     p.add_argument("path")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,7 @@ def run_demo(
     matplotlib.use("Agg")
     import netphys
     from netphys import population as pop
+    from netphys.errors import NetphysWarning
     from netphys.population import plots
 
     t0 = time.time()
@@ -222,6 +224,7 @@ def run_demo(
             )
             fig = plots.plot_raster(last.isel(unit=np.flatnonzero(keep)), order=sorted_)
             fig.axes[0].set_title(f"session {epochs}: units sorted by rastermap, frames by label")
+            fig.axes[0].set_xlabel("frames (held-out digits, repeat 0, sorted by label)")
             figures["raster"] = _save(fig, out / "raster.png")
         elif step == "spectra":
             for s in sessions:
@@ -239,11 +242,17 @@ def run_demo(
             fig = plots.plot_spectra(spectra)
             fig.axes[0].set_title("PCA eigenspectrum per session (stimulus frames)")
             figures["eigenspectrum"] = _save(fig, out / "eigenspectrum.png")
+            figures["sessions"] = _save(_session_figure(sessions), out / "sessions.png")
         elif step == "population":
             from netphys.population.report import population_report
 
             beh = rec["behaviour"].to_dataset()["logits"] if "behaviour" in rec.children else None
-            popsum = population_report(act, behaviour=beh, out_dir=out / "population", rng=seed)
+            with warnings.catch_warnings():
+                # dead ReLU units are expected here; each result reports them (is_constant)
+                warnings.filterwarnings(
+                    "ignore", message=".*constant unit", category=NetphysWarning
+                )
+                popsum = population_report(act, behaviour=beh, out_dir=out / "population", rng=seed)
             info["population"] = popsum
         elif step == "concepts":
             from netphys.recorder.concept_report import concept_report
@@ -271,6 +280,27 @@ def run_demo(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     return summary
+
+
+def _session_figure(sessions: list[dict[str, Any]]) -> Any:
+    """Per-session summary: accuracy, activity and the PCA exponent across training."""
+    import matplotlib.pyplot as plt
+
+    x = [s["session"] for s in sessions]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3), constrained_layout=True)
+    axes[0].plot(x, [s["test_accuracy"] for s in sessions], "o-")
+    axes[0].set_ylabel("held-out accuracy")
+    axes[1].plot(x, [s["mean_activity"] for s in sessions], "o-", label="stimulus")
+    spont = [s["mean_spontaneous_activity"] for s in sessions]
+    axes[1].plot(x, [np.nan if v is None else v for v in spont], "o--", label="spontaneous")
+    axes[1].set_ylabel("mean unit activity")
+    axes[1].legend(frameon=False)
+    axes[2].plot(x, [s.get("pca_alpha", np.nan) for s in sessions], "o-")
+    axes[2].set_ylabel("PCA power-law exponent α")
+    for ax in axes:
+        ax.set_xlabel("session (epoch)")
+        ax.set_xticks(x)
+    return fig
 
 
 def _json_default(value: Any) -> Any:

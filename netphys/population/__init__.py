@@ -92,3 +92,28 @@ from netphys.population.calcium import INDICATOR_TAU, simulate_calcium  # noqa: 
 from netphys.population.compare import compare, compare_files, plot_compare  # noqa: E402
 
 __all__ += ["INDICATOR_TAU", "compare", "compare_files", "plot_compare", "simulate_calcium"]
+
+# --- learning across sessions (issue 6) ----------------------------------------------------
+from netphys.population.session_plots import (  # noqa: E402
+    plot_concept_persistence,
+    plot_spectrum_over_sessions,
+    plot_subspace_alignment,
+    plot_tuning_drift,
+)
+from netphys.population.sessions import (  # noqa: E402
+    concept_persistence,
+    spectrum_over_sessions,
+    subspace_alignment,
+    tuning_drift,
+)
+
+__all__ += [
+    "concept_persistence",
+    "plot_concept_persistence",
+    "plot_spectrum_over_sessions",
+    "plot_subspace_alignment",
+    "plot_tuning_drift",
+    "spectrum_over_sessions",
+    "subspace_alignment",
+    "tuning_drift",
+]

@@ -12,12 +12,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import xarray as xr
 
 from netphys._validation import as_rng, check_int
 from netphys.errors import NetphysWarning
-from netphys.population._stream import iter_unit_chunks
+from netphys.population._stream import iter_unit_chunks, top_eigh
 from netphys.population.powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 
 __all__ = ["cvpca", "repeat_responses"]
@@ -162,9 +161,7 @@ def _grams(
 
 
 def _signal_variance(g11: np.ndarray, g21: np.ndarray, k: int) -> np.ndarray:
-    s = g11.shape[0]
-    _, vecs = scipy.linalg.eigh(g11, subset_by_index=[s - k, s - 1])
-    vecs = vecs[:, ::-1]
+    _, vecs = top_eigh(g11, k)
     out: np.ndarray = (vecs * (g21 @ vecs)).sum(axis=0)
     return out
 

@@ -45,6 +45,10 @@ def _fit_numbers(ds: xr.Dataset) -> dict[str, Any]:
     }
 
 
+def _by_session(results: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    return {f"session {key}": value for key, value in results.items()}
+
+
 def _save(fig: Figure, path: Path, figures: list[str]) -> None:
     fig.savefig(path, dpi=90)
     figures.append(str(path))
@@ -317,12 +321,14 @@ def _figures(
 ) -> None:
     figures: list[str] = report["figures"]
     if spectra:
-        _save(plot_spectra(spectra), out / "eigenspectrum.png", figures)
+        _save(plot_spectra(_by_session(spectra)), out / "eigenspectrum.png", figures)
     if cv_spectra:
-        _save(plot_spectra(cv_spectra), out / "cvpca_spectrum.png", figures)
+        _save(plot_spectra(_by_session(cv_spectra)), out / "cvpca_spectrum.png", figures)
     if svc_spectra:
-        _save(plot_spectra(svc_spectra), out / "svca_spectrum.png", figures)
-        _save(plot_reliable_fraction(fractions), out / "reliable_fraction.png", figures)
+        _save(plot_spectra(_by_session(svc_spectra)), out / "svca_spectrum.png", figures)
+        _save(
+            plot_reliable_fraction(_by_session(fractions)), out / "reliable_fraction.png", figures
+        )
     if rrrs:
         fig = Figure(figsize=(5, 4), layout="constrained")
         ax = fig.add_subplot()

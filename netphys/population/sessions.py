@@ -9,6 +9,7 @@ across sessions, so the comparisons are exact; for real data, pass only tracked 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -259,12 +260,9 @@ def tuning_drift(
             sums[u] += sel.sum(axis=0)
     tuning = (sums / counts.reshape(-1, 1)).reshape(n_s, n_c, n_u)
     unit_corr, pop_corr = _drift_kernel(tuning)
-    with np.errstate(invalid="ignore"):
-        median = (
-            np.nanmedian(np.where(np.isnan(unit_corr), np.nan, unit_corr), axis=2)
-            if (np.isfinite(unit_corr).any())
-            else np.full((n_s, n_s), np.nan)
-        )
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs give NaN, as documented
+        median = np.nanmedian(unit_corr, axis=2)
         n_valid = np.isfinite(unit_corr).sum(axis=2)
         stable = np.where(
             n_valid > 0, (unit_corr >= thr).sum(axis=2) / np.maximum(n_valid, 1), np.nan
@@ -326,11 +324,12 @@ def _pca_basis(
     chunk_size: int | None,
     progress: bool | None,
     func: str,
-    max_cov_bytes: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Top-k PCA eigenvalues, unit-space basis (N, k), unit means and total variance."""
+    """Top-k PCA eigenvalues, unit-space basis (N, k), unit means and total variance, via the
+    smaller of the unit covariance (streamed over frames) and the frame Gram matrix (streamed
+    over units)."""
     n, n_u = sub.shape
-    if n_u <= n or n_u * n_u * 8 <= max_cov_bytes:
+    if n_u <= n:
         cov, mean = _covariance(sub, chunk_size, progress, func)
         m = cov.shape[0]
         evals, vecs = scipy.linalg.eigh(cov, subset_by_index=[m - k, m - 1])
@@ -364,7 +363,6 @@ def subspace_alignment(
     split: str = "auto",
     block_length: int = 1,
     train_fraction: float = 0.5,
-    max_cov_bytes: int = 2**28,
     chunk_size: int | None = None,
     progress: bool | None = None,
     rng: Any = 1,
@@ -395,8 +393,6 @@ def subspace_alignment(
         SVCA train/test blocks of consecutive frames (1 for i.i.d. stimuli).
     train_fraction : float, default=0.5
         SVCA fraction of each session's blocks used to fit the components.
-    max_cov_bytes : int, default=2**28
-        PCA uses the unit covariance when it fits, the frame Gram matrix otherwise.
     chunk_size : int or None, default=None
         Samples per chunk; None uses dask chunks or about 64 MiB.
     progress : bool or None, default=None
@@ -412,7 +408,9 @@ def subspace_alignment(
         squared cosine of the angles (1: same subspace, 0: orthogonal);
         ``component_variance`` (session_a, session_b, component) variance of session A's frames
         along session B's components (reliable variance for SVCA); ``captured_variance``
-        (session_a, session_b) their sum over the sum along A's own components; for PCA,
+        (session_a, session_b) their sum over the sum along A's own components (for SVCA it
+        can exceed 1: A's own components are fitted on half of A's frames, and another
+        session's may generalise better to A's test frames); for PCA,
         ``explained_variance`` (session_a, session_b) the same sum over A's total variance and
         ``total_variance`` (session).
 
@@ -438,7 +436,6 @@ def subspace_alignment(
     func = "subspace_alignment"
     method = check_choice(method, ("pca", "svca"), func=func, name="method")
     k = check_int(n_components, func=func, name="n_components", minimum=1)
-    check_int(max_cov_bytes, func=func, name="max_cov_bytes", minimum=1)
     da, ids, rows = _session_population(
         activity, func=func, sessions=sessions, condition=condition, min_sessions=2
     )
@@ -457,7 +454,7 @@ def subspace_alignment(
         bases, own, totals, means = [], [], [], []
         for sid, sub in zip(ids.tolist(), subs, strict=True):
             _check_session_finite(sub, func, sid, chunk_size)
-            ev, basis, mean, total = _pca_basis(sub, k, chunk_size, progress, func, max_cov_bytes)
+            ev, basis, mean, total = _pca_basis(sub, k, chunk_size, progress, func)
             bases.append(basis)
             own.append(ev)
             totals.append(total)
@@ -548,20 +545,37 @@ def _svca_alignment(
                 f"{len(i2)}, train frames - 1={n_tr - 1}) = {limit} in session {sid!r}. Ask for "
                 f"at most {limit}, or use `method='pca'`."
             )
-        s1, s2 = np.zeros(len(i1)), np.zeros(len(i2))
-        cross = np.zeros((len(i1), len(i2)))
-        for start, stop, block in iter_sample_chunks(
-            sub, chunk_size=chunk_size, rows=is_train, progress=progress, desc=func
-        ):
-            if not np.isfinite(block).all():
-                raise _nonfinite_error(func, sid, block)
-            b = block[is_train[start:stop]]
-            s1 += b[:, i1].sum(0)
-            s2 += b[:, i2].sum(0)
-            cross += b[:, i1].T @ b[:, i2]
-        m1, m2 = s1 / n_tr, s2 / n_tr
-        cross = cross / n_tr - np.outer(m1, m2)
-        u, _, v = _top_svd_dense(cross, k)
+        if n_tr * (len(i1) + len(i2)) <= len(i1) * len(i2):
+            # few train frames: keep them (smaller than the cross-covariance) and take the SVD
+            # of C = A'B / n through thin QRs of A' and B' (exact, rank <= n_train)
+            train = np.concatenate([
+                block[is_train[start:stop]]
+                for start, stop, block in iter_sample_chunks(sub, chunk_size=chunk_size,
+                                                             rows=is_train)
+            ])  # fmt: skip
+            if not np.isfinite(train).all():
+                raise _nonfinite_error(func, sid, train)
+            xa, xb = train[:, i1], train[:, i2]
+            m1, m2 = xa.mean(0), xb.mean(0)
+            qa, ra = np.linalg.qr((xa - m1).T)
+            qb, rb = np.linalg.qr((xb - m2).T)
+            um, _, vmt = np.linalg.svd(ra @ rb.T / n_tr)
+            u, v = qa @ um[:, :k], qb @ vmt[:k].T
+        else:
+            s1, s2 = np.zeros(len(i1)), np.zeros(len(i2))
+            cross = np.zeros((len(i1), len(i2)))
+            for start, stop, block in iter_sample_chunks(
+                sub, chunk_size=chunk_size, rows=is_train, progress=progress, desc=func
+            ):
+                if not np.isfinite(block).all():
+                    raise _nonfinite_error(func, sid, block)
+                bl = block[is_train[start:stop]]
+                s1 += bl[:, i1].sum(0)
+                s2 += bl[:, i2].sum(0)
+                cross += bl[:, i1].T @ bl[:, i2]
+            m1, m2 = s1 / n_tr, s2 / n_tr
+            cross = cross / n_tr - np.outer(m1, m2)
+            u, _, v = _top_svd_dense(cross, k)
         us.append(u)
         vs.append(v)
         means.append((m1, m2))
@@ -671,7 +685,7 @@ def spectrum_over_sessions(
     for i, (sid, r) in enumerate(zip(ids.tolist(), rows, strict=True)):
         sub = da.isel({dim: r})
         _check_session_finite(sub, func, sid, chunk_size)
-        sd = np.asarray(sub.std(dim).values)
+        sd = np.asarray(sub.std(str(dim)).values)
         sub = sub.isel(unit=np.flatnonzero(sd > 0))
         n_frames[i], n_active[i] = sub.shape
         if n_active[i] < 2 or n_frames[i] < 3:

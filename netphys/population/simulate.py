@@ -21,7 +21,7 @@ def simulate_population(
     snr: float = 1.0,
     n_latents: int | None = None,
     n_categories: int = 10,
-    category_strength: float = 0.3,
+    category_strength: float = 0.0,
     n_behaviour: int = 10,
     behaviour_rank: int = 3,
     behaviour_noise: float = 0.1,
@@ -54,8 +54,10 @@ def simulate_population(
         Number of latent dimensions; None means ``min(n_units, n_samples, 1024)``.
     n_categories : int, default=10
         Number of sample categories (``label`` coord).
-    category_strength : float, default=0.3
-        Share of latent variance given by the category means, in [0, 1].
+    category_strength : float, default=0.0
+        Share of latent variance given by the category means, in [0, 1]. With few categories
+        this share sits in at most ``n_categories`` directions, which bends the leading part of
+        the spectrum; keep 0 where the planted exponent must be recovered.
     n_behaviour : int, default=10
         Number of behaviour outputs (like a model's logits).
     behaviour_rank : int, default=3

@@ -6,12 +6,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import xarray as xr
 
 from netphys._validation import check_int, check_population
 from netphys.errors import NetphysWarning
-from netphys.population._stream import iter_sample_chunks, iter_unit_chunks
+from netphys.population._stream import iter_sample_chunks, iter_unit_chunks, top_eigh
 from netphys.population.powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 
 __all__ = ["category_autocorrelation", "correlation_matrix", "eigenspectrum"]
@@ -57,9 +56,7 @@ def _gram(da: xr.DataArray, chunk_size: int | None, progress: bool | None, func:
 
 
 def _top_eigh(mat: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    m = mat.shape[0]
-    evals, evecs = scipy.linalg.eigh(mat, subset_by_index=[m - k, m - 1])
-    return evals[::-1].copy(), evecs[:, ::-1].copy()
+    return top_eigh(mat, k)
 
 
 def _pca(

@@ -13,7 +13,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import xarray as xr
 
 from netphys._validation import (
@@ -24,7 +23,7 @@ from netphys._validation import (
     check_positive_float,
 )
 from netphys.errors import NetphysWarning
-from netphys.population._stream import iter_sample_chunks
+from netphys.population._stream import iter_sample_chunks, top_eigh
 from netphys.population.powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 
 __all__ = ["split_time_blocks", "split_units", "svca"]
@@ -300,9 +299,7 @@ def _top_svd_dense(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.
     """Top-k singular triplets of ``cov`` via the eigendecomposition of the smaller Gram."""
     n1, n2 = cov.shape
     small = cov @ cov.T if n1 <= n2 else cov.T @ cov
-    m = small.shape[0]
-    evals, evecs = scipy.linalg.eigh(small, subset_by_index=[m - k, m - 1])
-    evals, evecs = evals[::-1], evecs[:, ::-1]
+    evals, evecs = top_eigh(small, k)
     sv = np.sqrt(np.clip(evals, 0, None))
     safe = np.where(sv > 0, sv, 1.0)
     if n1 <= n2:

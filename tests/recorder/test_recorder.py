@@ -24,7 +24,12 @@ def _flat(t: torch.Tensor, channel_last: bool = False) -> np.ndarray:
         (mlp, ["1", "3"], (6,), False),
         (CNN, ["act1", "pool", "fc"], (1, 8, 8), False),
         (Residual, ["act0", "out_act"], (1, 8, 8), False),
-        (Transformer, ["embed", "encoder.layers.0", "encoder.layers.1"], (7, 5), True),
+        (
+            Transformer,
+            ["embed", "encoder.layers.0.self_attn", "encoder.layers.0", "encoder.layers.1"],
+            (7, 5),
+            True,
+        ),
     ],
 )
 def test_round_trip_equals_independent_capture(tmp_path, factory, layers, shape, channel_last):
@@ -342,3 +347,21 @@ def test_gpu_recording_is_exact(tmp_path):
     for name in ("act1", "pool"):
         got = netphys.layer_activity(tmp_path / "g.zarr", name).values
         np.testing.assert_array_equal(got, expected[name].cpu().reshape(300, -1).numpy())
+
+
+def test_host_memory_cap_bounds_staging(tmp_path):
+    torch.manual_seed(8)
+    model = CNN().eval()
+    x = torch.randn(200, 1, 8, 8)
+    # 4*64 + 6*16 units (float32) ~ 1.4 kB per frame: a 16 kB cap leaves a few frames per block
+    rec = netphys.Recorder(
+        model, tmp_path / "r.zarr", layers=["act1", "pool"], max_host_memory=16_000
+    )
+    with rec, torch.no_grad():
+        for s in range(0, 200, 3):
+            model(x[s : s + 3])
+        capacity = rec._pool.capacity
+        n_blocks = rec._pool.n_blocks
+    assert capacity * n_blocks * (4 * 64 + 6 * 16) * 4 <= 16_000
+    got = netphys.layer_activity(tmp_path / "r.zarr", "act1").values
+    np.testing.assert_array_equal(got, capture(model, ["act1"], x)["act1"].reshape(200, -1).numpy())
