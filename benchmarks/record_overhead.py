@@ -73,13 +73,22 @@ def run_bare(model: nn.Module, x: torch.Tensor, batch: int, device: torch.device
     return len(x) / (time.perf_counter() - t)
 
 
-def run_netphys(model, x, batch, device, layers, dtype, folder) -> tuple[float, float]:
+def run_netphys(
+    model, x, batch, device, layers, dtype, folder, compression="lz4", writer="auto"
+) -> tuple[float, float]:
     path = folder / "rec.zarr"
     t = time.perf_counter()
     with (
         torch.no_grad(),
         netphys.Recorder(
-            model, path, layers=layers, dtype=dtype, mode="w", store_weights=False
+            model,
+            path,
+            layers=layers,
+            dtype=dtype,
+            mode="w",
+            store_weights=False,
+            compression=compression,
+            writer=writer,
         ) as rec,
     ):
         for s in range(0, len(x), batch):
@@ -143,7 +152,7 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], args: argparse.Na
     units = sum(int(np.prod(o.shape[1:])) for o in _outputs(model, layers, x[:2].to(device)))
     print(
         f"\n{name}: {units} units per frame in {len(layers)} layers, {args.frames} frames, "
-        f"batch {args.batch}, {args.dtype}, device {device}"
+        f"batch {args.batch}, {args.dtype}, {args.compression}, writer {args.writer}, device {device}"
     )
     rows = []
     for rep in range(args.repeats):
@@ -152,7 +161,17 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], args: argparse.Na
             bare = run_bare(model, x, args.batch, device)
             peak_rss_reset()
             base_rss = peak_rss_mb()
-            rec_fps, rec_mbs = run_netphys(model, x, args.batch, device, layers, args.dtype, folder)
+            rec_fps, rec_mbs = run_netphys(
+                model,
+                x,
+                args.batch,
+                device,
+                layers,
+                args.dtype,
+                folder,
+                args.compression,
+                args.writer,
+            )
             rec_peak = peak_rss_mb() - base_rss
             bare2 = run_bare(model, x, args.batch, device)
             peak_rss_reset()
@@ -192,24 +211,35 @@ def _outputs(model, layers, x):
     return outs
 
 
+def _with_frames(args: argparse.Namespace, default: int) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "frames": args.frames or default})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--frames", type=int, default=4096)
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames per run (default: 65536 for the demo CNN, 4096 for the wide CNN)",
+    )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", choices=["demo", "wide"], default=None)
+    p.add_argument("--compression", choices=["lz4", "zstd", "none"], default="lz4")
+    p.add_argument("--writer", choices=["auto", "thread", "inline"], default="auto")
     args = p.parse_args()
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, netphys {netphys.__version__}"
     )
     if args.only in (None, "demo"):
-        bench("demo CNN (digits 8x8)", _model_class()(), (1, 8, 8), args)
+        bench("demo CNN (digits 8x8)", _model_class()(), (1, 8, 8), _with_frames(args, 65536))
     if args.only in (None, "wide"):
-        bench("wide CNN (32x32)", wide_cnn(), (3, 32, 32), args)
+        bench("wide CNN (32x32)", wide_cnn(), (3, 32, 32), _with_frames(args, 4096))
 
 
 if __name__ == "__main__":

@@ -125,39 +125,59 @@ class BlockPool:
 
 
 class WriterThread(threading.Thread):
-    """Write submitted blocks to the store in order; keep the first error."""
+    """Write submitted blocks to the store in order; keep the first error.
 
-    def __init__(self, store: RecordingWriter, pool: BlockPool) -> None:
+    With ``inline=True`` no thread is started: :meth:`submit` writes the block at once in the
+    caller's thread. On a CPU whose cores all run the model, this is faster than a background
+    writer, whose work stalls every intra-op thread of the model at each parallel region.
+    """
+
+    def __init__(self, store: RecordingWriter, pool: BlockPool, *, inline: bool = False) -> None:
         super().__init__(name="netphys-writer", daemon=True)
         self.store = store
         self.pool = pool
+        self.inline = inline
         self.queue: queue.Queue[Block | None] = queue.Queue()
         self.error: BaseException | None = None
         self.frames_written = 0
         self.bytes_written = 0
 
+    def start(self) -> None:
+        if not self.inline:
+            super().start()
+
+    def is_alive(self) -> bool:
+        return True if self.inline else super().is_alive()
+
     def submit(self, block: Block) -> None:
         self.raise_if_failed()
-        self.queue.put(block)
+        if self.inline:
+            self._write(block)
+            self.raise_if_failed()
+        else:
+            self.queue.put(block)
 
     def run(self) -> None:
         while True:
             block = self.queue.get()
             if block is None:
                 return
-            try:
-                if self.error is None:
-                    if block.event is not None:
-                        block.event.synchronize()
-                    table, layers, beh = block.numpy_views()
-                    self.store.write(block.start, table, layers, beh)
-                    self.frames_written += block.n
-                    self.bytes_written += sum(a.nbytes + b.nbytes for a, b in layers.values())
-            except BaseException as exc:
-                logger.debug("writer failed", exc_info=True)
-                self.error = exc
-            finally:
-                self.pool.release(block)
+            self._write(block)
+
+    def _write(self, block: Block) -> None:
+        try:
+            if self.error is None:
+                if block.event is not None:
+                    block.event.synchronize()
+                table, layers, beh = block.numpy_views()
+                self.store.write(block.start, table, layers, beh)
+                self.frames_written += block.n
+                self.bytes_written += sum(a.nbytes + b.nbytes for a, b in layers.values())
+        except BaseException as exc:
+            logger.debug("writer failed", exc_info=True)
+            self.error = exc
+        finally:
+            self.pool.release(block)
 
     def raise_if_failed(self) -> None:
         if self.error is not None:
@@ -171,5 +191,7 @@ class WriterThread(threading.Thread):
             raise RecordingError(f"Recorder: the writer thread failed: {exc!r}") from exc
 
     def finish(self) -> None:
+        if self.inline:
+            return
         self.queue.put(None)
         self.join()

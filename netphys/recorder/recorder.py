@@ -71,9 +71,12 @@ class Recorder:
         Seed of the unit selection; stored in the recording.
     mode : {"w-", "w", "a"}, default="w-"
         Refuse an existing path, overwrite it, or append new sessions to it.
-    chunk_frames : int, default=1024
-        Frames per time chunk and per flush. Reduced if needed to respect ``max_host_memory``.
-    max_host_memory : int, default=1 GiB
+    chunk_frames : int, optional
+        Frames per time chunk and per flush. Default: a power of two between 256 and 16384
+        giving about 32 MB per flush (few large writes keep up with fast models). Reduced if
+        needed to respect ``max_host_memory``; an interrupted recording loses at most the
+        frames of one flush.
+    max_host_memory : int, default=512 MiB
         Cap in bytes on the host staging buffers.
     frame_rate : float, default=30.0
         Nominal frames per second; ``frame_time = frame index / frame_rate``.
@@ -87,6 +90,14 @@ class Recorder:
     store_weights : bool, default=True
         Store per-session node-to-node weights between consecutive layers (where the modules
         allow it).
+    compression : {"lz4", "zstd", "none"} or None, default="lz4"
+        Codec of unit activity: lz4 is fast, zstd smaller, "none" the cheapest on CPU (use it
+        when the model is so fast that compression cannot keep up).
+    writer : {"auto", "thread", "inline"}, default="auto"
+        Where chunks are compressed and written: a background thread (overlaps with GPU
+        compute or spare CPU cores), or inline in the recording thread at each flush (faster
+        when the model's intra-op threads already use every core). "auto" picks inline on a
+        CPU-bound model that uses all cores, the thread otherwise.
 
     Examples
     --------
@@ -108,13 +119,15 @@ class Recorder:
         max_units: int | Mapping[str, int] | None = None,
         seed: int = 0,
         mode: str = "w-",
-        chunk_frames: int = 1024,
-        max_host_memory: int = 1 << 30,
+        chunk_frames: int | None = None,
+        max_host_memory: int = 512 << 20,
         frame_rate: float = 30.0,
         channel_dims: Mapping[str, int] | None = None,
         field_of_view: float = 1000.0,
         layer_spacing: float = 100.0,
         store_weights: bool = True,
+        compression: str | None = "lz4",
+        writer: str = "auto",
     ) -> None:
         self.layers = resolve_layers(model, layers)
         if dtype not in _DTYPES:
@@ -129,7 +142,7 @@ class Recorder:
         for value in max_units.values() if isinstance(max_units, Mapping) else [max_units]:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"Recorder: `max_units` must be a positive int; got {value!r}.")
-        if not isinstance(chunk_frames, int) or chunk_frames < 1:
+        if chunk_frames is not None and (not isinstance(chunk_frames, int) or chunk_frames < 1):
             raise ValueError(
                 f"Recorder: `chunk_frames` must be a positive int; got {chunk_frames!r}."
             )
@@ -148,6 +161,12 @@ class Recorder:
         self.field_of_view = float(field_of_view)
         self.layer_spacing = float(layer_spacing)
         self.store_weights = store_weights
+        self.compression = compression
+        if writer not in ("auto", "thread", "inline"):
+            raise ValueError(
+                f"Recorder: `writer` must be 'auto', 'thread' or 'inline'; got {writer!r}."
+            )
+        self.writer = writer
         self._handles: list[Any] = []
         self._store: RecordingWriter | None = None
         self._open = False
@@ -183,10 +202,16 @@ class Recorder:
                 "max_host_memory": self.max_host_memory,
                 "field_of_view": self.field_of_view,
                 "layer_spacing": self.layer_spacing,
+                "compression": self.compression,
+                "writer": self.writer,
             },
         }
         self._store = RecordingWriter(
-            self.path, mode=self.mode, chunk_frames=self.chunk_frames, attrs=provenance
+            self.path,
+            mode=self.mode,
+            chunk_frames=self.chunk_frames or 1024,
+            attrs=provenance,
+            compression=self.compression,
         )
         self._frame = self._store.frames
         existing = self._store.root["session"]
@@ -424,14 +449,6 @@ class Recorder:
                 field_of_view=self.field_of_view,
                 layer_spacing=self.layer_spacing,
             )
-            layout_attrs = layout.attrs() | {"max_units": mu, "seed": self.seed}
-            self._store.add_layer(
-                name,
-                unit_coords=layout.unit_coords(),
-                n_nodes=layout.n_channels,
-                dtype=self.dtype,
-                attrs=layout_attrs,
-            )
             self._layouts[name] = layout
             shapes[name] = (layout.n_units, layout.n_channels)
             frame_bytes += layout.n_units * itemsize + layout.n_channels * 4
@@ -441,24 +458,51 @@ class Recorder:
             if lay.selection is not None
         }
         width = self._behaviour_width(output)
+        frame_bytes += 64 + (width or 0) * 4
+        # host staging: n_blocks blocks of `capacity` frames within max_host_memory; a block
+        # is one time chunk on disk, so every write covers whole chunks
+        n_blocks = 3
+        new_store = self._store.frames == 0 and not self._store.layers
+        chunk = self._store.chunk_frames
+        if new_store and self.chunk_frames is None:
+            chunk = int(2 ** np.clip(np.round(np.log2((32 << 20) / frame_bytes)), 8, 14))
+        capacity = max(1, min(chunk, self.max_host_memory // (n_blocks * frame_bytes)))
+        if capacity < chunk:
+            if capacity >= 64:
+                capacity -= capacity % 64
+            logger.info("time chunks of %d frames to respect max_host_memory", capacity)
+        if new_store:
+            self._store.chunk_frames = capacity
+        for name, layout in self._layouts.items():
+            mu = self.max_units.get(name) if isinstance(self.max_units, Mapping) else self.max_units
+            self._store.add_layer(
+                name,
+                unit_coords=layout.unit_coords(),
+                n_nodes=layout.n_channels,
+                dtype=self.dtype,
+                attrs=layout.attrs() | {"max_units": mu, "seed": self.seed},
+            )
         if width is not None:
             self._store.add_behaviour(width)
-            frame_bytes += width * 4
-        frame_bytes += 64
-        n_blocks = 3
-        capacity = max(1, min(self.chunk_frames, self.max_host_memory // (n_blocks * frame_bytes)))
-        if capacity < self.chunk_frames:
-            logger.info("chunk_frames reduced to %d to respect max_host_memory", capacity)
-            if self._store.frames == 0:
-                self._store.chunk_frames = capacity  # arrays already created use the old chunks
         device = next(iter(self._first.values())).device
         self._cuda = device.type == "cuda"
         self._pool = BlockPool(
             n_blocks, capacity, shapes, _DTYPES[self.dtype], width, pin=self._cuda
         )
-        self._writer = WriterThread(self._store, self._pool)
+        self._writer = WriterThread(self._store, self._pool, inline=self._inline_writes())
         self._writer.start()
         self._block = None
+
+    def _inline_writes(self) -> bool:
+        """Write in the recording thread when the model already uses every CPU core."""
+        if self.writer == "thread":
+            return False
+        if self.writer == "inline":
+            return True
+        if self._cuda:
+            return False  # the GPU computes while the host writes
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return torch.get_num_threads() >= (cores or 1)
 
     def _behaviour_width(self, output: Any) -> int | None:
         try:
