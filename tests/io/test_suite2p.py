@@ -22,7 +22,7 @@ def real_folder(shared_data):
 
 
 def _model_activity(rng, n_time=60, n_units=7, frame_rate=20.0):
-    """A (time, unit) DataArray built to docs/SCHEMA-DRAFT.md (what layer_activity returns)."""
+    """A (time, unit) DataArray built to docs/format.md (what layer_activity returns)."""
     return xr.DataArray(
         rng.standard_normal((n_time, n_units)).astype(np.float32),
         dims=("time", "unit"),

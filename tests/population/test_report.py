@@ -13,7 +13,7 @@ from netphys.population.report import population_report
 
 
 def recording_like(n_units: int, n_stimuli: int, n_spont: int, sessions: int = 2):
-    """Concatenate sessions as in docs/SCHEMA-DRAFT.md: time coords session, condition, ..."""
+    """Concatenate sessions as in docs/format.md: time coords session, condition, ..."""
     acts, behs = [], []
     for s in range(sessions):
         stim = simulate_population(
