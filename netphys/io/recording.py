@@ -376,7 +376,7 @@ class RecordingWriter:
         # called by the writing thread only, so array metadata has a single writer
         conditions = list(self._conditions)
         if len(conditions) != self._conditions_written:
-            self.root["condition"].attrs.update(
+            self._handles()["condition"].attrs.update(
                 {
                     "flag_values": list(range(len(conditions))),
                     "flag_meanings": " ".join(conditions),
