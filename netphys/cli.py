@@ -51,6 +51,26 @@ def _demo(args: argparse.Namespace) -> int:
             f"  {s['session']:>7}  {s['epoch']:>5}  {s['test_accuracy']:8.3f}  "
             f"{s['mean_activity']:8.3f}  {s['fraction_active']:11.3f}  {s.get('pca_alpha', float('nan')):9.2f}"
         )
+    pop = (summary.get("population") or {}).get("sessions", {})
+    if pop:
+        print("  session  svca_alpha  reliable_frac_128  behaviour_explains  category_index")
+        for key, n in pop.items():
+            svca, rrr = n.get("svca", {}), n.get("behaviour_rrr", {})
+            cat = n.get("category_autocorrelation", {})
+            print(
+                f"  {key:>7}  {svca.get('alpha', float('nan')):10.2f}  "
+                f"{svca.get('reliable_fraction_128', float('nan')):17.2f}  "
+                f"{rrr.get('best_explained_fraction_128', float('nan')):18.2f}  "
+                f"{cat.get('index', float('nan')):14.2f}"
+            )
+    concepts = summary.get("concepts")
+    if concepts:
+        t, u = concepts["trained"], concepts["untrained"]
+        print(
+            f"  concepts (final session vs re-initialised control): NMI {t['nmi']:.2f} vs "
+            f"{u['nmi']:.2f}, purity {t['purity']:.2f} vs {u['purity']:.2f}, "
+            f"N_eff {t['n_eff_median']:.0f} vs {u['n_eff_median']:.0f}"
+        )
     print(f"  report: {args.out}/summary.json and PNG figures ({summary['seconds']} s)")
     return 0
 
