@@ -50,3 +50,26 @@ def test_cli_info_recover_and_errors(tmp_path, capsys):
     assert '"frames_committed": 5' in capsys.readouterr().out
     assert main(["info", str(tmp_path / "missing.zarr")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_compare_real_recordings(tmp_path, shared_data, capsys):
+    import os
+
+    suite2p = os.path.join(shared_data, "suite2p_pynapple_a0662", "suite2p")
+    song = os.path.join(shared_data, "songbird_hvc_mackevicius", "MackeviciusData.mat")
+    out = tmp_path / "cmp"
+    assert main(["compare", suite2p, song, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "compare.png" in printed
+    assert (out / "compare.png").exists()
+    assert json.loads((out / "compare.json").read_text())
+
+
+@pytest.mark.slow
+def test_cli_demo_continual(tmp_path, capsys):
+    out = tmp_path / "cl"
+    args = ["demo", "--experiment", "continual", "--epochs", "1", "--method", "finetune"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "finetune: task-1 accuracy per session" in printed
+    assert (out / "summary.json").exists()

@@ -516,7 +516,6 @@ class Recorder:
         if width > _MAX_BEHAVIOUR_WIDTH:
             logger.info("model output has %d values per frame; behaviour not recorded", width)
             return None
-        self._has_behaviour = True
         return width
 
     def _segments_for(self, b: int) -> list[tuple[Block, int, int, int]]:
