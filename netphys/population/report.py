@@ -143,40 +143,21 @@ def population_report(
         "n_units": int(activity.sizes["unit"]) if isinstance(activity, xr.DataArray) else None,
         "n_units_analysed": int(da.shape[1]),
     }
-    spectra: dict[str, xr.Dataset] = {}
-    cv_spectra: dict[str, xr.Dataset] = {}
-    svc_spectra: dict[str, xr.Dataset] = {}
-    fractions: dict[str, xr.Dataset] = {}
-    rrrs: dict[str, xr.Dataset] = {}
-    nulls: dict[str, xr.Dataset] = {}
-    cats: dict[str, xr.Dataset] = {}
+    # analysis name -> session key -> result Dataset (the figures are drawn from these)
+    results: dict[str, dict[str, xr.Dataset]] = {
+        name: {} for name in ("eigenspectrum", "cvpca", "svca", "rrr", "null", "category")
+    }
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always", NetphysWarning)
-        _per_session(
-            da,
-            behaviour,
-            sessions,
-            cond,
-            report,
-            spectra,
-            cv_spectra,
-            svc_spectra,
-            fractions,
-            rrrs,
-            nulls,
-            cats,
-            n_components,
-            min_shift,
-            rng,
-        )
+        _per_session(da, behaviour, sessions, cond, report, results, n_components, min_shift, rng)
     for record in records:
         if issubclass(record.category, NetphysWarning):
             caught.append(str(record.message))
         else:
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
     report["warnings"] = sorted(set(caught))
-    _figures(out, report, spectra, cv_spectra, svc_spectra, fractions, rrrs, nulls, cats)
+    _figures(out, report, results)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return report
 
@@ -187,13 +168,7 @@ def _per_session(
     sessions: np.ndarray,
     cond: np.ndarray | None,
     report: dict[str, Any],
-    spectra: dict[str, xr.Dataset],
-    cv_spectra: dict[str, xr.Dataset],
-    svc_spectra: dict[str, xr.Dataset],
-    fractions: dict[str, xr.Dataset],
-    rrrs: dict[str, xr.Dataset],
-    nulls: dict[str, xr.Dataset],
-    cats: dict[str, xr.Dataset],
+    results: dict[str, dict[str, xr.Dataset]],
     n_components: int,
     min_shift: int,
     rng: int,
@@ -217,7 +192,7 @@ def _per_session(
         # eigenspectrum
         try:
             eig = eigenspectrum(act, n_components=min(512, act.shape[1], n_t - 1))
-            spectra[key] = eig
+            results["eigenspectrum"][key] = eig
             numbers["eigenspectrum"] = _fit_numbers(eig)
         except ValueError as exc:
             numbers["eigenspectrum"] = {"skipped": str(exc)}
@@ -233,7 +208,7 @@ def _per_session(
                 rng=rng,
                 n_components=None,
             )
-            cv_spectra[key] = cv
+            results["cvpca"][key] = cv
             numbers["cvpca"] = {**_fit_numbers(cv), "n_stimuli": int(resp.sizes["stimulus"])}
         except (ValueError, TypeError) as exc:
             numbers["cvpca"] = {"skipped": str(exc)}
@@ -245,7 +220,7 @@ def _per_session(
             if beh is not None:
                 res = svca_predict(act, beh, n_components=k, block_length=block, rng=rng)
                 best = res["explained_fraction_128"]
-                rrrs[key] = res
+                results["rrr"][key] = res
                 numbers["behaviour_rrr"] = {
                     "ranks": [int(r) for r in res["rank"].values],
                     "explained_fraction_128": [_num(v) for v in best.values],
@@ -253,8 +228,7 @@ def _per_session(
                 }
             else:
                 res = svca(act, n_components=k, block_length=block, rng=rng)
-            svc_spectra[key] = res
-            fractions[key] = res
+            results["svca"][key] = res
             rf = res["reliable_fraction"].values
             numbers["svca"] = {
                 **_fit_numbers(res),
@@ -275,7 +249,7 @@ def _per_session(
                 max_units=1000,
                 rng=rng,
             )
-            nulls[key] = nul
+            results["null"][key] = nul
             numbers["shuffle_null"] = {
                 "frames": "spontaneous" if null_frames is spont else "all",
                 "spread_ratio": _num(nul["spread_ratio"].values),
@@ -299,7 +273,7 @@ def _per_session(
             if cond is not None:
                 labelled &= cond[idx] == "stimulus"
             ca = category_autocorrelation(act.isel({da.dims[0]: labelled}), "label")
-            cats[key] = ca
+            results["category"][key] = ca
             numbers["category_autocorrelation"] = {
                 n: _num(ca[n].values) for n in ("within", "across", "index")
             }
@@ -311,38 +285,29 @@ def _per_session(
 def _figures(
     out: Path,
     report: dict[str, Any],
-    spectra: dict[str, xr.Dataset],
-    cv_spectra: dict[str, xr.Dataset],
-    svc_spectra: dict[str, xr.Dataset],
-    fractions: dict[str, xr.Dataset],
-    rrrs: dict[str, xr.Dataset],
-    nulls: dict[str, xr.Dataset],
-    cats: dict[str, xr.Dataset],
+    results: dict[str, dict[str, xr.Dataset]],
 ) -> None:
     figures: list[str] = report["figures"]
-    if spectra:
-        _save(plot_spectra(_by_session(spectra)), out / "eigenspectrum.png", figures)
-    if cv_spectra:
-        _save(plot_spectra(_by_session(cv_spectra)), out / "cvpca_spectrum.png", figures)
-    if svc_spectra:
-        _save(plot_spectra(_by_session(svc_spectra)), out / "svca_spectrum.png", figures)
-        _save(
-            plot_reliable_fraction(_by_session(fractions)), out / "reliable_fraction.png", figures
-        )
-    if rrrs:
+    spectra = {name: _by_session(results[name]) for name in ("eigenspectrum", "cvpca", "svca")}
+    if results["eigenspectrum"]:
+        _save(plot_spectra(spectra["eigenspectrum"]), out / "eigenspectrum.png", figures)
+    if results["cvpca"]:
+        _save(plot_spectra(spectra["cvpca"]), out / "cvpca_spectrum.png", figures)
+    if results["svca"]:
+        _save(plot_spectra(spectra["svca"]), out / "svca_spectrum.png", figures)
+        _save(plot_reliable_fraction(spectra["svca"]), out / "reliable_fraction.png", figures)
+    if results["rrr"]:
         fig = Figure(figsize=(5, 4), layout="constrained")
         ax = fig.add_subplot()
-        for i, (key, res) in enumerate(rrrs.items()):
+        for i, (key, res) in enumerate(results["rrr"].items()):
             plot_rrr(res, ax=ax)
             ax.lines[-1].set_color(f"C{i % 10}")
             ax.lines[-1].set_label(f"session {key}")
         ax.legend(frameon=False, fontsize="small")
         _save(fig, out / "behaviour_rrr.png", figures)
-    if nulls:
-        _save(plot_shuffle_null(nulls[list(nulls)[-1]]), out / "shuffle_null.png", figures)
-    if cats:
-        _save(
-            plot_category_autocorrelation(cats[list(cats)[-1]]),
-            out / "category_autocorrelation.png",
-            figures,
-        )
+    if results["null"]:
+        last = list(results["null"].values())[-1]
+        _save(plot_shuffle_null(last), out / "shuffle_null.png", figures)
+    if results["category"]:
+        last = list(results["category"].values())[-1]
+        _save(plot_category_autocorrelation(last), out / "category_autocorrelation.png", figures)
