@@ -121,7 +121,7 @@ def _run_method(
 
     from netphys.recorder import Recorder
     from netphys.recorder.concept_report import concept_analysis
-    from netphys.recorder.record import present
+    from netphys.recorder.record import present, present_spontaneous
 
     torch.manual_seed(seed)
     model = _model_class()()
@@ -171,8 +171,7 @@ def _run_method(
             rec.session(s, epoch=s)
             present(rec, model, probe_x, labels=probe_y, stimulus=data["probe_idx"],
                     batch_size=500)  # fmt: skip
-            present(rec, model, data["noise"], stimulus=np.full(len(data["noise"]), -1),
-                    condition="spontaneous", batch_size=500)  # fmt: skip
+            present_spontaneous(rec, model, data["noise"], batch_size=500)
             with rec.paused():
                 acc1 = _accuracy(model, xte[te1], yte[te1])
                 acc2 = _accuracy(model, xte[~te1], yte[~te1])

@@ -94,7 +94,7 @@ def train_and_record(
     from tqdm.auto import tqdm
 
     from netphys.recorder import Recorder
-    from netphys.recorder.record import present, spontaneous_inputs
+    from netphys.recorder.record import present, present_spontaneous, spontaneous_inputs
 
     torch.manual_seed(seed)
     x_tr, y_tr, x_te, y_te = load_digits_split(seed)
@@ -127,14 +127,7 @@ def train_and_record(
             rec.session(epoch, epoch=epoch)
             for r in range(2):
                 present(rec, model, xe, labels=y_te, repeat=r, batch_size=300)
-            present(
-                rec,
-                model,
-                noise,
-                stimulus=np.full(n_spontaneous, -1),
-                condition="spontaneous",
-                batch_size=300,
-            )
+            present_spontaneous(rec, model, noise, batch_size=300)
             with torch.no_grad(), rec.paused():
                 acc = float((model(xe).argmax(1).numpy() == y_te).mean())
             sessions.append(

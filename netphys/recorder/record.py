@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from netphys.recorder.recorder import Recorder
 
-__all__ = ["present", "record"]
+__all__ = ["present", "present_spontaneous", "record"]
 
 
 def _as_inputs(data: Any, labels: Any) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -102,6 +102,26 @@ def present(
                 repeat=repeat,
             )
             model(xb)
+
+
+def present_spontaneous(
+    rec: Recorder,
+    model: nn.Module,
+    noise: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: Any = None,
+) -> None:
+    """Show noise (or blank) inputs as ``condition="spontaneous"`` frames with no stimulus."""
+    present(
+        rec,
+        model,
+        noise,
+        stimulus=np.full(len(noise), -1),
+        condition="spontaneous",
+        batch_size=batch_size,
+        device=device,
+    )
 
 
 def record(
@@ -204,15 +224,7 @@ def record(
                 bar.update(x.shape[0])
             if n_spontaneous:
                 noise = spontaneous_inputs(x, n_spontaneous, kind=spontaneous, rng=rng)
-                present(
-                    rec,
-                    model,
-                    noise,
-                    stimulus=np.full(n_spontaneous, -1),
-                    condition="spontaneous",
-                    batch_size=batch_size,
-                    device=device,
-                )
+                present_spontaneous(rec, model, noise, batch_size=batch_size, device=device)
                 bar.update(n_spontaneous)
             bar.close()
     finally:
