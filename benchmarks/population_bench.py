@@ -1,6 +1,6 @@
 """Benchmark SVCA: netphys vs a plain numpy implementation, and a streamed Zarr run.
 
-Part 1 (in memory): ``netphys.population.svca`` against the same steps written plainly with
+Part 1 (in memory): ``netphys.population`` against the same steps written plainly with
 numpy (mean over train frames, ``C = A Bᵀ``, full ``np.linalg.svd``, projections of the test
 frames) on the same split, in the same process. Prints both times, their ratio and the largest
 relative difference of the reliable and total variance spectra.

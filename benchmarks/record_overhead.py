@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import netphys
-from netphys.demo import _model_class
+from netphys.experiments.demo import _model_class
 
 
 def wide_cnn() -> nn.Module:

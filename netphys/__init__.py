@@ -32,9 +32,12 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "node_activity",
     "open_recording",
     "recover",
-    # subpackages
+    # subpackages (imported on first use)
     "io",
     "population",
+    "plot",
+    "recorder",
+    "experiments",
     "__version__",
 ]
 
@@ -44,7 +47,7 @@ _LAZY = {"Recorder": "netphys.recorder", "record": "netphys.recorder"}
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    if name in ("io", "population", "recorder"):
+    if name in ("io", "population", "plot", "recorder", "experiments"):
         return import_module(f"netphys.{name}")
     raise AttributeError(f"module 'netphys' has no attribute {name!r}")
 

@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 
 def _continual(args: argparse.Namespace) -> int:
-    from netphys.continual import run_continual
+    from netphys.experiments.continual import run_continual
 
     out = args.out if args.out != "netphys-demo" else "netphys-continual"
     summary = run_continual(
@@ -33,7 +33,7 @@ def _continual(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     if args.experiment == "continual":
         return _continual(args)
-    from netphys.demo import run_demo
+    from netphys.experiments.demo import run_demo
 
     summary = run_demo(
         args.out,
@@ -103,7 +103,7 @@ def _recover(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from netphys.population.compare import compare_files
+    from netphys.experiments.compare import compare_files
 
     table = compare_files(
         args.a, args.b, args.out, n_units=args.n_units, n_frames=args.n_frames, rng=args.seed
@@ -155,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_compare)
     args = parser.parse_args(argv)
+    if args.command in ("demo", "compare"):
+        import matplotlib
+
+        matplotlib.use("Agg")  # the command line draws to files only; library code never does this
     try:
         return int(args.func(args))
     except (ValueError, TypeError, OSError) as exc:

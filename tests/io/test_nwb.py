@@ -310,7 +310,7 @@ def test_round_trip_and_pynwb_validation(tmp_path, rng, irregular):
 
 
 def test_round_trip_calcium_dataset(tmp_path, rng):
-    from netphys.population.calcium import simulate_calcium
+    from netphys.population._calcium import simulate_calcium
 
     cal = simulate_calcium(_model_activity(rng, n_time=100), tau=0.5, rng=rng)
     back = read_nwb(to_nwb(cal, tmp_path / "cal.nwb"))

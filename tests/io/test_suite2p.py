@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from netphys.errors import RecordingFormatError
 from netphys.io import read_suite2p, to_suite2p
-from netphys.population.calcium import simulate_calcium
+from netphys.population._calcium import simulate_calcium
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from netphys.population.calcium import INDICATOR_TAU, simulate_calcium
+from netphys.population._calcium import INDICATOR_TAU, simulate_calcium
 
 
 @pytest.mark.parametrize("tau", [0.3, 1.0, "GCaMP6f", "GCaMP6s"])

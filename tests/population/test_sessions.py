@@ -8,9 +8,9 @@ import pytest
 import xarray as xr
 from matplotlib.figure import Figure
 
-from netphys.population import session_plots as sp
+from netphys import plot as sp
 from netphys.population import simulate_population
-from netphys.population.sessions import (
+from netphys.population._sessions import (
     concept_persistence,
     spectrum_over_sessions,
     subspace_alignment,

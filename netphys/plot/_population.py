@@ -22,6 +22,7 @@ __all__ = [
     "plot_raster",
     "plot_reliable_fraction",
     "plot_rrr",
+    "plot_rrr_sessions",
     "plot_shuffle_null",
     "plot_spectra",
 ]
@@ -195,7 +196,7 @@ def plot_spectra(results: Any, *, variable: str | None = None, ax: Axes | None =
     Parameters
     ----------
     results : xarray.Dataset or dict of str to xarray.Dataset
-        Results of :func:`~netphys.population.svca`, :func:`~netphys.population.cvpca`,
+        Results of :func:`~netphys.population._svca`, :func:`~netphys.population._cvpca`,
         :func:`~netphys.population.eigenspectrum` or
         :func:`~netphys.population.fit_power_law`, optionally labelled (e.g. per session).
     variable : str or None, default=None
@@ -254,7 +255,7 @@ def plot_reliable_fraction(results: Any, *, ax: Axes | None = None) -> Figure:
     Parameters
     ----------
     results : xarray.Dataset or dict of str to xarray.Dataset
-        One :func:`~netphys.population.svca` result or several labelled ones.
+        One :func:`~netphys.population._svca` result or several labelled ones.
     ax : matplotlib.axes.Axes or None, default=None
         Axes to draw into; a new Figure otherwise.
 
@@ -364,4 +365,36 @@ def plot_category_autocorrelation(result: xr.Dataset, *, ax: Axes | None = None)
     ax.set_ylabel("category")
     ax.set_title(f"within {float(result['within']):.2f}, across {float(result['across']):.2f}")
     fig.colorbar(im, ax=ax, label="mean correlation")
+    return fig
+
+
+def plot_rrr_sessions(results: Mapping[str, xr.Dataset]) -> Figure:
+    """Draw several :func:`~netphys.population.svca_predict` results on one axis, one per label.
+
+    Parameters
+    ----------
+    results : mapping of str to xarray.Dataset
+        Label (e.g. ``"session 3"``) to a reduced-rank regression result.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Explained fraction against rank, one coloured line per result.
+
+    Examples
+    --------
+    >>> from netphys.population import reduced_rank_regression
+    >>> import numpy as np
+    >>> gen = np.random.default_rng(0)
+    >>> x = gen.standard_normal((200, 5))
+    >>> res = reduced_rank_regression(x, x @ gen.standard_normal((5, 8)), ranks=[1, 2, 3])
+    >>> len(plot_rrr_sessions({"a": res, "b": res}).axes[0].lines)
+    2
+    """
+    fig, ax = _axes(None)
+    for i, (key, res) in enumerate(results.items()):
+        plot_rrr(res, ax=ax)
+        ax.lines[-1].set_color(f"C{i % 10}")
+        ax.lines[-1].set_label(str(key))
+    ax.legend(frameon=False, fontsize="small")
     return fig

@@ -1,4 +1,4 @@
-"""Tests of netphys.population.paths: exact summaries and top-K against brute force (4.1)."""
+"""Tests of netphys.population.paths._flows: exact summaries and top-K against brute force (4.1)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from netphys.population.paths import flow_kernel, path_flow, path_transitions, top_paths
+from netphys.population.paths._flows import flow_kernel, path_flow, path_transitions, top_paths
 
 
 def _random_contributions(
@@ -183,7 +183,7 @@ def test_mean_field_equals_closed_form_for_linear_layers(rng):
     import torch
     from torch import nn
 
-    from netphys.population.paths import mean_field_contributions
+    from netphys.population.paths._flows import mean_field_contributions
     from netphys.recorder.graph import edge_contributions, node_weights
 
     torch.manual_seed(int(rng.integers(1000)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from pathlib import Path
@@ -10,32 +9,27 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from matplotlib.figure import Figure
 
 from netphys._validation import check_population
 from netphys.errors import NetphysWarning
-from netphys.population.cvpca import cvpca, repeat_responses
-from netphys.population.nulls import shuffle_null
-from netphys.population.plots import (
+from netphys.experiments._common import json_safe, save_figure
+from netphys.plot import (
     plot_category_autocorrelation,
     plot_reliable_fraction,
-    plot_rrr,
+    plot_rrr_sessions,
     plot_shuffle_null,
     plot_spectra,
 )
-from netphys.population.rrr import svca_predict
-from netphys.population.spectra import category_autocorrelation, eigenspectrum
-from netphys.population.svca import svca
+from netphys.population._cvpca import cvpca, repeat_responses
+from netphys.population._nulls import shuffle_null
+from netphys.population._rrr import svca_predict
+from netphys.population._spectra import category_autocorrelation, eigenspectrum
+from netphys.population._svca import svca
 
 __all__ = ["population_report"]
 
 
-def _num(value: Any) -> Any:
-    """A JSON-safe number: float/int, None for NaN/inf."""
-    value = value.item() if hasattr(value, "item") else value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+_num = json_safe  # a JSON-safe number: float/int, None for NaN/inf
 
 
 def _fit_numbers(ds: xr.Dataset) -> dict[str, Any]:
@@ -49,8 +43,8 @@ def _by_session(results: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
     return {f"session {key}": value for key, value in results.items()}
 
 
-def _save(fig: Figure, path: Path, figures: list[str]) -> None:
-    fig.savefig(path, dpi=90)
+def _save(fig: Any, path: Path, figures: list[str]) -> None:
+    save_figure(fig, path, dpi=90)
     figures.append(str(path))
 
 
@@ -297,13 +291,7 @@ def _figures(
         _save(plot_spectra(spectra["svca"]), out / "svca_spectrum.png", figures)
         _save(plot_reliable_fraction(spectra["svca"]), out / "reliable_fraction.png", figures)
     if results["rrr"]:
-        fig = Figure(figsize=(5, 4), layout="constrained")
-        ax = fig.add_subplot()
-        for i, (key, res) in enumerate(results["rrr"].items()):
-            plot_rrr(res, ax=ax)
-            ax.lines[-1].set_color(f"C{i % 10}")
-            ax.lines[-1].set_label(f"session {key}")
-        ax.legend(frameon=False, fontsize="small")
+        fig = plot_rrr_sessions(_by_session(results["rrr"]))
         _save(fig, out / "behaviour_rrr.png", figures)
     if results["null"]:
         last = list(results["null"].values())[-1]

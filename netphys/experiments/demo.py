@@ -8,7 +8,6 @@ to ``OUT/``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -17,67 +16,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["load_digits_split", "run_demo"]  # DemoCNN: module __getattr__ (no torch at import)
+from netphys.experiments._common import json_safe, save_figure, write_json
+from netphys.experiments._models import DEMO_LAYERS, DemoCNN, load_digits_split
+
+__all__ = ["DEMO_LAYERS", "DemoCNN", "load_digits_split", "run_demo", "train_and_record"]
 
 logger = logging.getLogger(__name__)
-
-#: Post-activation layers the demo records, in forward order.
-DEMO_LAYERS = ["act1", "act2", "act3"]
-
-
-def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Digits (8x8, scaled to [0, 1]) split 50/50 stratified: ``x_train, y_train, x_test, y_test``."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[:, None]
-    y = digits.target.astype("int64")
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, stratify=y, random_state=seed)
-    return x_tr, y_tr, x_te, y_te
-
-
-def _model_class() -> Any:
-    from torch import nn
-
-    class DemoCNN(nn.Module):
-        """Conv(1->16)+BN+ReLU, Conv(16->32)+BN+ReLU, MaxPool, Linear(512->64)+ReLU, Linear(64->10)."""
-
-        def __init__(self, width: int = 16) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, width, 3, padding=1)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.act1 = nn.ReLU()
-            self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
-            self.bn2 = nn.BatchNorm2d(2 * width)
-            self.act2 = nn.ReLU()
-            self.pool = nn.MaxPool2d(2)
-            self.flatten = nn.Flatten()
-            self.fc1 = nn.Linear(2 * width * 16, 64)
-            self.act3 = nn.ReLU()
-            self.fc2 = nn.Linear(64, 10)
-
-        def forward(self, x: Any) -> Any:
-            x = self.act1(self.bn1(self.conv1(x)))
-            x = self.pool(self.act2(self.bn2(self.conv2(x))))
-            x = self.act3(self.fc1(self.flatten(x)))
-            return self.fc2(x)
-
-    return DemoCNN
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DemoCNN":  # built on first use so that importing netphys.demo needs no torch
-        return _model_class()
-    raise AttributeError(name)
-
-
-def _save(fig: Any, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path.name
 
 
 def train_and_record(
@@ -100,7 +44,7 @@ def train_and_record(
     x_tr, y_tr, x_te, y_te = load_digits_split(seed)
     xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
     xe = torch.as_tensor(x_te)
-    model = _model_class()()
+    model = DemoCNN()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     noise = spontaneous_inputs(xe, n_spontaneous, kind="noise", rng=np.random.default_rng(seed))
     sessions: list[dict[str, Any]] = []
@@ -173,13 +117,10 @@ def run_demo(
     dict
         The JSON summary (per-session numbers, file names of the figures).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import netphys
+    from netphys import plot as plots
     from netphys import population as pop
     from netphys.errors import NetphysWarning
-    from netphys.population import plots
 
     t0 = time.time()
     out = Path(out_dir)
@@ -218,7 +159,7 @@ def run_demo(
             fig = plots.plot_raster(last.isel(unit=np.flatnonzero(keep)), order=sorted_)
             fig.axes[0].set_title(f"session {epochs}: units sorted by rastermap, frames by label")
             fig.axes[0].set_xlabel("frames (held-out digits, repeat 0, sorted by label)")
-            figures["raster"] = _save(fig, out / "raster.png")
+            figures["raster"] = save_figure(fig, out / "raster.png")
         elif step == "spectra":
             for s in sessions:
                 sel = act.sel(
@@ -234,10 +175,12 @@ def run_demo(
                 s["pca_alpha"] = float(spec["alpha"])
             fig = plots.plot_spectra(spectra)
             fig.axes[0].set_title("PCA eigenspectrum per session (stimulus frames)")
-            figures["eigenspectrum"] = _save(fig, out / "eigenspectrum.png")
-            figures["sessions"] = _save(_session_figure(sessions), out / "sessions.png")
+            figures["eigenspectrum"] = save_figure(fig, out / "eigenspectrum.png")
+            figures["sessions"] = save_figure(
+                plots.plot_session_summary(sessions), out / "sessions.png"
+            )
         elif step == "population":
-            from netphys.population.report import population_report
+            from netphys.experiments.report import population_report
 
             beh = rec["behaviour"].to_dataset()["logits"] if "behaviour" in rec.children else None
             with warnings.catch_warnings():
@@ -248,7 +191,7 @@ def run_demo(
                 popsum = population_report(act, behaviour=beh, out_dir=out / "population", rng=seed)
             info["population"] = popsum
         elif step == "concepts":
-            from netphys.recorder.concept_report import concept_report
+            from netphys.experiments.concepts import concept_report
 
             info["concepts"] = concept_report(
                 model,
@@ -271,34 +214,5 @@ def run_demo(
         "concepts": info.get("concepts"),
         "seconds": round(time.time() - t0, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    return summary
-
-
-def _session_figure(sessions: list[dict[str, Any]]) -> Any:
-    """Per-session summary: accuracy, activity and the PCA exponent across training."""
-    import matplotlib.pyplot as plt
-
-    x = [s["session"] for s in sessions]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3), constrained_layout=True)
-    axes[0].plot(x, [s["test_accuracy"] for s in sessions], "o-")
-    axes[0].set_ylabel("held-out accuracy")
-    axes[1].plot(x, [s["mean_activity"] for s in sessions], "o-", label="stimulus")
-    spont = [s["mean_spontaneous_activity"] for s in sessions]
-    axes[1].plot(x, [np.nan if v is None else v for v in spont], "o--", label="spontaneous")
-    axes[1].set_ylabel("mean unit activity")
-    axes[1].legend(frameon=False)
-    axes[2].plot(x, [s.get("pca_alpha", np.nan) for s in sessions], "o-")
-    axes[2].set_ylabel("PCA power-law exponent α")
-    for ax in axes:
-        ax.set_xlabel("session (epoch)")
-        ax.set_xticks(x)
-    return fig
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    write_json(out / "summary.json", summary)
+    return json_safe(summary)

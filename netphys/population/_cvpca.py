@@ -16,8 +16,8 @@ import xarray as xr
 
 from netphys._validation import as_rng, check_int
 from netphys.errors import NetphysWarning
+from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 from netphys.population._stream import iter_unit_chunks, top_eigh
-from netphys.population.powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 
 __all__ = ["cvpca", "repeat_responses"]
 

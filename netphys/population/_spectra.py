@@ -10,8 +10,8 @@ import xarray as xr
 
 from netphys._validation import check_int, check_population
 from netphys.errors import NetphysWarning
+from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 from netphys.population._stream import iter_sample_chunks, iter_unit_chunks, top_eigh
-from netphys.population.powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 
 __all__ = ["category_autocorrelation", "correlation_matrix", "eigenspectrum"]
 

@@ -24,10 +24,10 @@ from netphys._validation import (
     check_population,
     check_positive_float,
 )
+from netphys.population._powerlaw import _check_fit_range
+from netphys.population._spectra import _covariance, _gram, eigenspectrum
 from netphys.population._stream import iter_sample_chunks, iter_unit_chunks
-from netphys.population.powerlaw import _check_fit_range
-from netphys.population.spectra import _covariance, _gram, eigenspectrum
-from netphys.population.svca import _top_svd_dense, split_time_blocks, split_units, svca
+from netphys.population._svca import _top_svd_dense, split_time_blocks, split_units, svca
 
 __all__ = ["concept_persistence", "spectrum_over_sessions", "subspace_alignment", "tuning_drift"]
 
@@ -629,7 +629,7 @@ def spectrum_over_sessions(
     sessions : sequence or None, default=None
         Session ids; None means all, sorted. One session is allowed.
     reliable : bool, default=True
-        Also run :func:`netphys.population.svca` in sessions with at least
+        Also run :func:`netphys.population._svca` in sessions with at least
         ``min_svca_frames`` frames (NaN elsewhere).
     block_length : int, default=1
         SVCA train/test block length (1 for i.i.d. stimuli).
@@ -744,7 +744,7 @@ def _concept_parts(
         if "concepts" not in obj.children:
             raise ValueError(
                 f"{func}(): `{name}` is a DataTree without a 'concepts' node; pass the result of "
-                "netphys.recorder.concept_report.concept_analysis()."
+                "netphys.experiments.concepts.concept_analysis()."
             )
         ds = obj["concepts"].to_dataset()
         if act is None and "activity" in obj.children:
@@ -803,7 +803,7 @@ def concept_persistence(
     Parameters
     ----------
     concepts_a, concepts_b : xarray.DataTree or xarray.Dataset
-        Results of :func:`netphys.recorder.concept_report.concept_analysis` (its ``concepts``
+        Results of :func:`netphys.experiments.concepts.concept_analysis` (its ``concepts``
         and ``activity`` nodes are used) or of :func:`netphys.population.path_concepts`.
     activity_a, activity_b : xarray.DataArray (concept, sample), optional
         Concept activity (:func:`netphys.population.concept_activity`) on the same inputs for

@@ -23,8 +23,8 @@ from netphys._validation import (
     check_positive_float,
 )
 from netphys.errors import NetphysWarning
+from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 from netphys.population._stream import iter_sample_chunks, top_eigh
-from netphys.population.powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 
 __all__ = ["split_time_blocks", "split_units", "svca"]
 

@@ -57,7 +57,7 @@ def plot_tuning_drift(result: xr.Dataset) -> Figure:
     Parameters
     ----------
     result : xarray.Dataset
-        Output of :func:`netphys.population.sessions.tuning_drift`.
+        Output of :func:`netphys.population.tuning_drift`.
 
     Returns
     -------
@@ -68,7 +68,7 @@ def plot_tuning_drift(result: xr.Dataset) -> Figure:
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> from netphys.population.sessions import tuning_drift
+    >>> from netphys.population._sessions import tuning_drift
     >>> x = np.random.default_rng(0).normal(size=(80, 10))
     >>> act = xr.DataArray(x, dims=("time", "unit"), coords={
     ...     "session": ("time", np.repeat([0, 1], 40)), "label": ("time", np.tile([0, 1], 40))})
@@ -96,7 +96,7 @@ def plot_subspace_alignment(result: xr.Dataset) -> Figure:
     Parameters
     ----------
     result : xarray.Dataset
-        Output of :func:`netphys.population.sessions.subspace_alignment`.
+        Output of :func:`netphys.population.subspace_alignment`.
 
     Returns
     -------
@@ -107,7 +107,7 @@ def plot_subspace_alignment(result: xr.Dataset) -> Figure:
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> from netphys.population.sessions import subspace_alignment
+    >>> from netphys.population._sessions import subspace_alignment
     >>> x = np.random.default_rng(0).normal(size=(80, 10))
     >>> act = xr.DataArray(x, dims=("time", "unit"),
     ...                    coords={"session": ("time", np.repeat([0, 1], 40))})
@@ -135,7 +135,7 @@ def plot_spectrum_over_sessions(result: xr.Dataset) -> Figure:
     Parameters
     ----------
     result : xarray.Dataset
-        Output of :func:`netphys.population.sessions.spectrum_over_sessions`.
+        Output of :func:`netphys.population.spectrum_over_sessions`.
 
     Returns
     -------
@@ -146,7 +146,7 @@ def plot_spectrum_over_sessions(result: xr.Dataset) -> Figure:
     Examples
     --------
     >>> from netphys.population import simulate_population
-    >>> from netphys.population.sessions import spectrum_over_sessions
+    >>> from netphys.population._sessions import spectrum_over_sessions
     >>> a = simulate_population(60, 150, rng=0)["activity"]
     >>> res = spectrum_over_sessions({0: a, 1: a}, n_components=20, fit_range=(2, 15))
     >>> len(plot_spectrum_over_sessions(res).axes)
@@ -193,7 +193,7 @@ def plot_concept_persistence(result: xr.Dataset) -> Figure:
     Parameters
     ----------
     result : xarray.Dataset
-        Output of :func:`netphys.population.sessions.concept_persistence`.
+        Output of :func:`netphys.population.concept_persistence`.
 
     Returns
     -------
@@ -204,7 +204,7 @@ def plot_concept_persistence(result: xr.Dataset) -> Figure:
     Examples
     --------
     >>> import xarray as xr
-    >>> from netphys.population.sessions import concept_persistence
+    >>> from netphys.population._sessions import concept_persistence
     >>> a = xr.Dataset({"concept": ("path", [0, 0, 1, 1])}, coords={"path": [1, 2, 3, 4]})
     >>> b = xr.Dataset({"concept": ("path", [0, 0, 1])}, coords={"path": [1, 2, 9]})
     >>> len(plot_concept_persistence(concept_persistence(a, b)).axes) >= 2

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from netphys.experiments.report import population_report
 from netphys.population import cvpca, repeat_responses, simulate_population
-from netphys.population.report import population_report
 
 
 def recording_like(n_units: int, n_stimuli: int, n_spont: int, sessions: int = 2):

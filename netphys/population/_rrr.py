@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from netphys._validation import SAMPLE_DIMS, as_rng, check_int
-from netphys.population.svca import split_time_blocks, svca
+from netphys.population._svca import split_time_blocks, svca
 
 __all__ = ["ReducedRankRegression", "reduced_rank_regression", "svca_predict"]
 

@@ -17,7 +17,6 @@ all measured against the last task-1 session (the *reference*).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from netphys.demo import DEMO_LAYERS, _json_default, _model_class, _save, load_digits_split
+from netphys.experiments._common import json_safe, save_figure, write_json
+from netphys.experiments._models import DEMO_LAYERS, DemoCNN, load_digits_split
 
 __all__ = ["METHODS", "run_continual"]
 
@@ -119,12 +119,12 @@ def _run_method(
     """Train one method through both tasks, recording a session per epoch."""
     import torch
 
+    from netphys.experiments.concepts import concept_analysis
     from netphys.recorder import Recorder
-    from netphys.recorder.concept_report import concept_analysis
     from netphys.recorder.record import present, present_spontaneous
 
     torch.manual_seed(seed)
-    model = _model_class()()
+    model = DemoCNN()
     xtr, ytr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
     t1 = ytr < 5
     tasks = [(xtr[t1], ytr[t1]), (xtr[~t1], ytr[~t1])]
@@ -192,8 +192,8 @@ def _run_method(
 def _analyse(run: dict[str, Any], method: str, out: Path, *, seed: int) -> dict[str, Any]:
     """Cross-session analyses of one recording against the reference session."""
     import netphys
-    from netphys.population import session_plots as sp
-    from netphys.population.sessions import (
+    from netphys import plot as sp
+    from netphys.population._sessions import (
         concept_persistence,
         spectrum_over_sessions,
         subspace_alignment,
@@ -208,14 +208,14 @@ def _analyse(run: dict[str, Any], method: str, out: Path, *, seed: int) -> dict[
     rel = subspace_alignment(task1, n_components=10, method="svca", rng=seed)
     spec = spectrum_over_sessions(act, n_components=64, fit_range=(2, 30), rng=seed)
     figures = {
-        "drift": _save(sp.plot_tuning_drift(drift), out / f"{method}_drift.png"),
-        "alignment": _save(sp.plot_subspace_alignment(pca), out / f"{method}_alignment.png"),
-        "spectra": _save(sp.plot_spectrum_over_sessions(spec), out / f"{method}_spectra.png"),
+        "drift": save_figure(sp.plot_tuning_drift(drift), out / f"{method}_drift.png"),
+        "alignment": save_figure(sp.plot_subspace_alignment(pca), out / f"{method}_alignment.png"),
+        "spectra": save_figure(sp.plot_spectrum_over_sessions(spec), out / f"{method}_spectra.png"),
     }
     persist = {s: concept_persistence(run["trees"][ref], tree) for s, tree in run["trees"].items()}
     if persist:
         last = max(persist)
-        figures["concepts"] = _save(
+        figures["concepts"] = save_figure(
             sp.plot_concept_persistence(persist[last]), out / f"{method}_concepts.png"
         )
     for row in run["sessions"]:
@@ -251,27 +251,6 @@ _METRICS = {
     "pca_alpha": "PCA alpha",
     "concepts_lost": "share of reference concepts lost",
 }
-
-
-def _overview(results: dict[str, dict[str, Any]], epochs: int) -> Any:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(14, 6.5), layout="constrained")
-    axes = fig.subplots(2, 4).ravel()
-    colors = {"finetune": "tab:red", "replay": "tab:blue", "ewc": "tab:purple"}
-    panels = [("task1_accuracy", "task-1 accuracy (forgetting)"),
-              ("task2_accuracy", "task-2 accuracy"), *_METRICS.items()]  # fmt: skip
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        for method, res in results.items():
-            rows = [r for r in res["sessions"] if key in r]
-            ax.plot([r["session"] for r in rows], [r[key] for r in rows], "o-", ms=3,
-                    color=colors[method], label=method)  # fmt: skip
-        ax.axvline(epochs + 0.5, color="0.5", ls="--", lw=1)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("session (epoch)")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("task 1 (digits 0-4) | task 2 (digits 5-9): forgetting next to population change")
-    return fig
 
 
 def _associations(results: dict[str, dict[str, Any]], ref: int) -> dict[str, float | None]:
@@ -343,11 +322,10 @@ def run_continual(
     >>> summary["methods"]["finetune"]["forgetting"] > 0.5  # doctest: +SKIP
     True
     """
-    import matplotlib
     import torch
 
-    matplotlib.use("Agg")
     from netphys._validation import check_int, check_positive_float
+    from netphys.plot import plot_continual_overview
     from netphys.recorder.record import spontaneous_inputs
 
     func = "run_continual"
@@ -389,7 +367,8 @@ def run_continual(
             "forgetting": s[epochs]["task1_accuracy"] - s[-1]["task1_accuracy"],
             "figures": res["figures"],
         }
-    figures = {"overview": _save(_overview(results, epochs), out / "overview.png")}
+    overview = plot_continual_overview(results, _METRICS, reference=epochs)
+    figures = {"overview": save_figure(overview, out / "overview.png")}
     summary = {
         "experiment": "continual",
         "tasks": {"1": [0, 1, 2, 3, 4], "2": [5, 6, 7, 8, 9]},
@@ -404,18 +383,7 @@ def run_continual(
         "figures": figures,
         "seconds": round(time.time() - t0, 1),
     }
-    summary = _finite(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    summary = json_safe(summary)
+    write_json(out / "summary.json", summary)
     logger.info("continual experiment written to %s in %.1f s", out, summary["seconds"])
     return summary
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN/inf floats by None so that ``summary.json`` is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value

@@ -16,7 +16,7 @@ import xarray as xr
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
-from netphys.population.concepts import (
+from netphys.population.paths._concepts import (
     as_sparse,
     class_path_overlap,
     concept_activity,
@@ -28,7 +28,7 @@ from netphys.population.concepts import (
     path_matrix,
     unit_matrix,
 )
-from netphys.population.paths import path_flow, path_transitions, top_paths
+from netphys.population.paths._flows import path_flow, path_transitions, top_paths
 from netphys.recorder.graph import edge_contributions
 
 N_FEAT, M, N_LAYERS, D, N_DIST = 4, 2, 3, 3, 4
@@ -422,7 +422,8 @@ def test_trained_digits_mlp_beats_untrained():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from netphys.recorder.concept_report import concept_analysis, concept_summary
+    from netphys.experiments import concept_analysis
+    from netphys.population.paths import concept_summary
 
     digits = load_digits()
     x = (digits.data / 16).astype(np.float32)
@@ -477,7 +478,8 @@ def _fmt(s: dict) -> str:
 
 
 def test_concept_analysis_tree_saves_and_errors(tmp_path):
-    from netphys.recorder.concept_report import concept_analysis, concept_summary
+    from netphys.experiments import concept_analysis
+    from netphys.population.paths import concept_summary
 
     gen = np.random.default_rng(0)
     ws, wo = _weights(gen, False)
@@ -504,7 +506,7 @@ def test_concept_analysis_tree_saves_and_errors(tmp_path):
 
 def test_effective_paths_planted(planted):
     """Qiu-style effective paths stay inside the present features' blocks (noise-free net)."""
-    from netphys.population.paths import effective_paths
+    from netphys.population.paths._flows import effective_paths
 
     contrib, y = planted[("mlp", 0, True)]
     ep = effective_paths(path_transitions(contrib, seed="pred"), theta=0.9)

@@ -9,11 +9,11 @@ import pytest
 import xarray as xr
 from matplotlib.figure import Figure
 
+from netphys import plot as plots
 from netphys.population import (
     category_autocorrelation,
     correlation_matrix,
     eigenspectrum,
-    plots,
     rastermap_sort,
     reduced_rank_regression,
     shuffle_null,

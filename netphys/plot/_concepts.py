@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys.population.concepts import as_sparse
+from netphys.population.paths._concepts import as_sparse
 
 __all__ = ["plot_concept_selectivity", "plot_path_embedding", "plot_path_raster"]
 
@@ -34,13 +34,13 @@ def plot_path_raster(
     Parameters
     ----------
     matrix : xarray.Dataset
-        Output of :func:`netphys.population.concepts.path_matrix`.
+        Output of :func:`netphys.population.paths.path_matrix`.
     embedding : xarray.Dataset
-        Output of :func:`netphys.population.concepts.path_embedding` (its ``isort``).
+        Output of :func:`netphys.population.paths.path_embedding` (its ``isort``).
     labels : array-like, optional
         One category per sample; samples are grouped by it and the groups are marked.
     concepts : xarray.Dataset, optional
-        Output of :func:`netphys.population.concepts.path_concepts`; a side bar shows them.
+        Output of :func:`netphys.population.paths.path_concepts`; a side bar shows them.
 
     Returns
     -------
@@ -49,7 +49,7 @@ def plot_path_raster(
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> from netphys.population.concepts import path_embedding
+    >>> from netphys.population.paths._concepts import path_embedding
     >>> m = xr.Dataset({"entry_path": ("entry", [0, 1, 2]), "entry_sample": ("entry", [0, 1, 2]),
     ...                 "entry_flow": ("entry", np.ones(3, np.float32))},
     ...                coords={"path": [0, 1, 2], "sample": [0, 1, 2]})
@@ -94,7 +94,7 @@ def plot_path_embedding(
     Parameters
     ----------
     embedding : xarray.Dataset
-        Output of :func:`netphys.population.concepts.path_embedding` (2+ components).
+        Output of :func:`netphys.population.paths.path_embedding` (2+ components).
     labels : array-like, optional
         Colours the samples by category.
     concepts : xarray.Dataset, optional
@@ -146,7 +146,7 @@ def plot_concept_selectivity(
     Parameters
     ----------
     selectivity : xarray.Dataset
-        Output of :func:`netphys.population.concepts.concept_selectivity`.
+        Output of :func:`netphys.population.paths.concept_selectivity`.
     alpha : float, default=0.01
         Concepts with ``p_value < alpha`` get a star.
     max_concepts : int, default=40
@@ -159,7 +159,7 @@ def plot_concept_selectivity(
     Examples
     --------
     >>> import xarray as xr
-    >>> from netphys.population.concepts import concept_selectivity
+    >>> from netphys.population.paths._concepts import concept_selectivity
     >>> a = xr.DataArray([[1., 1, 0, 0], [0, 0, 1, 1]], dims=("concept", "sample"))
     >>> fig = plot_concept_selectivity(concept_selectivity(a, [0, 0, 1, 1], n_permutations=5))
     """

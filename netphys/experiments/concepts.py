@@ -1,7 +1,7 @@
 """Entry points of the concept analysis on a torch model, and its section of the demo report.
 
 Torch work (edge contributions) happens here and in :mod:`netphys.recorder.graph`; all the
-analysis is delegated to :mod:`netphys.population.paths` and :mod:`netphys.population.concepts`.
+analysis is delegated to :mod:`netphys.population.paths._flows` and :mod:`netphys.population.paths._concepts`.
 """
 
 from __future__ import annotations
@@ -13,30 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from scipy import stats
 from torch import nn
 
 from netphys._validation import check_choice, check_int
-from netphys.population.concept_plots import (
-    plot_concept_selectivity,
-    plot_path_embedding,
-    plot_path_raster,
-)
-from netphys.population.concepts import (
-    class_path_overlap,
-    concept_activity,
-    concept_selectivity,
-    edge_matrix,
-    path_classifier_agreement,
-    path_concepts,
-    path_embedding,
-    path_matrix,
-    unit_matrix,
-)
-from netphys.population.paths import flow_kernel, path_flow, path_transitions, top_paths
-from netphys.recorder.graph import edge_contributions
+from netphys.plot import plot_concept_selectivity, plot_path_embedding, plot_path_raster
+from netphys.population.paths import concept_analysis as _contribution_analysis
+from netphys.population.paths import concept_summary, path_embedding, unit_baseline
+from netphys.recorder import edge_contributions
 
-__all__ = ["concept_analysis", "concept_report", "concept_summary", "reinitialised"]
+__all__ = ["concept_analysis", "concept_report", "reinitialised"]
 
 
 def concept_analysis(
@@ -124,188 +109,11 @@ def concept_analysis(
         model, inputs, layers=layers, batch_size=batch_size,
         allow_approximate=allow_approximate, progress=progress,
     )  # fmt: skip
-    return _analyse(
+    return _contribution_analysis(
         contrib, labels=labels, seed=seed, k=k, theta=theta, min_support=min_support,
         distance_threshold=distance_threshold, unit=unit, method=method,
         n_permutations=n_permutations, rng=rng, kernel=kernel,
     )  # fmt: skip
-
-
-def _analyse(
-    contrib: xr.Dataset,
-    *,
-    labels: Any,
-    seed: str,
-    k: int,
-    theta: float,
-    min_support: int,
-    distance_threshold: float,
-    unit: str,
-    method: str,
-    n_permutations: int,
-    rng: Any,
-    kernel: bool = False,
-) -> xr.DataTree:
-    """The numpy part of :func:`concept_analysis`, from edge contributions."""
-    func = "concept_analysis"
-    layers = list(contrib.attrs["layers"])
-    n = contrib.sizes["sample"]
-    y = None
-    if labels is not None:
-        y = np.asarray(labels)
-        if y.ndim != 1 or y.shape[0] != n:
-            raise ValueError(
-                f"{func}(): `labels` must have one entry per sample ({n}); got shape {y.shape}. "
-                "Pass the labels of the same inputs, in order."
-            )
-    tr = path_transitions(contrib, seed=seed, labels=y)
-    flow = path_flow(tr)
-    top = top_paths(tr, k=k, theta=theta, method=method, beam_width=max(1024, k))
-    if unit == "path":
-        mat = path_matrix(top, min_support=min_support)
-    else:
-        mat = edge_matrix(flow, min_support=min_support)
-    con = path_concepts(mat, distance_threshold=distance_threshold, rng=rng)
-    act = concept_activity(mat, con)
-    root: dict[str, Any] = {
-        "n_eff": flow["n_eff"],
-        "lost_mass": flow["lost_mass"],
-        "npf_active_fraction": flow["npf_active_fraction"],
-        "coverage": top["coverage"],
-        "certified": top["certified"],
-        "k_theta": top["k_theta"],
-        "n_paths": flow["n_paths"],
-    }
-    if "logits" in contrib:
-        root["logits"] = contrib["logits"]
-        root["prediction"] = ("sample", contrib["logits"].values.argmax(1))
-    if kernel:
-        root["flow_kernel"] = flow_kernel(tr)
-    flow_node = flow.drop_vars(["n_eff", "lost_mass", "npf_active_fraction", "entropy", "n_paths"])
-    for li in range(1, len(layers)):
-        flow_node[f"inhibitory_share_{li}"] = tr[f"inhibitory_share_{li}"]
-    if y is not None:
-        cats = np.unique(y)
-        flow_node = flow_node.assign_coords(category=cats)
-        for li in range(1, len(layers)):
-            e = flow[f"edge_flow_{li}"].values
-            flow_node[f"class_edge_flow_{li}"] = (
-                ("category", f"node_{li}", f"node_{li - 1}"),
-                np.stack([e[y == c].sum(0) for c in cats]),
-            )
-    nodes: dict[str, xr.Dataset] = {
-        "flow": flow_node,
-        "top": top.drop_vars(["coverage", "certified", "k_theta"]),
-        "matrix": mat.drop_vars([v for v in ("coverage", "certified") if v in mat]),
-        "concepts": con,
-        "activity": act.to_dataset(name="concept_activity"),
-    }
-    if y is not None:
-        root["label"] = ("sample", y)
-        sel = concept_selectivity(act, y, n_permutations=n_permutations, rng=rng)
-        nodes["selectivity"] = sel
-        nodes["overlap"] = class_path_overlap(mat, y)
-    root_ds = xr.Dataset(root, coords={"sample": contrib["sample"].values})
-    root_ds.attrs = {
-        "layers": list(layers),
-        "methods": list(contrib.attrs["methods"]),
-        "seed": seed,
-        "k": k,
-        "theta": float(theta),
-        "unit": unit,
-        "min_support": int(mat.attrs["min_support"]),
-        "distance_threshold": float(distance_threshold),
-        "residual_fraction": [float(v) for v in contrib["residual_fraction"].values],
-    }
-    tree = xr.DataTree.from_dict({"/": root_ds, **{f"/{key}": ds for key, ds in nodes.items()}})
-    return tree
-
-
-def _softmax_confusion(logits: np.ndarray, y: np.ndarray, cats: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    conf = np.stack([p[y == c].mean(0) for c in cats])
-    return np.asarray((conf + conf.T) / 2)
-
-
-def concept_summary(tree: xr.DataTree) -> dict[str, Any]:
-    """Collect the headline numbers of a :func:`concept_analysis` result (JSON-safe).
-
-    Returns
-    -------
-    dict
-        ``n_eff_median``, ``n_paths``, ``coverage_median``, ``certified_fraction``,
-        ``n_vocabulary``, ``n_concepts``, ``kept_mass_fraction``, and with labels ``nmi``,
-        ``ari``, ``purity``, ``n_selective`` (p < 0.01), ``jaccard_rho`` / ``jaccard_p``
-        (binary class Jaccard vs symmetrised softmax confusion, Spearman over class pairs),
-        ``weighted_jaccard_rho`` / ``weighted_jaccard_p``, ``path_classifier_agreement``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(),
-    ...                           torch.nn.Linear(6, 5), torch.nn.ReLU(),
-    ...                           torch.nn.Linear(5, 2)).eval()
-    >>> tree = concept_analysis(net, torch.randn(40, 4), layers=["1", "3"], k=8,
-    ...                         min_support=2, progress=False)
-    >>> sorted(concept_summary(tree))[:2]
-    ['certified_fraction', 'coverage_median']
-    """
-    root = tree.to_dataset()
-    mat = tree["matrix"].to_dataset()
-    out: dict[str, Any] = {
-        "n_eff_median": float(np.median(root["n_eff"].values)),
-        "n_paths": float(root["n_paths"].values),
-        "coverage_median": float(np.median(root["coverage"].values)),
-        "certified_fraction": float(root["certified"].values.mean()),
-        "n_vocabulary": int(mat.sizes.get("path", 0)),
-        "n_concepts": int(tree["concepts"].to_dataset()["n_concepts"].values),
-        "npf_active_fraction_median": float(np.median(root["npf_active_fraction"].values)),
-    }
-    if "kept_mass_fraction" in mat:
-        out["kept_mass_fraction"] = float(mat["kept_mass_fraction"].values)
-    if "selectivity" in tree.children:
-        sel = tree["selectivity"].to_dataset()
-        ov = tree["overlap"].to_dataset()
-        out.update(
-            nmi=float(sel["nmi"].values),
-            ari=float(sel["ari"].values),
-            purity=float(sel["purity_global"].values),
-            n_selective=int((sel["p_value"].values < 0.01).sum()),
-        )
-        if "logits" in root:
-            y = root["label"].values
-            cats = ov["category"].values
-            conf = _softmax_confusion(root["logits"].values, y, cats)
-            iu = np.triu_indices(len(cats), 1)
-            for key, var in (("jaccard", "jaccard"), ("weighted_jaccard", "weighted_jaccard")):
-                res = stats.spearmanr(ov[var].values[iu], conf[iu])
-                rho, p = float(res.statistic), float(res.pvalue)
-                out[f"{key}_rho"] = rho if np.isfinite(rho) else 0.0
-                out[f"{key}_p"] = p if np.isfinite(p) else 1.0
-            out["path_classifier_agreement"] = path_classifier_agreement(
-                ov, root["prediction"].values
-            )
-    return out
-
-
-def _unit_baseline(
-    contrib: xr.Dataset, y: np.ndarray, n_permutations: int, rng: int
-) -> dict[str, Any]:
-    """Same clustering and metrics on the node x sample activity (the unit-level baseline)."""
-    n_layers = len(contrib.attrs["layers"])
-    act = np.concatenate([contrib[f"activity_{li}"].values for li in range(n_layers)], axis=1)
-    mat = unit_matrix(act)
-    if mat.sizes["path"] < 2:
-        return {"n_units": int(mat.sizes["path"]), "n_concepts": 0, "nmi": 0.0, "purity": 0.0}
-    con = path_concepts(mat, distance_threshold=0.7, rng=rng)
-    sel = concept_selectivity(concept_activity(mat, con), y, n_permutations=n_permutations, rng=rng)
-    return {
-        "n_units": int(mat.sizes["path"]),
-        "n_concepts": int(con["n_concepts"].values),
-        "nmi": float(sel["nmi"].values),
-        "purity": float(sel["purity_global"].values),
-    }
 
 
 def reinitialised(model: nn.Module, *, torch_seed: int = 0) -> nn.Module:
@@ -402,13 +210,13 @@ def concept_report(
     trees = {}
     for name, net in (("trained", model), ("untrained", control)):
         contrib = edge_contributions(net, inputs, layers=layers, progress=progress)
-        tree = _analyse(contrib, unit="path", **kw)
+        tree = _contribution_analysis(contrib, unit="path", **kw)
         trees[name] = tree
         result[name] = concept_summary(tree)
         if result[name]["coverage_median"] < 0.3:  # diffuse flow: also the edge-level variant
-            edge = _analyse(contrib, unit="edge", **kw)
+            edge = _contribution_analysis(contrib, unit="edge", **kw)
             result["edge_level"][name] = concept_summary(edge)
-        result["unit_baseline"][name] = _unit_baseline(contrib, y, n_permutations, seed_int)
+        result["unit_baseline"][name] = unit_baseline(contrib, y, n_permutations, seed_int)
     for name, tree in trees.items():
         mat, con = tree["matrix"].to_dataset(), tree["concepts"].to_dataset()
         if mat.sizes.get("path", 0) < 2:

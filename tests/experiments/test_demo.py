@@ -12,7 +12,7 @@ from netphys.cli import main
 
 
 def test_demo_records_and_reports(tmp_path):
-    from netphys.demo import run_demo
+    from netphys.experiments.demo import run_demo
 
     out = tmp_path / "demo"
     summary = run_demo(out, epochs=1, n_spontaneous=100, analyses=False, progress=False)
@@ -30,7 +30,7 @@ def test_demo_records_and_reports(tmp_path):
 
 @pytest.mark.slow
 def test_demo_with_analyses(tmp_path):
-    from netphys.demo import run_demo
+    from netphys.experiments.demo import run_demo
 
     summary = run_demo(tmp_path / "d", epochs=1, n_spontaneous=100, progress=False)
     assert summary["population"] is not None

@@ -441,7 +441,7 @@ def effective_paths(transitions: xr.Dataset, *, theta: float = 0.5) -> xr.Datase
     -------
     xarray.Dataset
         ``node_selected_l`` (sample, node_l) bool; ``edge_selected_l`` (sample, node_l,
-        node_{l-1}) bool. :func:`netphys.population.concepts.edge_matrix` accepts it
+        node_{l-1}) bool. :func:`netphys.population.paths.edge_matrix` accepts it
         (the ``unit='edge'`` matrix of binary effective-path edges).
 
     References

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from netphys.continual import run_continual  # noqa: E402
+from netphys.experiments.continual import run_continual  # noqa: E402
 
 
 @pytest.mark.slow

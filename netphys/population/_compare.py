@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,9 +10,10 @@ import xarray as xr
 
 from netphys._validation import as_rng, check_int
 
-__all__ = ["compare", "compare_files", "plot_compare"]
+__all__ = ["COMPARE_SCALARS", "compare"]
 
-_SCALARS = (
+#: (variable, description, format) of every scalar measure of :func:`compare`.
+COMPARE_SCALARS = (
     ("n_units", "units (matched)", "{:.0f}"),
     ("n_frames", "frames (matched)", "{:.0f}"),
     ("svca_alpha", "SVCA reliable-spectrum exponent", "{:.3f}"),
@@ -37,25 +36,40 @@ def _as_population(
     x: Any, *, func: str, name: str, cells_only: bool
 ) -> tuple[xr.DataArray, dict[str, Any]]:
     """Return a (time, unit) float64 DataArray and a description of where it came from."""
-    from netphys.io._common import as_recording_dataset
-
-    if isinstance(x, (str, os.PathLike)):
-        from netphys.io.dataset import open_dataset
-
-        x = open_dataset(x)
+    if isinstance(x, (str, os.PathLike, xr.DataTree)):
+        kind = "a path" if isinstance(x, (str, os.PathLike)) else "a DataTree"
+        raise TypeError(
+            f"{func}(): `{name}` is {kind}; this function compares arrays. Open files with "
+            "`netphys.io.open_dataset(path)` and model recordings with "
+            "`netphys.layer_activity(tree)`, or call "
+            "`netphys.experiments.compare_recordings(a, b)`, which does both."
+        )
     if isinstance(x, np.ndarray):
         if x.ndim != 2:
             raise ValueError(f"{func}(): `{name}` must be 2-D (time x unit); got shape {x.shape}.")
         x = xr.DataArray(x, dims=("time", "unit"))
-    try:
-        ds = as_recording_dataset(x, func=func)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(str(exc).replace("`recording`", f"`{name}`")) from exc
-    da = ds["activity"]
+    if isinstance(x, xr.Dataset):
+        if "activity" not in x.data_vars:
+            raise ValueError(
+                f"{func}(): `{name}` is a Dataset without an 'activity' variable; it has "
+                f"{list(x.data_vars)}. Pass `ds[name]` for the variable to compare."
+            )
+        attrs = dict(x.attrs)
+        x = x["activity"]
+        x.attrs = {**attrs, **x.attrs}
+    if not isinstance(x, xr.DataArray) or x.ndim != 2 or "unit" not in x.dims:
+        raise TypeError(
+            f"{func}(): `{name}` must be a 2-D (time, 'unit') DataArray or array, or a Dataset "
+            f"with 'activity'; got {type(x).__name__}"
+            + (f" with dims {x.dims}" if isinstance(x, xr.DataArray) else "")
+            + ". Rename the unit dim with `.rename(neuron='unit')`."
+        )
+    sample = next(d for d in x.dims if d != "unit")
+    da = x.transpose(sample, "unit")
     info = {
-        "source": str(ds.attrs.get("source", ds.attrs.get("format", "array"))),
-        "format": str(ds.attrs.get("format", "array")),
-        "frame_rate": float(ds.attrs.get("frame_rate", np.nan) or np.nan),
+        "source": str(da.attrs.get("source", da.attrs.get("format", "array"))),
+        "format": str(da.attrs.get("format", "array")),
+        "frame_rate": float(da.attrs.get("frame_rate", np.nan) or np.nan),
     }
     if cells_only and "is_cell" in da.coords and da["is_cell"].dims == ("unit",):
         keep = np.asarray(da["is_cell"].values, dtype=bool)
@@ -112,10 +126,10 @@ def _analyse(
     n_raster_frames: int,
     sort: bool,
 ) -> dict[str, Any]:
-    from netphys.population.nulls import shuffle_null
-    from netphys.population.sorting import rastermap_sort
-    from netphys.population.spectra import eigenspectrum
-    from netphys.population.svca import svca
+    from netphys.population._nulls import shuffle_null
+    from netphys.population._sorting import rastermap_sort
+    from netphys.population._spectra import eigenspectrum
+    from netphys.population._svca import svca
 
     t, n = x.shape
     z = (x - x.mean(axis=0)) / x.std(axis=0)
@@ -181,9 +195,10 @@ def compare(
 
     Parameters
     ----------
-    a, b : xarray.DataArray, xarray.Dataset, xarray.DataTree, numpy.ndarray or path
-        Recordings: a (time, unit) DataArray or array, a reader's Dataset (its ``activity``), a
-        model recording tree, or a path opened with :func:`netphys.io.open_dataset`.
+    a, b : xarray.DataArray, xarray.Dataset or numpy.ndarray
+        Recordings: a (time, unit) DataArray or array, or a reader's Dataset (its
+        ``activity``). Files and model recording trees go through
+        :func:`netphys.experiments.compare_recordings`.
     n_units, n_frames : int, optional
         Matched sizes; default the smaller of the two recordings' usable units and frames.
     labels : tuple of str, default=("a", "b")
@@ -224,8 +239,8 @@ def compare(
 
     See Also
     --------
-    plot_compare : one figure of this result.
-    compare_files : files in, PNG + JSON + a printed table out.
+    netphys.plot.plot_compare : one figure of this result.
+    netphys.experiments.compare_files : files in, PNG + JSON + a printed table out.
 
     Examples
     --------
@@ -287,7 +302,7 @@ def compare(
     ]
     rec = list(labels)
     data: dict[str, Any] = {}
-    for key, _, _ in _SCALARS:
+    for key, _, _ in COMPARE_SCALARS:
         if key in ("n_units", "n_frames"):
             continue
         data[key] = ("recording", np.array([r[key] for r in analyses], dtype=np.float64))
@@ -338,211 +353,3 @@ def compare(
     ds["eigen_variance"].attrs["long_name"] = "explained variance ratio"
     ds["raster"].attrs["long_name"] = "z-scored activity, rastermap order"
     return ds
-
-
-def plot_compare(result: xr.Dataset) -> Any:
-    """Draw a :func:`compare` result as one figure.
-
-    Parameters
-    ----------
-    result : xarray.Dataset
-        Output of :func:`compare`.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Top row: SVCA reliable spectra, eigenspectra (log-log, with exponents), correlation
-        histograms against their shuffle nulls, and a bar chart of participation ratio / N,
-        reliable fraction and sparseness. Bottom row: the two rastermap-sorted rasters.
-
-    Examples
-    --------
-    >>> from netphys.population import simulate_population
-    >>> a = simulate_population(40, 300, rng=0)["activity"]
-    >>> fig = plot_compare(compare(a, a * 2 + 1, sort=False))
-    >>> len(fig.axes) >= 6
-    True
-    """
-    import matplotlib.pyplot as plt
-
-    if not isinstance(result, xr.Dataset) or "raster" not in result:
-        raise TypeError(
-            "plot_compare(): `result` must be the Dataset returned by compare(); "
-            f"got {type(result).__name__}."
-        )
-    labels = [str(v) for v in result["recording"].values]
-    colors = ["tab:blue", "tab:orange"]
-    fig = plt.figure(figsize=(14, 7.5), layout="constrained")
-    grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.2])
-    ax = fig.add_subplot(grid[0, 0])
-    for i, lab in enumerate(labels):
-        y = result["svca_reliable"].isel(recording=i).values
-        k = np.arange(1, len(y) + 1)
-        ok = np.isfinite(y) & (y > 0)
-        ax.loglog(
-            k[ok], y[ok], color=colors[i], label=f"{lab}: α={float(result['svca_alpha'][i]):.2f}"
-        )
-    ax.set(title="SVCA reliable variance", xlabel="SVC", ylabel="fraction of SVC variance")
-    ax.legend(fontsize=8)
-    ax = fig.add_subplot(grid[0, 1])
-    for i, lab in enumerate(labels):
-        y = result["eigen_variance"].isel(recording=i).values
-        k = np.arange(1, len(y) + 1)
-        ok = np.isfinite(y) & (y > 0)
-        ax.loglog(
-            k[ok], y[ok], color=colors[i], label=f"{lab}: α={float(result['eigen_alpha'][i]):.2f}"
-        )
-    ax.set(title="eigenspectrum", xlabel="PC", ylabel="explained variance ratio")
-    ax.legend(fontsize=8)
-    ax = fig.add_subplot(grid[0, 2])
-    bins = result["corr_bin"].values
-    for i, lab in enumerate(labels):
-        ax.plot(bins, result["corr_real"].isel(recording=i), color=colors[i], label=lab)
-        ax.plot(
-            bins,
-            result["corr_null"].isel(recording=i),
-            color=colors[i],
-            ls=":",
-            label=f"{lab} shuffled",
-        )
-    real = result["corr_real"].values + result["corr_null"].values
-    nz = np.flatnonzero(real.sum(axis=0) > 0)
-    if nz.size:
-        ax.set_xlim(bins[nz[0]], bins[nz[-1]])
-    ax.set(title="pairwise correlations", xlabel="correlation", ylabel="fraction of pairs")
-    ax.legend(fontsize=7)
-    ax = fig.add_subplot(grid[0, 3])
-    keys = [
-        ("participation_ratio_per_unit", "PR / N"),
-        ("svca_reliable_fraction", "reliable"),
-        ("sparsity", "sparseness"),
-    ]
-    xs = np.arange(len(keys))
-    for i, lab in enumerate(labels):
-        ax.bar(
-            xs + (i - 0.5) * 0.38,
-            [float(result[k][i]) for k, _ in keys],
-            width=0.38,
-            color=colors[i],
-            label=lab,
-        )
-    ax.set_xticks(xs, [name for _, name in keys])
-    ax.set(title=f"N={int(result.attrs['n_units'])}, T={int(result.attrs['n_frames'])}")
-    ax.legend(fontsize=8)
-    for i, lab in enumerate(labels):
-        ax = fig.add_subplot(grid[1, 2 * i : 2 * i + 2])
-        ax.imshow(
-            result["raster"].isel(recording=i).values,
-            aspect="auto",
-            cmap="gray_r",
-            vmin=0,
-            vmax=2,
-            interpolation="nearest",
-        )
-        ax.set(title=f"{lab}: rastermap-sorted units", xlabel="frame", ylabel="unit (sorted)")
-    return fig
-
-
-def _table(result: xr.Dataset) -> str:
-    labels = [str(v) for v in result["recording"].values]
-    width = max(len(desc) for _, desc, _ in _SCALARS) + 2
-    col = max(12, *(len(lab) + 2 for lab in labels))
-    lines = ["".ljust(width) + "".join(lab.rjust(col) for lab in labels)]
-    for key, desc, fmt in _SCALARS:
-        vals = result[key].values
-        cells = ["nan" if not np.isfinite(v) else fmt.format(v) for v in vals]
-        lines.append(desc.ljust(width) + "".join(c.rjust(col) for c in cells))
-    return "\n".join(lines)
-
-
-def compare_files(
-    path_a: str | os.PathLike[str],
-    path_b: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    n_units: int | None = None,
-    n_frames: int | None = None,
-    labels: tuple[str, str] | None = None,
-    read_options: dict[str, Any] | None = None,
-    rng: Any = 0,
-    **options: Any,
-) -> str:
-    """Compare two recordings on disk; write ``compare.png`` and ``compare.json``; return a table.
-
-    Parameters
-    ----------
-    path_a, path_b : str or path-like
-        Anything :func:`netphys.io.open_dataset` opens (suite2p folder, NWB, .mat, .npz,
-        netphys ``*.zarr``).
-    out_dir : str or path-like
-        Folder for ``compare.png`` (the :func:`plot_compare` figure) and ``compare.json``
-        (scalars per recording, parameters, sources); created if missing.
-    n_units, n_frames : int, optional
-        Matched sizes, as in :func:`compare`.
-    labels : tuple of str, optional
-        Names of the two recordings; default the file names (made unique).
-    read_options : dict, optional
-        Options for :func:`netphys.io.open_dataset` on both files, e.g.
-        ``{"bin_width": 0.1}`` for spike times or ``{"activity": "F"}``; a reader ignores
-        options it does not take.
-    rng : int, numpy.random.Generator or None, default=0
-        Randomness, as in :func:`compare`.
-    **options
-        Other keyword arguments of :func:`compare` (``cells_only``, ``block_length``,
-        ``min_shift``, ``sort``, ...).
-
-    Returns
-    -------
-    str
-        A printable table: one row per measure, one column per recording.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np
-    >>> d = tempfile.mkdtemp()
-    >>> rng = np.random.default_rng(0)
-    >>> for name in ("a", "b"):
-    ...     np.savez(f"{d}/{name}.npz", spks=rng.random((30, 200)), fs=10.0)
-    >>> table = compare_files(f"{d}/a.npz", f"{d}/b.npz", f"{d}/out", sort=False)
-    >>> sorted(p.name for p in Path(f"{d}/out").iterdir())
-    ['compare.json', 'compare.png']
-    """
-    import matplotlib.pyplot as plt
-
-    from netphys.io.dataset import open_dataset
-
-    a = open_dataset(path_a, **(read_options or {}))
-    b = open_dataset(path_b, **(read_options or {}))
-    if labels is None:
-        na, nb = Path(path_a).name or str(path_a), Path(path_b).name or str(path_b)
-        labels = (na, nb) if na != nb else (f"{na} (a)", f"{nb} (b)")
-    result = compare(a, b, n_units=n_units, n_frames=n_frames, labels=labels, rng=rng, **options)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fig = plot_compare(result)
-    try:
-        fig.savefig(out / "compare.png", dpi=110)
-    finally:
-        plt.close(fig)
-    summary = {
-        "recordings": {
-            lab: {key: _json_float(result[key].values[i]) for key, _, _ in _SCALARS}
-            for i, lab in enumerate(labels)
-        },
-        "sources": {labels[0]: os.fspath(path_a), labels[1]: os.fspath(path_b)},
-        "parameters": {k: v for k, v in result.attrs.items() if not k.startswith("source")},
-        "spectra": {
-            lab: {
-                "svca_reliable": [_json_float(v) for v in result["svca_reliable"].values[i]],
-                "eigen_variance": [_json_float(v) for v in result["eigen_variance"].values[i]],
-            }
-            for i, lab in enumerate(labels)
-        },
-    }
-    (out / "compare.json").write_text(json.dumps(summary, indent=2))
-    return _table(result)
-
-
-def _json_float(v: Any) -> float | None:
-    v = float(v)
-    return v if np.isfinite(v) else None

@@ -110,7 +110,7 @@ def path_matrix(top: xr.Dataset, *, min_support: int = 5, max_paths: int = 20000
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> from netphys.population.paths import top_paths
+    >>> from netphys.population.paths._flows import top_paths
     >>> tr = xr.Dataset({"activity_0": (("sample", "node_0"), np.ones((3, 2))),
     ...                  "seed_mass": (("sample", "node_0"), [[1., 0], [.9, .1], [.2, .8]])})
     >>> path_matrix(top_paths(tr, k=2), min_support=1)["path"].values
