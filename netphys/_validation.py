@@ -35,7 +35,9 @@ def as_rng(rng: Any, *, func: str = "netphys", name: str = "rng") -> np.random.G
     if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(rng, numbers.Integral) and int(rng) < 0:
             raise ValueError(f"{func}(): `{name}` must be a non-negative int seed; got {rng}.")
-        return np.random.default_rng(rng)
+        return np.random.default_rng(
+            None if rng is None else (int(rng) if isinstance(rng, numbers.Integral) else rng)
+        )
     if isinstance(rng, np.random.Generator):
         return rng
     raise TypeError(

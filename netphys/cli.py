@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -84,7 +86,11 @@ def _info(args: argparse.Namespace) -> int:
         f"{args.path}: netphys recording v{attrs.get('format_version')}, status {attrs.get('status')}"
     )
     print(f"  frames: {tree.sizes.get('time', 0)}  frame_rate: {attrs.get('frame_rate')} Hz")
-    sessions = sorted({int(s) for s in tree["session"].values}) if "session" in tree.coords else []
+    sessions = (
+        sorted({int(s) for s in np.asarray(tree["session"].data)})
+        if "session" in tree.coords
+        else []
+    )
     print(f"  sessions: {sessions}")
     for name in attrs.get("layers", []):
         ds = tree[f"layers/{name}"]

@@ -19,15 +19,41 @@ PACKAGE = Path(__file__).resolve().parents[1] / "netphys"
 # subpackage -> top-level names (or netphys.<sub> prefixes) it must not import
 FORBIDDEN = {
     "recorder": ("netphys.population", "netphys.plot", "netphys.experiments", "matplotlib"),
-    "io": ("torch", "netphys.population", "netphys.plot", "netphys.experiments",
-           "netphys.recorder", "matplotlib"),  # fmt: skip
-    "population": ("torch", "matplotlib", "netphys.io", "netphys.recorder", "netphys.plot",
-                   "netphys.experiments"),  # fmt: skip
+    "io": (
+        "torch",
+        "netphys.population",
+        "netphys.plot",
+        "netphys.experiments",
+        "netphys.recorder",
+        "matplotlib",
+    ),
+    "population": (
+        "torch",
+        "matplotlib",
+        "netphys.io",
+        "netphys.recorder",
+        "netphys.plot",
+        "netphys.experiments",
+    ),
     "plot": ("torch", "netphys.io", "netphys.recorder", "netphys.experiments"),
-    "_validation": ("torch", "matplotlib", "netphys.io", "netphys.population", "netphys.plot",
-                    "netphys.recorder", "netphys.experiments"),  # fmt: skip
-    "errors": ("torch", "matplotlib", "netphys.io", "netphys.population", "netphys.plot",
-               "netphys.recorder", "netphys.experiments"),  # fmt: skip
+    "_validation": (
+        "torch",
+        "matplotlib",
+        "netphys.io",
+        "netphys.population",
+        "netphys.plot",
+        "netphys.recorder",
+        "netphys.experiments",
+    ),
+    "errors": (
+        "torch",
+        "matplotlib",
+        "netphys.io",
+        "netphys.population",
+        "netphys.plot",
+        "netphys.recorder",
+        "netphys.experiments",
+    ),
 }
 
 

@@ -157,7 +157,7 @@ def _read_header(fp: IO[bytes], source: str) -> tuple[tuple[int, ...], bool, np.
     for module in ("numpy.lib._format_impl", "numpy.lib.format"):
         reader = getattr(importlib.import_module(module), "_read_array_header", None)
         if reader is not None:
-            return reader(fp, version)  # type: ignore[no-any-return]
+            return reader(fp, version)
     raise ValueError(f"unsupported .npy format version {version}")  # pragma: no cover
 
 

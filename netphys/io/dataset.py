@@ -51,7 +51,7 @@ def _model_recording(path: Path, layers: Any = None) -> xr.Dataset:
 
 def _call(reader: Any, path: Path, kwargs: dict[str, Any]) -> xr.Dataset:
     params = inspect.signature(reader).parameters
-    return reader(path, **{k: v for k, v in kwargs.items() if k in params})  # type: ignore[no-any-return]
+    return reader(path, **{k: v for k, v in kwargs.items() if k in params})
 
 
 def open_dataset(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:

@@ -51,7 +51,7 @@ def _load(path: str) -> dict[str, Any]:
 
     func = "read_stringer_mat"
     try:
-        return scipy.io.loadmat(path, squeeze_me=True, simplify_cells=True)  # type: ignore[no-any-return]
+        return scipy.io.loadmat(path, squeeze_me=True, simplify_cells=True)
     except NotImplementedError:  # MATLAB v7.3 = HDF5
         try:
             return _load_v73(path)

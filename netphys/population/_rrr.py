@@ -45,7 +45,7 @@ def _rrr_predict(fit: dict[str, np.ndarray], x: np.ndarray, rank: int) -> np.nda
 
 
 # ---------------------------------------------------------------------------- estimator -----
-class ReducedRankRegression(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+class ReducedRankRegression(RegressorMixin, BaseEstimator):
     """Ridge-regularised reduced-rank regression (scikit-learn estimator).
 
     Parameters
