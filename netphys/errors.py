@@ -12,6 +12,7 @@ __all__ = [
     "NotACutError",
     "RecordingError",
     "RecordingFormatError",
+    "ResourceLimitError",
     "TrainingModeError",
     "UnsafeFileError",
     "UnsupportedModuleError",
@@ -40,6 +41,10 @@ class MissingDependencyError(ImportError):
 
 class UnsafeFileError(ValueError):
     """A file asks for something netphys refuses to do (e.g. unpickling arbitrary objects)."""
+
+
+class ResourceLimitError(UnsafeFileError):
+    """A file declares more data than the reader's ``max_bytes`` limit allows."""
 
 
 class NotACutError(ValueError):

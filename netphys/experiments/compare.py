@@ -119,8 +119,8 @@ def compare_files(
     >>> sorted(p.name for p in Path(f"{d}/out").iterdir())
     ['compare.json', 'compare.png']
     """
-    a = open_dataset(path_a, **(read_options or {}))
-    b = open_dataset(path_b, **(read_options or {}))
+    a = open_dataset(path_a, strict=False, **(read_options or {}))  # one set for two formats
+    b = open_dataset(path_b, strict=False, **(read_options or {}))
     if labels is None:
         na, nb = Path(path_a).name or str(path_a), Path(path_b).name or str(path_b)
         labels = (na, nb) if na != nb else (f"{na} (a)", f"{nb} (b)")

@@ -22,8 +22,8 @@ __all__ = [
 from netphys.io.dataset import open_dataset
 from netphys.io.matlab import read_stringer_mat
 from netphys.io.npz import read_npz
-from netphys.io.nwb import read_nwb, to_nwb
-from netphys.io.suite2p import read_suite2p, to_suite2p
+from netphys.io.nwb import read_nwb, to_nwb, write_nwb
+from netphys.io.suite2p import read_suite2p, to_suite2p, write_suite2p
 
 __all__ += [
     "open_dataset",
@@ -31,6 +31,8 @@ __all__ += [
     "read_nwb",
     "read_stringer_mat",
     "read_suite2p",
-    "to_nwb",
-    "to_suite2p",
+    "to_nwb",  # deprecated alias of write_nwb
+    "to_suite2p",  # deprecated alias of write_suite2p
+    "write_nwb",
+    "write_suite2p",
 ]

@@ -17,10 +17,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from netphys.errors import RecordingFormatError
+from netphys.io._guard import ByteBudget
+
 __all__ = [
     "as_recording_dataset",
     "bin_spike_times",
     "build_dataset",
+    "check_file_rate",
+    "check_trace",
     "choose_activity",
     "frame_rate_from_times",
     "recording_frame_rate",
@@ -57,6 +62,38 @@ def choose_activity(
         if name in available:
             return name
     return available[0]
+
+
+def check_file_rate(value: Any, *, func: str, source: str, what: str) -> float:
+    """Return a frame rate read from a file as a float, refusing 0, negative and non-finite.
+
+    A rate of 0 would give infinite frame times; the message names where it was found.
+    """
+    try:
+        rate = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError) as exc:
+        raise RecordingFormatError(
+            f"{func}(): {source}: {what} should be a number (Hz); got {value!r}. "
+            "Pass `frame_rate=` (Hz) to override it."
+        ) from exc
+    if not (np.isfinite(rate) and rate > 0):
+        raise RecordingFormatError(
+            f"{func}(): {source}: {what} is {rate}, but a frame rate must be finite and > 0 "
+            "(0 would give infinite frame times). Pass `frame_rate=` (Hz) to override it."
+        )
+    return rate
+
+
+def check_trace(arr: np.ndarray, *, func: str, source: str, what: str) -> np.ndarray:
+    """Refuse activity that is not real numbers (strings, objects, complex) with a clear error."""
+    if arr.dtype.kind not in "biuf":
+        kind = "complex" if arr.dtype.kind == "c" else "non-numeric"
+        raise RecordingFormatError(
+            f"{func}(): {source}: {what} holds {kind} data (dtype {arr.dtype}), not real numbers, "
+            "so it cannot be activity. Pick another variable with `activity=`, or convert the "
+            "data yourself (e.g. `np.abs`) and build the DataArray."
+        )
+    return arr
 
 
 def build_dataset(
@@ -118,20 +155,39 @@ def bin_spike_times(
     bin_width: float,
     t_start: float | None = None,
     t_stop: float | None = None,
+    budget: ByteBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Count spikes per (bin, unit).
 
     Returns ``(counts, centres)`` with counts of shape ``(n_bins, n_units)`` (float32) and bin
     centres in seconds. Bins are ``[t_start + k * bin_width, t_start + (k + 1) * bin_width)``;
-    ``t_start`` defaults to ``min(0, first spike)`` and ``t_stop`` to the last spike.
+    ``t_start`` defaults to ``min(0, first spike)`` and ``t_stop`` to the last spike. The
+    count matrix is checked against ``budget`` before it is allocated (a spike at 1e12 s asks
+    for petabytes); non-finite spike times or span are refused.
     """
     times = np.asarray(times, dtype=np.float64)
     unit_index = np.asarray(unit_index, dtype=np.int64)
+    func = budget.func if budget is not None else "bin_spike_times"
+    if not np.all(np.isfinite(times)):
+        raise RecordingFormatError(
+            f"{func}(): {budget.source if budget else ''}: {int(np.sum(~np.isfinite(times)))} "
+            "spike times are NaN or infinite; a spike time must be a finite number of seconds."
+        )
     if t_start is None:
         t_start = min(0.0, float(times.min())) if times.size else 0.0
     if t_stop is None:
         t_stop = float(times.max()) if times.size else t_start + bin_width
-    n_bins = max(1, int(np.ceil((t_stop - t_start) / bin_width - 1e-9)))
+    for name, value in (("t_start", t_start), ("t_stop", t_stop)):
+        if not np.isfinite(value):
+            raise ValueError(f"{func}(): `{name}` must be a finite time (s); got {value}.")
+    n_bins_f = np.ceil((t_stop - t_start) / bin_width - 1e-9)
+    if budget is not None:
+        budget.take(
+            int(max(n_bins_f, 1.0)) * max(n_units, 1) * 4,
+            f"the spike counts ({n_bins_f:.3g} bins of {bin_width} s from {t_start} s to "
+            f"{t_stop} s, x {n_units} units)",
+        )
+    n_bins = max(1, int(n_bins_f))
     # a spike exactly at t_stop belongs to the last bin
     k = np.floor((times - t_start) / bin_width).astype(np.int64)
     k[(k == n_bins) & (times <= t_stop)] = n_bins - 1

@@ -30,31 +30,26 @@ from typing import IO, Any
 
 import numpy as np
 
-from netphys.errors import RecordingFormatError, UnsafeFileError
+from netphys.errors import RecordingFormatError, ResourceLimitError, UnsafeFileError
+from netphys.io import _pickle_guard as _guard
+from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget, declared_nbytes
 
 __all__ = ["SafeUnpickler", "load_npy", "safe_loads"]
 
 
-def _numpy_core(name: str) -> Any:
-    """Return ``numpy._core.<name>`` (numpy >= 2) or ``numpy.core.<name>`` (numpy 1.x)."""
-    try:
-        return importlib.import_module(f"numpy._core.{name}")
-    except ImportError:  # pragma: no cover - numpy 1.x
-        return importlib.import_module(f"numpy.core.{name}")
-
-
-_multiarray = _numpy_core("multiarray")
-_numeric = _numpy_core("numeric")
-
-# (module, name) -> object. Resolved here, never by importing what the file names.
+# (module, name) -> object. Resolved here, never by importing what the file names. numpy's own
+# constructors are wrapped (netphys.io._pickle_guard) so that they only build arrays, scalars and
+# dtypes of plain kinds from data of the right size: a pickle calling `numpy.ndarray(shape,
+# dtype('O'), buffer)` (object pointers from raw bytes) or handing `scalar` a forged dtype is
+# refused instead of crashing the interpreter.
 _ALLOWED: dict[tuple[str, str], Any] = {}
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _ALLOWED[(_mod, "_reconstruct")] = _multiarray._reconstruct
-    _ALLOWED[(_mod, "scalar")] = _multiarray.scalar
+    _ALLOWED[(_mod, "_reconstruct")] = _guard.reconstruct
+    _ALLOWED[(_mod, "scalar")] = _guard.scalar
 for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
-    _ALLOWED[(_mod, "_frombuffer")] = _numeric._frombuffer
-_ALLOWED[("numpy", "ndarray")] = np.ndarray
-_ALLOWED[("numpy", "dtype")] = np.dtype
+    _ALLOWED[(_mod, "_frombuffer")] = _guard.frombuffer
+_ALLOWED[("numpy", "ndarray")] = _guard.NDARRAY
+_ALLOWED[("numpy", "dtype")] = _guard.make_dtype
 for _name in (
     "dict",
     "list",
@@ -70,17 +65,15 @@ for _name in (
     "bytearray",
     "slice",
 ):
-    _ALLOWED[("builtins", _name)] = getattr(builtins, _name)
-    _ALLOWED[("__builtin__", _name)] = getattr(builtins, _name)
-_ALLOWED[("collections", "OrderedDict")] = collections.OrderedDict
+    _ALLOWED[("builtins", _name)] = _guard.guarded_builtin(getattr(builtins, _name))
+    _ALLOWED[("__builtin__", _name)] = _ALLOWED[("builtins", _name)]
+_ALLOWED[("collections", "OrderedDict")] = _guard.guarded_builtin(collections.OrderedDict)
 for _name in ("datetime", "date", "time", "timedelta", "timezone"):
-    _ALLOWED[("datetime", _name)] = getattr(datetime, _name)
+    _ALLOWED[("datetime", _name)] = _guard.guarded_builtin(getattr(datetime, _name))
 for _name in ("Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"):
-    _ALLOWED[("pathlib", _name)] = getattr(pathlib, _name)
+    _ALLOWED[("pathlib", _name)] = _guard.guarded_builtin(getattr(pathlib, _name))
 # Python 2 / protocol 2 pickles encode bytes through _codecs.encode(str, "latin1").
-_ALLOWED[("_codecs", "encode")] = __import__("_codecs").encode
-# numpy >= 2 pickles some dtypes through their DType classes (numpy.dtypes.Float64DType, ...).
-_NUMPY_DTYPES_MODULES = ("numpy.dtypes",)
+_ALLOWED[("_codecs", "encode")] = _guard.latin1_encode
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -106,35 +99,65 @@ class SafeUnpickler(pickle.Unpickler):
     {'fs': 10.0}
     """
 
-    def __init__(self, file: IO[bytes], *, source: str = "<bytes>") -> None:
+    def __init__(
+        self,
+        file: IO[bytes],
+        *,
+        source: str = "<bytes>",
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+        budget: ByteBudget | None = None,
+    ) -> None:
         super().__init__(file)
         self._source = source
+        self._budget = budget or ByteBudget(max_bytes, func="load_npy", source=source)
+        self._stream_bytes = _remaining(file)
 
     def find_class(self, module: str, name: str) -> Any:
+        """Return the allow-listed (and wrapped) object for ``module.name``, else refuse."""
         key = (module, name)
         if key in _ALLOWED:
             return _ALLOWED[key]
-        if module in _NUMPY_DTYPES_MODULES and name.endswith("DType"):
-            import numpy.dtypes
-
-            obj = getattr(numpy.dtypes, name, None)
-            if isinstance(obj, type) and issubclass(obj, np.dtype):
-                return obj
         raise UnsafeFileError(
             f"{self._source}: the file's pickle asks for `{module}.{name}`, which netphys refuses "
             "to build (only numpy arrays/dtypes/scalars, dicts, lists, tuples, builtin scalars, "
-            "strings, datetimes and paths are allowed; unpickling anything else could run code). "
-            "If you trust this file, load it yourself with `np.load(path, allow_pickle=True)` "
-            "and pass the arrays to netphys."
+            f"strings, datetimes and paths are allowed; unpickling anything else could run code). {_FIX}"
         )
 
     def persistent_load(self, pid: Any) -> Any:
+        """Refuse persistent ids (they name objects outside the pickle)."""
         raise UnsafeFileError(
             f"{self._source}: the file's pickle uses persistent ids, which netphys refuses."
         )
 
+    def load(self) -> Any:
+        """Unpickle, then check the result (see :func:`netphys.io._pickle_guard.finish`)."""
+        try:
+            obj = super().load()
+            return _guard.finish(obj, self._budget, unique_bytes=self._stream_bytes)
+        except _guard._Refused as exc:
+            raise UnsafeFileError(f"{self._source}: {exc}; netphys refuses it. {_FIX}") from None
+        except RecordingFormatError as exc:
+            if isinstance(exc, ResourceLimitError) or str(exc).startswith(self._source):
+                raise
+            raise RecordingFormatError(f"{self._source}: {exc}.") from None
 
-def safe_loads(data: bytes, *, source: str = "<bytes>") -> Any:
+
+_FIX = (
+    "If you trust this file, load it yourself with `np.load(path, allow_pickle=True)` "
+    "and pass the arrays to netphys."
+)
+
+
+def _remaining(file: IO[bytes]) -> int:
+    try:
+        return len(file.getbuffer()) - file.tell()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def safe_loads(
+    data: bytes, *, source: str = "<bytes>", max_bytes: int | None = DEFAULT_MAX_BYTES
+) -> Any:
     """Unpickle ``data`` with :class:`SafeUnpickler`.
 
     Examples
@@ -143,7 +166,23 @@ def safe_loads(data: bytes, *, source: str = "<bytes>") -> Any:
     >>> safe_loads(pickle.dumps([1, "a", (2.0,)]))
     [1, 'a', (2.0,)]
     """
-    return SafeUnpickler(io.BytesIO(data), source=source).load()
+    return SafeUnpickler(io.BytesIO(data), source=source, max_bytes=max_bytes).load()
+
+
+def _read_limited(fp: IO[bytes], nbytes: int | None, budget: ByteBudget, what: str) -> bytes:
+    """Read ``nbytes`` (None: to the end) in bounded pieces, never allocating ahead of data."""
+    out = bytearray()
+    while nbytes is None or len(out) < nbytes:
+        want = _PIECE if nbytes is None else min(_PIECE, nbytes - len(out))
+        piece = fp.read(want)
+        if not piece:
+            break
+        budget.check(len(out) + len(piece), what)
+        out += piece
+    return bytes(out)
+
+
+_PIECE = 64 * 2**20
 
 
 def _read_header(fp: IO[bytes], source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -161,7 +200,13 @@ def _read_header(fp: IO[bytes], source: str) -> tuple[tuple[int, ...], bool, np.
     raise ValueError(f"unsupported .npy format version {version}")  # pragma: no cover
 
 
-def load_npy(path: str | os.PathLike[str] | IO[bytes], *, source: str | None = None) -> Any:
+def load_npy(
+    path: str | os.PathLike[str] | IO[bytes],
+    *,
+    source: str | None = None,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    budget: ByteBudget | None = None,
+) -> Any:
     """Load a ``.npy`` file; object arrays go through :class:`SafeUnpickler`.
 
     Parameters
@@ -170,6 +215,11 @@ def load_npy(path: str | os.PathLike[str] | IO[bytes], *, source: str | None = N
         The ``.npy`` file.
     source : str, optional
         Name used in error messages (default: ``path``).
+    max_bytes : int or None, default=4 GiB
+        Refuse a file whose header (or pickle) asks for more memory than this, before
+        allocating it. None: no limit.
+    budget : ByteBudget, optional
+        A running budget shared with other reads (overrides ``max_bytes``).
 
     Returns
     -------
@@ -180,7 +230,10 @@ def load_npy(path: str | os.PathLike[str] | IO[bytes], *, source: str | None = N
     Raises
     ------
     UnsafeFileError
-        If the file's pickle names a global outside the allow-list.
+        If the file's pickle names a global outside the allow-list, or builds arrays from raw
+        memory or of forged dtypes.
+    ResourceLimitError
+        If the file asks for more than ``max_bytes``.
     RecordingFormatError
         If the file is not a readable ``.npy`` file (wrong magic, truncated, corrupted).
 
@@ -193,42 +246,66 @@ def load_npy(path: str | os.PathLike[str] | IO[bytes], *, source: str | None = N
     30.0
     """
     name = source if source is not None else str(getattr(path, "name", path))
+    budget = budget or ByteBudget(max_bytes, func="load_npy", source=name)
     own = not hasattr(path, "read")
     fp: IO[bytes] = open(path, "rb") if own else path  # type: ignore[arg-type,assignment]  # noqa: SIM115
     try:
         try:
             shape, fortran, dtype = _read_header(fp, name)
+            if not dtype.hasobject:
+                dtype = _guard.rebuild_dtype(dtype)
+        except _guard._Refused as exc:
+            raise UnsafeFileError(f"load_npy(): {name}: {exc}. {_FIX}") from None
         except (ValueError, OSError, EOFError, SyntaxError) as exc:
             raise RecordingFormatError(
                 f"load_npy(): {name} is not a readable .npy file ({exc}). "
                 "Check that the file is complete (not truncated) and really an np.save output."
             ) from exc
         if not dtype.hasobject:
-            count = int(np.prod(shape, dtype=np.int64))
-            raw = fp.read(count * dtype.itemsize)
-            if len(raw) != count * dtype.itemsize:
-                raise RecordingFormatError(
-                    f"load_npy(): {name} is truncated: the header promises shape {shape} of "
-                    f"{dtype} ({count * dtype.itemsize} bytes) but only {len(raw)} bytes follow. "
-                    "Copy the file again from its source."
-                )
-            arr = np.frombuffer(raw, dtype=dtype, count=count).copy()
-            return arr.reshape(shape, order="F") if fortran else arr.reshape(shape)
-        try:
-            arr = SafeUnpickler(fp, source=name).load()
-        except UnsafeFileError:
-            raise
-        except Exception as exc:
-            raise RecordingFormatError(
-                f"load_npy(): {name} holds an object array that could not be unpickled "
-                f"({type(exc).__name__}: {exc}). The file may be truncated or corrupted."
-            ) from exc
-        if not isinstance(arr, np.ndarray):
-            raise RecordingFormatError(
-                f"load_npy(): {name} should hold a pickled numpy array after its header; "
-                f"got {type(arr).__name__}."
-            )
-        return arr
+            return _read_plain(fp, name, shape, fortran, dtype, budget)
+        return _read_object(fp, name, budget)
     finally:
         if own:
             fp.close()
+
+
+def _read_plain(
+    fp: IO[bytes],
+    name: str,
+    shape: tuple[int, ...],
+    fortran: bool,
+    dtype: np.dtype,
+    budget: ByteBudget,
+) -> np.ndarray:
+    nbytes = declared_nbytes(shape, dtype.itemsize)
+    budget.take(nbytes, f"the array (shape {shape}, {dtype})")
+    raw = _read_limited(fp, nbytes, budget, "the array")
+    if len(raw) != nbytes:
+        raise RecordingFormatError(
+            f"load_npy(): {name} is truncated: the header promises shape {shape} of "
+            f"{dtype} ({nbytes} bytes) but only {len(raw)} bytes follow. "
+            "Copy the file again from its source."
+        )
+    arr = np.frombuffer(raw, dtype=dtype).copy()
+    return arr.reshape(shape, order="F") if fortran else arr.reshape(shape)
+
+
+def _read_object(fp: IO[bytes], name: str, budget: ByteBudget) -> np.ndarray:
+    data = _read_limited(fp, None, budget, "the pickled object array")
+    try:
+        arr = SafeUnpickler(io.BytesIO(data), source=name, budget=budget).load()
+    except UnsafeFileError:
+        raise
+    except RecordingFormatError as exc:
+        raise RecordingFormatError(f"load_npy(): {exc}") from None
+    except Exception as exc:
+        raise RecordingFormatError(
+            f"load_npy(): {name} holds an object array that could not be unpickled "
+            f"({type(exc).__name__}: {exc}). The file may be truncated or corrupted."
+        ) from exc
+    if not isinstance(arr, np.ndarray):
+        raise RecordingFormatError(
+            f"load_npy(): {name} should hold a pickled numpy array after its header; "
+            f"got {type(arr).__name__}."
+        )
+    return arr

@@ -49,12 +49,30 @@ def _model_recording(path: Path, layers: Any = None) -> xr.Dataset:
     return ds
 
 
-def _call(reader: Any, path: Path, kwargs: dict[str, Any]) -> xr.Dataset:
-    params = inspect.signature(reader).parameters
-    return reader(path, **{k: v for k, v in kwargs.items() if k in params})
+def _accepted(reader: Any) -> list[str]:
+    params = inspect.signature(reader).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def open_dataset(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
+def _check_options(name: str, accepted: list[str], kwargs: dict[str, Any], strict: bool) -> dict[str, Any]:
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown and strict:
+        raise TypeError(
+            f"open_dataset(): the file is read by {name}(), which does not take "
+            f"{', '.join(f'`{k}`' for k in unknown)}; it accepts {', '.join(accepted)}. Drop "
+            "the option, or pass `strict=False` when one set of options serves several formats."
+        )
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def _call(reader: Any, path: Path, kwargs: dict[str, Any], strict: bool) -> xr.Dataset:
+    options = _check_options(reader.__name__, _accepted(reader), kwargs, strict)
+    return reader(path, **options)  # type: ignore[no-any-return]
+
+
+def open_dataset(
+    path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any
+) -> xr.Dataset:
     """Open a recording of any supported format as a (time, unit) Dataset.
 
     Dispatches on what it finds: a ``*.zarr`` directory (or one holding ``zarr.json``) is a
@@ -68,11 +86,13 @@ def open_dataset(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
     ----------
     path : str or path-like
         File or directory.
+    strict : bool, default=True
+        Refuse options the chosen reader does not take (a :class:`TypeError` naming the
+        option, the reader and what it accepts). ``strict=False`` drops them instead, so one
+        set of options can serve several formats (``bin_width`` only matters for spike times).
     **kwargs
-        Passed on to the reader (e.g. ``activity=``, ``bin_width=``, ``frame_rate=``, or
-        ``layers=`` for a model recording). Options the chosen reader does not take are
-        ignored, so one set of options can serve several formats (``bin_width`` only matters
-        for spike times).
+        Passed on to the reader (e.g. ``activity=``, ``bin_width=``, ``frame_rate=``,
+        ``max_bytes=``, ``trusted=``, or ``layers=`` for a model recording).
 
     Returns
     -------
@@ -87,6 +107,8 @@ def open_dataset(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
         If ``path`` does not exist.
     RecordingFormatError
         If ``path`` is none of the supported formats (the message lists what was looked for).
+    TypeError
+        If ``strict`` and an option is not one the chosen reader takes.
 
     Examples
     --------
@@ -102,11 +124,12 @@ def open_dataset(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
         raise FileNotFoundError(f"{func}(): `path` {str(p)!r} does not exist.")
     if p.is_dir():
         if p.suffix == ".zarr" or (p / "zarr.json").is_file() or (p / ".zgroup").is_file():
-            return _model_recording(p, kwargs.get("layers"))
+            options = _check_options("open_recording", ["layers"], kwargs, strict)
+            return _model_recording(p, options.get("layers"))
         from netphys.io.suite2p import is_suite2p_folder, read_suite2p
 
         if is_suite2p_folder(p):
-            return _call(read_suite2p, p, kwargs)
+            return _call(read_suite2p, p, kwargs, strict)
         raise RecordingFormatError(
             f"{func}(): the directory {p} is neither a netphys recording (*.zarr with zarr.json) "
             "nor a suite2p output (F.npy in it, in plane*/ or in suite2p/plane*/)."
@@ -115,15 +138,15 @@ def open_dataset(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
     if kind == "npz":
         from netphys.io.npz import read_npz
 
-        return _call(read_npz, p, kwargs)
+        return _call(read_npz, p, kwargs, strict)
     if kind == "mat":
         from netphys.io.matlab import read_stringer_mat
 
-        return _call(read_stringer_mat, p, kwargs)
+        return _call(read_stringer_mat, p, kwargs, strict)
     if kind == "nwb":
         from netphys.io.nwb import read_nwb
 
-        return _call(read_nwb, p, kwargs)
+        return _call(read_nwb, p, kwargs, strict)
     raise RecordingFormatError(
         f"{func}(): {p} is not a recognised recording: looked for a zip (.npz), a MATLAB .mat "
         "header and an HDF5 (NWB) signature in its first bytes, and found none. Supported: "

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,16 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from netphys.errors import NetphysWarning, RecordingFormatError
+from netphys._validation import check_positive_float
+from netphys.errors import NetphysWarning, RecordingFormatError, ResourceLimitError
 from netphys.io._common import build_dataset, choose_activity
+from netphys.io._guard import (
+    DEFAULT_MAX_BYTES,
+    ByteBudget,
+    check_hdf5_confined,
+    check_hdf5_dataset,
+    declared_nbytes,
+)
 
 __all__ = ["read_stringer_mat"]
 
@@ -29,37 +40,119 @@ _NEURONS_BY_TIME = {
 _RATE_KEYS = ("VIDEOfs", "fs", "frame_rate", "framerate", "Fs")
 
 
-def _load_v73(path: str) -> dict[str, Any]:
-    """Read a v7.3 (HDF5) .mat: datasets transposed back to MATLAB order, structs as dicts."""
+# top-level variables the reader looks at; nothing else is read
+_WANTED = (*_NEURONS_BY_TIME, *_RATE_KEYS, "stim", "db", "med", "stat", "beh", "SONG", "SONGfs")
+_MI_COMPRESSED, _MI_MATRIX = 15, 14
 
-    def read(obj: Any) -> Any:
+
+class _LazyGroup(Mapping[str, Any]):
+    """A v7.3 (HDF5) .mat group read on access: datasets in MATLAB order, groups as mappings.
+
+    Only the datasets the reader asks for are read (each checked against the budget first),
+    so a file full of unused variables costs nothing.
+    """
+
+    def __init__(self, group: h5py.Group, budget: ByteBudget) -> None:
+        self._group = group
+        self._budget = budget
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._cache:
+            return self._cache[key]
+        if key.startswith("#") or key not in self._group:
+            raise KeyError(key)
+        obj = self._group[key]
         if isinstance(obj, h5py.Group):
-            return {k: read(obj[k]) for k in obj if not k.startswith("#")}
-        arr = obj[()]
-        if isinstance(arr, np.ndarray) and arr.ndim >= 2:
-            arr = arr.T
-        if isinstance(arr, np.ndarray) and arr.size == 1 and arr.dtype.kind in "biuf":
-            return arr.reshape(()).item()
-        return arr
+            value: Any = _LazyGroup(obj, self._budget)
+        else:
+            check_hdf5_dataset(obj, self._budget, f"variable {key!r}")
+            value = obj[()]
+            if isinstance(value, np.ndarray) and value.ndim >= 2:
+                value = value.T
+            if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
+                value = value.reshape(()).item()
+        self._cache[key] = value
+        return value
 
-    with h5py.File(path, "r") as f:
-        return {k: read(f[k]) for k in f if not k.startswith("#")}
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._group if not k.startswith("#"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def close(self) -> None:
+        """Close the file (a no-op for sub-groups' parents already closed)."""
+        if isinstance(self._group, h5py.File):
+            self._group.close()
 
 
-def _load(path: str) -> dict[str, Any]:
+def _v5_declared_sizes(path: str) -> dict[str, int]:
+    """Bytes each top-level variable of a v5 .mat declares, read from element headers only.
+
+    A compressed variable (``miCOMPRESSED``) is inflated just far enough to read its inner
+    ``miMATRIX`` tag, dims and name, so a zip bomb is measured without being expanded.
+    """
+    out: dict[str, int] = {}
+    with open(path, "rb") as fp:
+        endian = "<" if fp.read(128)[126:128] == b"IM" else ">"
+        while True:
+            tag = fp.read(8)
+            if len(tag) < 8:
+                return out
+            mdtype, nbytes = struct.unpack(endian + "II", tag)
+            start = fp.tell()
+            if mdtype == _MI_COMPRESSED:
+                head = zlib.decompressobj().decompress(fp.read(min(nbytes, 65536)), 512)
+            else:
+                head = tag + fp.read(min(nbytes, 512))
+            name, declared = _v5_matrix_header(head, endian)
+            if mdtype != _MI_COMPRESSED:
+                declared = max(declared, nbytes + 8)
+            if name is not None:
+                out[name] = out.get(name, 0) + declared
+            fp.seek(start + nbytes)
+
+
+def _v5_subelement(head: bytes, pos: int, endian: str) -> tuple[bytes, int]:
+    """Data of the subelement at ``pos`` (small or normal format) and the next position."""
+    first = struct.unpack(endian + "I", head[pos : pos + 4])[0]
+    if first >> 16:  # small data element: size in the upper 16 bits, data in 4 bytes
+        n = first >> 16
+        return head[pos + 4 : pos + 4 + n], pos + 8
+    n = struct.unpack(endian + "I", head[pos + 4 : pos + 8])[0]
+    return head[pos + 8 : pos + 8 + n], pos + 8 + n + (-n % 8)
+
+
+def _v5_matrix_header(head: bytes, endian: str) -> tuple[str | None, int]:
+    """Name and declared size (element size, or dims x 8 bytes if larger) of a miMATRIX."""
+    if len(head) < 40:
+        return None, 0
+    mdtype, nbytes = struct.unpack(endian + "II", head[:8])
+    if mdtype != _MI_MATRIX:
+        return None, 0
+    dims_raw, pos = _v5_subelement(head, 8 + 16, endian)  # after the array flags subelement
+    name_raw, _ = _v5_subelement(head, pos, endian)
+    dims = np.frombuffer(dims_raw[: len(dims_raw) // 4 * 4], dtype=endian + "i4")
+    elements = declared_nbytes([max(int(d), 0) for d in dims], 8)
+    return name_raw.decode("latin1", "replace"), max(nbytes + 8, elements)
+
+
+def _load(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
     import scipy.io
 
     func = "read_stringer_mat"
     try:
-        return scipy.io.loadmat(path, squeeze_me=True, simplify_cells=True)
+        sizes = _v5_declared_sizes(path)
+        names = [k for k in sizes if k in _WANTED]
+        budget.take(sum(sizes[k] for k in names), f"the variables {names} (declared sizes)")
+        mat = scipy.io.loadmat(path, squeeze_me=True, simplify_cells=True, variable_names=names)
+        mat["__variables__"] = list(sizes)  # every variable's name, for error messages
+        return mat  # type: ignore[no-any-return]
     except NotImplementedError:  # MATLAB v7.3 = HDF5
-        try:
-            return _load_v73(path)
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise RecordingFormatError(
-                f"{func}(): {path} looks like a MATLAB v7.3 (HDF5) file but could not be read "
-                f"({type(exc).__name__}: {exc}). It may be truncated or corrupted."
-            ) from exc
+        return _load_v73(path, budget, trusted)
+    except ResourceLimitError:
+        raise
     except Exception as exc:  # scipy raises many types on damaged files
         raise RecordingFormatError(
             f"{func}(): {path} is not a readable MATLAB .mat file ({type(exc).__name__}: {exc}). "
@@ -67,9 +160,26 @@ def _load(path: str) -> dict[str, Any]:
         ) from exc
 
 
+def _load_v73(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
+    func = "read_stringer_mat"
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise RecordingFormatError(
+            f"{func}(): {path} looks like a MATLAB v7.3 (HDF5) file but could not be read "
+            f"({type(exc).__name__}: {exc}). It may be truncated or corrupted."
+        ) from exc
+    try:
+        check_hdf5_confined(f, func=func, source=path, trusted=trusted)
+    except BaseException:
+        f.close()
+        raise
+    return _LazyGroup(f, budget)
+
+
 def _get(d: Any, *keys: str) -> Any:
     for k in keys:
-        if not isinstance(d, dict) or k not in d:
+        if not isinstance(d, Mapping) or k not in d:
             return None
         d = d[k]
     return d
@@ -88,6 +198,8 @@ def read_stringer_mat(
     *,
     activity: str | None = None,
     frame_rate: float | None = None,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    trusted: bool = False,
 ) -> xr.Dataset:
     """Read a Stringer-lab (or similar) ``.mat`` recording into the (time, unit) schema.
 
@@ -102,6 +214,12 @@ def read_stringer_mat(
         Frame rate (Hz). Default: from ``VIDEOfs``/``fs``/``frame_rate`` in the file (or
         ``db.fs``); the Stringer 2019 files do not store it, so pass it for them (about 3 Hz
         per plane in that paper) or get frame indices as times with a warning.
+    max_bytes : int or None, default=4 GiB
+        Most bytes the reader may allocate, checked against the declared sizes of the
+        variables it reads (only those it uses are read) before reading them. None: no limit.
+    trusted : bool, default=False
+        For v7.3 (HDF5) files: follow external links, external storage and virtual datasets,
+        which read other files on the machine. Refused by default.
 
     Returns
     -------
@@ -122,6 +240,10 @@ def read_stringer_mat(
     ------
     RecordingFormatError
         If the file is unreadable or has none of the recognised neural keys.
+    UnsafeFileError
+        If a v7.3 file reads other files and ``trusted`` is False.
+    ResourceLimitError
+        If the variables read declare more than ``max_bytes``.
 
     Warns
     -----
@@ -142,7 +264,28 @@ def read_stringer_mat(
     name = os.fspath(path)
     if not Path(name).is_file():
         raise FileNotFoundError(f"{func}(): `path` {name!r} is not a file.")
-    mat = _load(name)
+    if frame_rate is not None:
+        frame_rate = check_positive_float(frame_rate, func=func, name="frame_rate")
+    mat = _load(name, ByteBudget(max_bytes, func=func, source=name), trusted)
+    try:
+        ds = _neural(mat, name, activity=activity, frame_rate=frame_rate)
+        n_time, n_unit = ds.sizes["time"], ds.sizes["unit"]
+        return _song(_stimulus(_behaviour(ds, mat, n_time), mat, n_unit), mat)
+    except (OSError, KeyError, RuntimeError) as exc:  # h5py on a damaged v7.3 file
+        raise RecordingFormatError(
+            f"{func}(): {name}: could not read the file ({type(exc).__name__}: {exc}). It may "
+            "be truncated or corrupted."
+        ) from exc
+    finally:
+        if isinstance(mat, _LazyGroup):
+            mat.close()
+
+
+def _neural(
+    mat: Mapping[str, Any], name: str, *, activity: str | None, frame_rate: float | None
+) -> xr.Dataset:
+    """Traces, frame times and unit coords (the reader schema without extras)."""
+    func = "read_stringer_mat"
     traces: dict[str, np.ndarray] = {}
     for key, kind in _NEURONS_BY_TIME.items():
         if kind in traces or key not in mat:
@@ -154,7 +297,7 @@ def read_stringer_mat(
     if "spks" not in traces and spont is not None and np.ndim(spont) == 2:
         traces["spks"] = np.asarray(spont, dtype=np.float32)  # already time x neurons
     if not traces:
-        keys = sorted(k for k in mat if not k.startswith("__"))
+        keys = sorted(mat.get("__variables__") or (k for k in mat if not k.startswith("__")))
         raise RecordingFormatError(
             f"{func}(): {name} has no recognisable neural activity: looked for a 2-D neurons x "
             f"time matrix under {list(_NEURONS_BY_TIME)} or time x neurons under stim.spont; the "
@@ -178,7 +321,7 @@ def read_stringer_mat(
             f"{func}(): {name} stores no frame rate (looked for {list(_RATE_KEYS)} and db.fs); "
             "`frame_time` is the frame index. Pass `frame_rate=` (Hz) to get seconds.",
             NetphysWarning,
-            stacklevel=2,
+            stacklevel=4,
         )
         frame_rate, known = 1.0, False
     coords: dict[str, np.ndarray] = {"unit_id": np.arange(n_unit, dtype=np.int64)}
@@ -198,7 +341,7 @@ def read_stringer_mat(
     chosen = choose_activity(
         list(traces), activity, preference=("spks", "F"), func=func, source=name
     )
-    ds = build_dataset(
+    return build_dataset(
         traces,
         activity=chosen,
         frame_time=np.arange(n_time) / float(frame_rate),
@@ -210,6 +353,9 @@ def read_stringer_mat(
             "frame_rate_known": known,
         },
     )
+
+
+def _behaviour(ds: xr.Dataset, mat: Mapping[str, Any], n_time: int) -> xr.Dataset:
     beh_cols, beh_names = [], []
     for label, value in (
         ("runSpeed", _get(mat, "beh", "runSpeed")),
@@ -229,12 +375,20 @@ def read_stringer_mat(
     if beh_cols:
         ds["behaviour"] = xr.Variable(("time", "behaviour_var"), np.stack(beh_cols, axis=1))
         ds = ds.assign_coords(behaviour_var=("behaviour_var", beh_names))
+    return ds
+
+
+def _stimulus(ds: xr.Dataset, mat: Mapping[str, Any], n_unit: int) -> xr.Dataset:
     resp = _get(mat, "stim", "resp")
     if resp is not None and np.ndim(resp) == 2 and np.shape(resp)[1] == n_unit:
         ds["stim_resp"] = xr.Variable(("stimulus", "unit"), np.asarray(resp, dtype=np.float32))
         istim = _get(mat, "stim", "istim")
         if istim is not None and np.shape(istim) == (np.shape(resp)[0],):
             ds = ds.assign_coords(istim=("stimulus", np.asarray(istim)))
+    return ds
+
+
+def _song(ds: xr.Dataset, mat: Mapping[str, Any]) -> xr.Dataset:
     if "SONG" in mat and np.ndim(mat["SONG"]) == 2:
         song = np.asarray(mat["SONG"], dtype=np.float32).T  # stored frequency x time
         song_fs = _as_rate(mat.get("SONGfs"))

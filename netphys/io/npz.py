@@ -11,13 +11,17 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from netphys._validation import check_positive_float
 from netphys.errors import RecordingFormatError, UnsafeFileError
 from netphys.io._common import (
     bin_spike_times,
     build_dataset,
+    check_file_rate,
+    check_trace,
     choose_activity,
     frame_rate_from_times,
 )
+from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget
 from netphys.io._safe_pickle import load_npy
 
 __all__ = ["read_npz"]
@@ -36,16 +40,21 @@ _SPIKE_TIME_KEYS = ("spike_times", "spikes_times", "times")
 _SPIKE_UNIT_KEYS = ("spike_clusters", "spike_units", "clusters")
 
 
-def _load_npz(path: str) -> dict[str, Any]:
+def _load_npz(path: str, budget: ByteBudget) -> dict[str, Any]:
     func = "read_npz"
     out: dict[str, Any] = {}
     try:
         with zipfile.ZipFile(path) as zf:
-            for member in zf.namelist():
-                if not member.endswith(".npy"):
-                    continue
-                with zf.open(member) as fp:
-                    out[member[:-4]] = load_npy(fp, source=f"{path}::{member}")
+            members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+            # a zip bomb declares what it expands to: check before decompressing anything
+            budget.check(
+                sum(i.file_size for i in members),
+                f"the {len(members)} .npy members (declared uncompressed sizes)",
+            )
+            for info in members:
+                with zf.open(info) as fp:
+                    source = f"{path}::{info.filename}"
+                    out[info.filename[:-4]] = load_npy(fp, source=source, budget=budget)
     except (RecordingFormatError, UnsafeFileError):
         raise
     except (
@@ -72,6 +81,7 @@ def read_npz(
     bin_width: float = 0.05,
     t_start: float | None = None,
     t_stop: float | None = None,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> xr.Dataset:
     """Read an ``.npz`` recording into the (time, unit) reader schema.
 
@@ -94,6 +104,9 @@ def read_npz(
         Bin width (s) for spike times.
     t_start, t_stop : float, optional
         Binned span (s); default ``min(0, first spike)`` to the last spike.
+    max_bytes : int or None, default=4 GiB
+        Most bytes the reader may allocate (declared zip member sizes, arrays, spike-count
+        bins), checked before allocating. None: no limit.
 
     Returns
     -------
@@ -110,6 +123,8 @@ def read_npz(
         If the file is unreadable or holds none of the recognised keys.
     UnsafeFileError
         If an object member's pickle asks for anything outside the allow-list.
+    ResourceLimitError
+        If the file asks for more than ``max_bytes`` (a zip bomb, a spike at 1e12 s).
 
     Examples
     --------
@@ -127,7 +142,10 @@ def read_npz(
         raise FileNotFoundError(f"{func}(): `path` {name!r} is not a file.")
     if not (isinstance(bin_width, (int, float)) and bin_width > 0):
         raise ValueError(f"{func}(): `bin_width` must be a positive number (s); got {bin_width!r}.")
-    d = _load_npz(name)
+    if frame_rate is not None:
+        frame_rate = check_positive_float(frame_rate, func=func, name="frame_rate")
+    budget = ByteBudget(max_bytes, func=func, source=name)
+    d = _load_npz(name, budget)
     t_key = next((k for k in _SPIKE_TIME_KEYS if k in d), None)
     u_key = next((k for k in _SPIKE_UNIT_KEYS if k in d), None)
     traces: dict[str, np.ndarray] = {}
@@ -151,7 +169,7 @@ def read_npz(
                 break
         fs = frame_rate
         if fs is None and "fs" in d:
-            fs = float(np.asarray(d["fs"]).reshape(-1)[0])
+            fs = check_file_rate(d["fs"], func=func, source=name, what="`fs`")
         if times is None:
             if fs is None:
                 raise RecordingFormatError(
@@ -172,7 +190,9 @@ def read_npz(
                     )
         preference: tuple[str, ...] = ("spks", "dff", "F", "neuropil")
     elif t_key is not None and u_key is not None:
-        spike_t = np.asarray(d[t_key], dtype=np.float64).reshape(-1)
+        what = f"`{t_key}`"
+        spike_t = check_trace(np.asarray(d[t_key]), func=func, source=name, what=what)
+        spike_t = spike_t.astype(np.float64).reshape(-1)
         spike_u = np.asarray(d[u_key]).reshape(-1)
         if spike_t.shape != spike_u.shape:
             raise RecordingFormatError(
@@ -181,7 +201,13 @@ def read_npz(
             )
         ids, index = np.unique(spike_u, return_inverse=True)
         counts, times = bin_spike_times(
-            spike_t, index, len(ids), bin_width=bin_width, t_start=t_start, t_stop=t_stop
+            spike_t,
+            index,
+            len(ids),
+            bin_width=bin_width,
+            t_start=t_start,
+            t_stop=t_stop,
+            budget=budget,
         )
         traces = {"counts": counts}
         coords["unit_id"] = ids.astype(np.int64)

@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from netphys.errors import RecordingFormatError
-from netphys.io import read_nwb, read_suite2p, to_nwb
+from netphys.io import read_nwb, read_suite2p, write_nwb
 
 pynwb = pytest.importorskip("pynwb")
 
@@ -283,7 +283,7 @@ def _model_activity(rng, n_time=50, n_units=6, irregular=False):
 @pytest.mark.parametrize("irregular", [False, True])
 def test_round_trip_and_pynwb_validation(tmp_path, rng, irregular):
     act = _model_activity(rng, irregular=irregular)
-    path = to_nwb(act, tmp_path / "model.nwb")
+    path = write_nwb(act, tmp_path / "model.nwb")
     with pynwb.NWBHDF5IO(str(path), "r") as io:
         nwbf = io.read()
         ps = nwbf.processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
@@ -305,14 +305,14 @@ def test_round_trip_and_pynwb_validation(tmp_path, rng, irregular):
     np.testing.assert_array_equal(back.interval_label[rows.values], act.label)
     np.testing.assert_array_equal(back.interval_condition[rows.values], act.condition)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.nwb"]  # no temp file left
-    with pytest.raises(FileExistsError, match=r"to_nwb\(\).*overwrite=True"):
-        to_nwb(act, path)
+    with pytest.raises(FileExistsError, match=r"write_nwb\(\).*overwrite=True"):
+        write_nwb(act, path)
 
 
 def test_round_trip_calcium_dataset(tmp_path, rng):
     from netphys.population._calcium import simulate_calcium
 
     cal = simulate_calcium(_model_activity(rng, n_time=100), tau=0.5, rng=rng)
-    back = read_nwb(to_nwb(cal, tmp_path / "cal.nwb"))
+    back = read_nwb(write_nwb(cal, tmp_path / "cal.nwb"))
     for name in ("F", "neuropil", "spks", "activity"):
         np.testing.assert_array_equal(back[name], cal[name])

@@ -41,10 +41,17 @@ def test_dispatch_ignores_file_names(tmp_path, shared_data):
     assert open_dataset(tmp_path / "neural.dat").attrs["format"] == "mat"
 
 
-def test_options_a_reader_does_not_take_are_ignored(shared_data):
+def test_options_a_reader_does_not_take_are_refused_unless_not_strict(shared_data):
     folder = os.path.join(shared_data, "suite2p_pynapple_a0662", "suite2p")
-    ds = open_dataset(folder, bin_width=0.1, activity="F")
+    with pytest.raises(
+        TypeError, match=r"read_suite2p\(\), which does not take `bin_width`.*accepts activity"
+    ):
+        open_dataset(folder, bin_width=0.1, activity="F")
+    ds = open_dataset(folder, bin_width=0.1, activity="F", strict=False)
     assert ds.attrs["activity_variable"] == "F"
+    mat = os.path.join(shared_data, "songbird_hvc_mackevicius", "MackeviciusData.mat")
+    with pytest.raises(TypeError, match=r"read_stringer_mat\(\).*`swap_xy`"):
+        open_dataset(mat, swap_xy=True)
 
 
 def test_unknown_inputs(tmp_path):
@@ -108,16 +115,16 @@ def test_model_recording(tmp_path, rng):
 
 
 def test_writers_accept_a_recording_tree(tmp_path, rng):
-    from netphys.io import open_recording, read_nwb, read_suite2p, to_nwb, to_suite2p
+    from netphys.io import open_recording, read_nwb, read_suite2p, write_nwb, write_suite2p
 
     path = tmp_path / "rec.zarr"
     act, coords = _write_model_recording(path, rng)
     tree = open_recording(path)
-    back = read_suite2p(to_suite2p(tree, tmp_path / "s2p"))
+    back = read_suite2p(write_suite2p(tree, tmp_path / "s2p"))
     np.testing.assert_array_equal(back.activity, act)
     np.testing.assert_array_equal(back.pos_x, coords["pos_x"])
     assert back.attrs["frame_rate"] == 30.0
     pytest.importorskip("pynwb")
-    back = read_nwb(to_nwb(tree, tmp_path / "rec.nwb"))
+    back = read_nwb(write_nwb(tree, tmp_path / "rec.nwb"))
     np.testing.assert_array_equal(back.activity, act)
     np.testing.assert_array_equal(back.unit_id, coords["unit_id"])

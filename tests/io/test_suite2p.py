@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netphys.errors import RecordingFormatError
-from netphys.io import read_suite2p, to_suite2p
+from netphys.io import read_suite2p, write_suite2p
 from netphys.population._calcium import simulate_calcium
 
 
@@ -159,7 +159,7 @@ def test_truncated_real_files(tmp_path, real_folder):
 def test_round_trip_model_recording(tmp_path, rng):
     act = _model_activity(rng)
     act_in = act.copy(deep=True)
-    plane = to_suite2p(act, tmp_path / "out")
+    plane = write_suite2p(act, tmp_path / "out")
     xr.testing.assert_identical(act, act_in)  # input untouched
     assert plane == tmp_path / "out" / "plane0"
     back = read_suite2p(tmp_path / "out")
@@ -175,7 +175,7 @@ def test_round_trip_model_recording(tmp_path, rng):
 
 def test_written_folder_is_what_the_guis_load(tmp_path, rng):
     act = _model_activity(rng, n_units=5)
-    plane = to_suite2p(act, tmp_path)
+    plane = write_suite2p(act, tmp_path)
     # the suite2p/rastermap GUIs use plain np.load(allow_pickle=True) on these files
     ops = np.load(plane / "ops.npy", allow_pickle=True).item()
     stat = np.load(plane / "stat.npy", allow_pickle=True)
@@ -216,10 +216,10 @@ def test_written_folder_is_what_the_guis_load(tmp_path, rng):
 
 def test_writer_refuses_existing_and_overwrites(tmp_path, rng):
     act = _model_activity(rng)
-    to_suite2p(act, tmp_path)
-    with pytest.raises(FileExistsError, match=r"to_suite2p\(\).*overwrite=True"):
-        to_suite2p(act, tmp_path)
-    to_suite2p(act * 2, tmp_path, overwrite=True)
+    write_suite2p(act, tmp_path)
+    with pytest.raises(FileExistsError, match=r"write_suite2p\(\).*overwrite=True"):
+        write_suite2p(act, tmp_path)
+    write_suite2p(act * 2, tmp_path, overwrite=True)
     np.testing.assert_allclose(read_suite2p(tmp_path).activity, act * 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plane0"]  # no temp folder left
 
@@ -227,12 +227,12 @@ def test_writer_refuses_existing_and_overwrites(tmp_path, rng):
 def test_writer_needs_frame_rate_and_right_input(tmp_path):
     bare = xr.DataArray(np.zeros((4, 2)), dims=("time", "unit"))
     with pytest.raises(
-        ValueError, match=r"to_suite2p\(\): cannot tell the frame rate.*frame_rate="
+        ValueError, match=r"write_suite2p\(\): cannot tell the frame rate.*frame_rate="
     ):
-        to_suite2p(bare, tmp_path)
-    with pytest.raises(TypeError, match=r"to_suite2p\(\): `recording` must be"):
-        to_suite2p(np.zeros((4, 2)), tmp_path)
-    plane = to_suite2p(bare, tmp_path, frame_rate=2.0)  # no positions: laid out on a grid
+        write_suite2p(bare, tmp_path)
+    with pytest.raises(TypeError, match=r"write_suite2p\(\): `recording` must be"):
+        write_suite2p(np.zeros((4, 2)), tmp_path)
+    plane = write_suite2p(bare, tmp_path, frame_rate=2.0)  # no positions: laid out on a grid
     back = read_suite2p(plane)
     np.testing.assert_array_equal(back.pos_x, [0, 1])
 
@@ -240,7 +240,7 @@ def test_writer_needs_frame_rate_and_right_input(tmp_path):
 def test_round_trip_calcium_dataset(tmp_path, rng):
     act = _model_activity(rng, n_time=200)
     cal = simulate_calcium(act, tau="GCaMP6f", rng=rng)
-    to_suite2p(cal, tmp_path)
+    write_suite2p(cal, tmp_path)
     back = read_suite2p(tmp_path)
     for name in ("F", "neuropil", "spks", "activity"):
         np.testing.assert_array_equal(back[name], cal[name])
@@ -267,7 +267,7 @@ def test_round_trip_property(tmp_path_factory, n_time, n_units, scale, seed):
         attrs={"frame_rate": 30.0},
     )
     folder = tmp_path_factory.mktemp("prop")
-    back = read_suite2p(to_suite2p(act, folder))
+    back = read_suite2p(write_suite2p(act, folder))
     np.testing.assert_array_equal(back.activity, act)
     np.testing.assert_array_equal(back.pos_x, act.pos_x)
     np.testing.assert_array_equal(back.pos_y, act.pos_y)
