@@ -201,24 +201,24 @@ def check_hdf5_confined(f: Any, *, func: str, source: str, trusted: bool = False
     )
     group_keys: dict[str, Any] = {"": _object_key(f)}
     problems: list[str] = []
+    cycles: list[str] = []
 
-    def visit(name: str) -> None:
+    def visit(name: str) -> bool | None:
+        # never raise in here: h5py's iteration does not survive a Python exception
         link = f.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             problems.append(f"{name} is an external link to {link.filename}:{link.path}")
-            return
+            return None
         if not isinstance(link, h5py.HardLink):
-            return  # soft links point inside this file and are seen as their targets
+            return None  # soft links point inside this file and are seen as their targets
         obj = f[name]
         if isinstance(obj, h5py.Group):
             key = _object_key(obj)
             parts = name.split("/")
             ancestors = ["/".join(parts[:i]) for i in range(len(parts))]
             if any(group_keys.get(a) == key for a in ancestors):
-                raise RecordingFormatError(
-                    f"{func}(): {source}: the group /{name} is a hard link to one of its own "
-                    "ancestors (a link cycle). The file is damaged or forged."
-                )
+                cycles.append(name)
+                return True  # stop visiting
             group_keys[name] = key
         elif isinstance(obj, h5py.Dataset):
             if obj.external:
@@ -226,8 +226,14 @@ def check_hdf5_confined(f: Any, *, func: str, source: str, trusted: bool = False
             elif obj.is_virtual:
                 sources = sorted({s.file_name for s in obj.virtual_sources()})
                 problems.append(f"dataset /{name} is virtual (reads from {sources})")
+        return None
 
     f.visit_links(visit)
+    if cycles:
+        raise RecordingFormatError(
+            f"{func}(): {source}: the group /{cycles[0]} is a hard link to one of its own "
+            "ancestors (a link cycle). The file is damaged or forged."
+        )
     if problems and not trusted:
         raise UnsafeFileError(f"{func}(): {source}: {problems[0]}. {fix}")
 

@@ -67,7 +67,9 @@ def series_time(group: h5py.Group, n: int, budget: ByteBudget) -> np.ndarray:
     if "starting_time" in group:
         st = group["starting_time"]
         what = f"the rate of {group.name}/starting_time"
-        rate = check_file_rate(st.attrs.get("rate"), func=budget.func, source=budget.source, what=what)
+        rate = check_file_rate(
+            st.attrs.get("rate"), func=budget.func, source=budget.source, what=what
+        )
         return float(st[()]) + np.arange(n) / rate
     raise RecordingFormatError(
         f"read_nwb(): series {group.name} has neither 'timestamps' nor 'starting_time' + rate."
@@ -97,9 +99,7 @@ def series_kind(path: str, parent_type: str) -> str:
     return "F"
 
 
-def ragged_parts(
-    table: h5py.Group, name: str, budget: ByteBudget
-) -> tuple[np.ndarray, np.ndarray]:
+def ragged_parts(table: h5py.Group, name: str, budget: ByteBudget) -> tuple[np.ndarray, np.ndarray]:
     """Return a ragged column's flat data and the row end offsets (checked to be in order)."""
     data = read_array(table[name], budget, f"column {name}")
     ends = read_array(table[f"{name}_index"], budget, f"column {name}_index")

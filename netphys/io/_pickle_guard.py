@@ -214,7 +214,7 @@ def latin1_encode(obj: Any, encoding: Any = "utf-8", errors: Any = "strict") -> 
     return codecs.encode(obj, encoding, "strict")
 
 
-def finish(obj: Any, budget: ByteBudget, *, unique_bytes: int) -> Any:
+def finish(obj: Any, budget: ByteBudget, *, unique_bytes: int, source: str) -> Any:
     """Turn :class:`PendingArray` into ``ndarray`` and refuse cycles, depth and memo bombs.
 
     ``unique_bytes`` is the size of the pickle stream; a result whose expanded size (shared
@@ -226,11 +226,11 @@ def finish(obj: Any, budget: ByteBudget, *, unique_bytes: int) -> Any:
     expanded = walker.sizes.get(id(obj), 8)
     if expanded > 64 * 2**20 and expanded > 64 * unique_bytes:
         raise ResourceLimitError(
-            f"{budget.func}(): {budget.source}: the pickle's objects reference each other so "
+            f"{budget.func}(): {source}: the pickle's objects reference each other so "
             f"that they expand to {expanded} bytes from {unique_bytes} stored (a memo tree). "
             "netphys refuses such files; suite2p never writes them."
         )
-    budget.check(expanded, "the pickled objects")
+    budget.check(expanded, f"the pickled objects of {source}")
     return out
 
 

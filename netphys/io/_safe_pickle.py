@@ -133,7 +133,9 @@ class SafeUnpickler(pickle.Unpickler):
         """Unpickle, then check the result (see :func:`netphys.io._pickle_guard.finish`)."""
         try:
             obj = super().load()
-            return _guard.finish(obj, self._budget, unique_bytes=self._stream_bytes)
+            return _guard.finish(
+                obj, self._budget, unique_bytes=self._stream_bytes, source=self._source
+            )
         except _guard._Refused as exc:
             raise UnsafeFileError(f"{self._source}: {exc}; netphys refuses it. {_FIX}") from None
         except RecordingFormatError as exc:

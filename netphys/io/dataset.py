@@ -54,7 +54,9 @@ def _accepted(reader: Any) -> list[str]:
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def _check_options(name: str, accepted: list[str], kwargs: dict[str, Any], strict: bool) -> dict[str, Any]:
+def _check_options(
+    name: str, accepted: list[str], kwargs: dict[str, Any], strict: bool
+) -> dict[str, Any]:
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown and strict:
         raise TypeError(
@@ -70,9 +72,7 @@ def _call(reader: Any, path: Path, kwargs: dict[str, Any], strict: bool) -> xr.D
     return reader(path, **options)  # type: ignore[no-any-return]
 
 
-def open_dataset(
-    path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any
-) -> xr.Dataset:
+def open_dataset(path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any) -> xr.Dataset:
     """Open a recording of any supported format as a (time, unit) Dataset.
 
     Dispatches on what it finds: a ``*.zarr`` directory (or one holding ``zarr.json``) is a

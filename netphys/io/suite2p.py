@@ -188,13 +188,14 @@ def read_suite2p(
     n_frames = min(a.shape[1] for a in per_trace["F"])
     merged = {n: np.concatenate([a[:, :n_frames] for a in per_trace[n]], axis=0).T for n in names}
     fs_values = [r.meta["fs"] for r in read if r.meta.get("fs") is not None]
+    where = next((r.where for r in read if r.meta.get("fs") is not None), path)
     if frame_rate is None:
         if not fs_values:
             raise RecordingFormatError(
                 f"{func}(): no frame rate in {path}: looked for 'fs' in ops.npy (suite2p v0) and "
                 "settings.npy/db.npy (v1). Pass `frame_rate=` (Hz)."
             )
-        frame_rate = fs_values[0]
+        frame_rate = check_file_rate(fs_values[0], func=func, source=str(where), what="fs")
     chosen = choose_activity(
         list(merged), activity, preference=_PREFERENCE, func=func, source=str(path)
     )
@@ -237,6 +238,7 @@ class _Plane:
     coords: dict[str, np.ndarray]
     meta: dict[str, Any]
     generation: str
+    where: Path
 
 
 def _read_plane(plane: Path, iplane: int, budget: ByteBudget) -> _Plane:
@@ -284,11 +286,11 @@ def _read_plane(plane: Path, iplane: int, budget: ByteBudget) -> _Plane:
     fs = _find_key(meta, "fs")
     tau = _find_key(meta, "tau")
     summary = {
-        "fs": None if fs is None else check_file_rate(fs, func=func, source=str(plane), what="fs"),
+        "fs": fs,
         "tau": None if tau is None else float(tau),
         "version": _find_key(meta, "suite2p_version"),
     }
-    return _Plane(traces, coords, summary, generation)
+    return _Plane(traces, coords, summary, generation, plane)
 
 
 def _per_roi(path: Path, n_rois: int, budget: ByteBudget) -> np.ndarray:
