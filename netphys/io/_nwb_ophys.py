@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import h5py
+import h5py  # type: ignore[import-untyped]
 import numpy as np
 
 from netphys.errors import RecordingFormatError
@@ -43,7 +43,7 @@ def _find(f: h5py.File, neurodata_type: str) -> list[h5py.Group]:
 def _series_table(
     f: h5py.File, grp: h5py.Group, tables: list[h5py.Group], budget: ByteBudget
 ) -> tuple[h5py.Group | None, np.ndarray | None]:
-    """The ROI table of a series (its ``rois.table`` reference, else by ROI count) and rois."""
+    """Return the ROI table of a series (``rois.table``, else by ROI count) and its rois."""
     table, rois = None, None
     if "rois" in grp:
         rois = np.asarray(read_array(grp["rois"], budget, "rois"), dtype=np.int64)
@@ -62,7 +62,7 @@ def _series_table(
 
 
 def _series_array(grp: h5py.Group, n_rois: int, source: str, budget: ByteBudget) -> np.ndarray:
-    """The series data as (time, roi), transposing ROI x time storage."""
+    """Return the series data as (time, roi), transposing ROI x time storage."""
     data = grp["data"]
     n_t = grp["timestamps"].shape[0] if "timestamps" in grp else None
     arr = scaled(data, budget, "the ROI series")

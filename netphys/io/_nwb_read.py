@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import h5py
+import h5py  # type: ignore[import-untyped]
 import numpy as np
 import xarray as xr
 
@@ -43,7 +43,7 @@ def text(value: Any) -> str:
 
 
 def ntype(obj: Any) -> str:
-    """The NWB ``neurodata_type`` of an HDF5 object."""
+    """Return the NWB ``neurodata_type`` of an HDF5 object."""
     return text(obj.attrs.get("neurodata_type", ""))
 
 

@@ -1,5 +1,4 @@
-"""The constructors :class:`netphys.io._safe_pickle.SafeUnpickler` hands to a pickle, and the
-check of what it built.
+"""Constructors the allow-list unpickler hands to a pickle, and the check of what it built.
 
 A pickle calls whatever its ``find_class`` returns. numpy's own reconstructors trust their
 arguments: ``numpy.ndarray((1,), numpy.dtype("O"), b"A" * 8)`` wraps eight bytes as an object
@@ -141,7 +140,7 @@ class PendingArray(np.ndarray):
         shape, dtype, fortran, raw = state[-4:]
         fresh = rebuild_dtype(dtype)
         if not isinstance(shape, tuple) or not all(
-            isinstance(s, numbers.Integral) and s >= 0 for s in shape
+            isinstance(s, numbers.Integral) and int(s) >= 0 for s in shape
         ):
             raise _Refused(f"the pickle gives an array the shape {shape!r}")
         if fresh.hasobject and not isinstance(raw, list):
@@ -149,14 +148,15 @@ class PendingArray(np.ndarray):
         if not fresh.hasobject and not isinstance(raw, (bytes, bytearray, str)):
             raise _Refused(f"the pickle fills a {fresh} array from {type(raw).__name__}")
         new = (version, shape, fresh, bool(fortran), raw)
-        super().__setstate__(new if len(state) == 5 else new[1:])
+        super().__setstate__(new if len(state) == 5 else new[1:])  # type: ignore[arg-type]
 
 
 def reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
     """``numpy._core.multiarray._reconstruct`` restricted to plain ``ndarray``."""
     if subtype is not NDARRAY:
         raise _Refused(f"the pickle reconstructs an array of type {subtype!r}")
-    return _multiarray._reconstruct(PendingArray, (0,), b"b")  # type: ignore[no-any-return]
+    out: np.ndarray = _multiarray._reconstruct(PendingArray, (0,), b"b")  # type: ignore[assignment]
+    return out
 
 
 def scalar(dtype: Any, obj: Any = None) -> Any:
@@ -172,7 +172,8 @@ def frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     fresh = _plain_dtype(dtype, "an array")
     if not isinstance(buf, (bytes, bytearray, memoryview)):
         raise _Refused(f"the pickle builds an array from {type(buf).__name__}")
-    return _numeric._frombuffer(buf, fresh, shape, order)  # type: ignore[no-any-return]
+    out: np.ndarray = _numeric._frombuffer(buf, fresh, shape, order)  # type: ignore[attr-defined]
+    return out
 
 
 _ARG_TYPES = (str, bytes, bytearray, numbers.Number, list, tuple, dict, type(None))

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
+import h5py  # type: ignore[import-untyped]
 import numpy as np
 import xarray as xr
 
@@ -115,7 +115,7 @@ def _v5_declared_sizes(path: str) -> dict[str, int]:
 
 
 def _v5_subelement(head: bytes, pos: int, endian: str) -> tuple[bytes, int]:
-    """Data of the subelement at ``pos`` (small or normal format) and the next position."""
+    """Return the data of the subelement at ``pos`` (small or normal) and the next position."""
     first = struct.unpack(endian + "I", head[pos : pos + 4])[0]
     if first >> 16:  # small data element: size in the upper 16 bits, data in 4 bytes
         n = first >> 16
@@ -139,7 +139,7 @@ def _v5_matrix_header(head: bytes, endian: str) -> tuple[str | None, int]:
 
 
 def _load(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
-    import scipy.io
+    import scipy.io  # type: ignore[import-untyped]
 
     func = "read_stringer_mat"
     try:

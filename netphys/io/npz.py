@@ -148,70 +148,21 @@ def read_npz(
     d = _load_npz(name, budget)
     t_key = next((k for k in _SPIKE_TIME_KEYS if k in d), None)
     u_key = next((k for k in _SPIKE_UNIT_KEYS if k in d), None)
-    traces: dict[str, np.ndarray] = {}
-    for key, kind in _MATRIX_KEYS.items():
-        if key in d and kind not in traces:
-            arr = np.asarray(d[key])
-            if arr.ndim == 2 and arr.dtype.kind in "biuf":
-                traces[kind] = arr.T
-    attrs: dict[str, Any] = {"source": name, "format": "npz"}
-    coords: dict[str, np.ndarray] = {}
+    traces = _matrices(d)
     if traces:
-        shapes = {k: v.shape for k, v in traces.items()}
-        if len(set(shapes.values())) != 1:
-            first = next(iter(traces))
-            traces = {first: traces[first]}
-        n_time, n_unit = next(iter(traces.values())).shape
-        times = None
-        for key in ("tneural", "frame_times", "frame_time", "t"):
-            if key in d and np.shape(d[key]) == (n_time,):
-                times = np.asarray(d[key], dtype=np.float64)
-                break
-        fs = frame_rate
-        if fs is None and "fs" in d:
-            fs = check_file_rate(d["fs"], func=func, source=name, what="`fs`")
-        if times is None:
-            if fs is None:
-                raise RecordingFormatError(
-                    f"{func}(): {name} has no frame times or rate (looked for tneural, "
-                    "frame_times, fs). Pass `frame_rate=` (Hz)."
-                )
-            times = np.arange(n_time) / fs
-        attrs["frame_rate"] = float(fs) if fs is not None else frame_rate_from_times(times)
-        coords["unit_id"] = np.arange(n_unit, dtype=np.int64)
-        for j, c in enumerate(("xpos", "ypos", "zpos")):
-            if c in d and np.shape(d[c]) == (n_unit,):
-                coords[("pos_x", "pos_y", "pos_z")[j]] = np.asarray(d[c], dtype=np.float64)
-        for key in ("xyz", "xy"):
-            if key in d and np.ndim(d[key]) == 2 and np.shape(d[key])[0] == n_unit:
-                for j in range(np.shape(d[key])[1]):
-                    coords.setdefault(
-                        ("pos_x", "pos_y", "pos_z")[j], np.asarray(d[key][:, j], dtype=np.float64)
-                    )
+        traces, times, coords, attrs = _matrix_layout(d, traces, name, frame_rate)
         preference: tuple[str, ...] = ("spks", "dff", "F", "neuropil")
     elif t_key is not None and u_key is not None:
-        what = f"`{t_key}`"
-        spike_t = check_trace(np.asarray(d[t_key]), func=func, source=name, what=what)
-        spike_t = spike_t.astype(np.float64).reshape(-1)
-        spike_u = np.asarray(d[u_key]).reshape(-1)
-        if spike_t.shape != spike_u.shape:
-            raise RecordingFormatError(
-                f"{func}(): {name}: `{t_key}` has {spike_t.size} entries but `{u_key}` has "
-                f"{spike_u.size}; they must pair one unit id with each spike time."
-            )
-        ids, index = np.unique(spike_u, return_inverse=True)
-        counts, times = bin_spike_times(
-            spike_t,
-            index,
-            len(ids),
+        traces, times, coords, attrs = _spike_layout(
+            d,
+            t_key,
+            u_key,
+            name,
             bin_width=bin_width,
             t_start=t_start,
             t_stop=t_stop,
             budget=budget,
         )
-        traces = {"counts": counts}
-        coords["unit_id"] = ids.astype(np.int64)
-        attrs.update(frame_rate=1.0 / bin_width, bin_width=float(bin_width), modality="units")
         preference = ("counts",)
     else:
         raise RecordingFormatError(
@@ -219,12 +170,108 @@ def read_npz(
             f"matrix under {list(_MATRIX_KEYS)} or spike times under {list(_SPIKE_TIME_KEYS)} "
             f"with unit ids under {list(_SPIKE_UNIT_KEYS)}; the file holds {sorted(d)}."
         )
+    attrs.update(source=name, format="npz")
     n_unit = next(iter(traces.values())).shape[1]
     coords.setdefault("is_cell", np.ones(n_unit, bool))
     for c in ("pos_x", "pos_y", "pos_z"):
         coords.setdefault(c, np.full(n_unit, np.nan))
     chosen = choose_activity(list(traces), activity, preference=preference, func=func, source=name)
     ds = build_dataset(traces, activity=chosen, frame_time=times, unit_coords=coords, attrs=attrs)
+    return _extras(ds, d)
+
+
+_Layout = tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict[str, Any]]
+
+
+def _matrices(d: dict[str, Any]) -> dict[str, np.ndarray]:
+    """(time, unit) traces from the neurons x time matrices the file holds."""
+    traces: dict[str, np.ndarray] = {}
+    for key, kind in _MATRIX_KEYS.items():
+        if key in d and kind not in traces:
+            arr = np.asarray(d[key])
+            if arr.ndim == 2 and arr.dtype.kind in "biuf":
+                traces[kind] = arr.T
+    return traces
+
+
+def _matrix_layout(
+    d: dict[str, Any], traces: dict[str, np.ndarray], name: str, frame_rate: float | None
+) -> _Layout:
+    """Traces, frame times, positions and rate of a rastermap/facemap-style matrix file."""
+    func = "read_npz"
+    shapes = {k: v.shape for k, v in traces.items()}
+    if len(set(shapes.values())) != 1:
+        first = next(iter(traces))
+        traces = {first: traces[first]}
+    n_time, n_unit = next(iter(traces.values())).shape
+    times = None
+    for key in ("tneural", "frame_times", "frame_time", "t"):
+        if key in d and np.shape(d[key]) == (n_time,):
+            times = np.asarray(d[key], dtype=np.float64)
+            break
+    fs = frame_rate
+    if fs is None and "fs" in d:
+        fs = check_file_rate(d["fs"], func=func, source=name, what="`fs`")
+    if times is None:
+        if fs is None:
+            raise RecordingFormatError(
+                f"{func}(): {name} has no frame times or rate (looked for tneural, "
+                "frame_times, fs). Pass `frame_rate=` (Hz)."
+            )
+        times = np.arange(n_time) / fs
+    attrs: dict[str, Any] = {
+        "frame_rate": float(fs) if fs is not None else frame_rate_from_times(times)
+    }
+    coords = {"unit_id": np.arange(n_unit, dtype=np.int64)}
+    for j, c in enumerate(("xpos", "ypos", "zpos")):
+        if c in d and np.shape(d[c]) == (n_unit,):
+            coords[("pos_x", "pos_y", "pos_z")[j]] = np.asarray(d[c], dtype=np.float64)
+    for key in ("xyz", "xy"):
+        if key in d and np.ndim(d[key]) == 2 and np.shape(d[key])[0] == n_unit:
+            for j in range(min(np.shape(d[key])[1], 3)):
+                coords.setdefault(
+                    ("pos_x", "pos_y", "pos_z")[j], np.asarray(d[key][:, j], dtype=np.float64)
+                )
+    return traces, times, coords, attrs
+
+
+def _spike_layout(
+    d: dict[str, Any],
+    t_key: str,
+    u_key: str,
+    name: str,
+    *,
+    bin_width: float,
+    t_start: float | None,
+    t_stop: float | None,
+    budget: ByteBudget,
+) -> _Layout:
+    """Spike counts per bin and unit of a Kilosort/IBL-style spike-times file."""
+    func = "read_npz"
+    spike_t = check_trace(np.asarray(d[t_key]), func=func, source=name, what=f"`{t_key}`")
+    spike_t = spike_t.astype(np.float64).reshape(-1)
+    spike_u = np.asarray(d[u_key]).reshape(-1)
+    if spike_t.shape != spike_u.shape:
+        raise RecordingFormatError(
+            f"{func}(): {name}: `{t_key}` has {spike_t.size} entries but `{u_key}` has "
+            f"{spike_u.size}; they must pair one unit id with each spike time."
+        )
+    ids, index = np.unique(spike_u, return_inverse=True)
+    counts, times = bin_spike_times(
+        spike_t,
+        index,
+        len(ids),
+        bin_width=bin_width,
+        t_start=t_start,
+        t_stop=t_stop,
+        budget=budget,
+    )
+    attrs = {"frame_rate": 1.0 / bin_width, "bin_width": float(bin_width), "modality": "units"}
+    return {"counts": counts}, times, {"unit_id": ids.astype(np.int64)}, attrs
+
+
+def _extras(ds: xr.Dataset, d: dict[str, Any]) -> xr.Dataset:
+    """Behaviour (``run``) and event intervals (``event_times``/``event_groups``)."""
     if "run" in d and np.shape(d["run"]) == (ds.sizes["time"],):
         ds["behaviour"] = xr.Variable(
             ("time", "behaviour_var"), np.asarray(d["run"], dtype=np.float64)[:, None]

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import h5py
+import h5py  # type: ignore[import-untyped]
 import numpy as np
 import xarray as xr
 
@@ -220,7 +220,7 @@ def _read_open(
 
 
 def to_nwb(recording: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-    """Deprecated alias of :func:`write_nwb` (removed in the next release).
+    """Write an NWB file: deprecated alias of :func:`write_nwb` (removed next release).
 
     Examples
     --------
