@@ -16,9 +16,14 @@ __all__ = [
     "as_rng",
     "check_choice",
     "check_int",
+    "check_magnitude",
     "check_population",
     "check_positive_float",
 ]
+
+#: Largest magnitude whose square (variances, correlations) stays finite in float64, with room
+#: for sums over many samples: sqrt(float64 max) is about 1.3e154.
+MAX_SAFE_MAGNITUDE = 1e150
 
 #: Names accepted for the sample dimension of a population array.
 SAMPLE_DIMS = ("time", "stimulus", "trial", "frame", "sample")
@@ -137,7 +142,12 @@ def check_population(
                 f"{func}(): `{name}` must be 2-D (samples x units); got shape {arr.shape}."
             )
         da = xr.DataArray(arr, dims=("time", "unit"))
-    if not np.issubdtype(da.dtype, np.number) or np.issubdtype(da.dtype, np.complexfloating):
+    if np.issubdtype(da.dtype, np.complexfloating):
+        raise TypeError(
+            f"{func}(): `{name}` must hold real numbers; got complex dtype {da.dtype}. netphys "
+            "never drops the imaginary part silently: pass `np.abs(x)` or `x.real` yourself."
+        )
+    if not np.issubdtype(da.dtype, np.number):
         raise TypeError(f"{func}(): `{name}` must hold real numbers; got dtype {da.dtype}.")
     n_samples, n_units = da.shape
     if n_samples < min_samples:
@@ -148,3 +158,39 @@ def check_population(
     if n_units < min_units:
         raise ValueError(f"{func}(): `{name}` needs at least {min_units} units; got {n_units}.")
     return da
+
+
+def check_magnitude(
+    values: Any, *, func: str, name: str = "activity", limit: float = MAX_SAFE_MAGNITUDE
+) -> float:
+    """Refuse finite values so large that their squares overflow (NaN correlations).
+
+    Returns the largest finite magnitude found (NaN and inf are left to the caller's NaN
+    check). Loads dask-backed data.
+
+    Examples
+    --------
+    >>> check_magnitude(np.array([1.0, -3.0]), func="f")
+    3.0
+    >>> check_magnitude(np.array([1e160]), func="f")
+    Traceback (most recent call last):
+    ...
+    ValueError: f(): `activity` holds values up to 1e+160; ...
+    """
+    arr = np.asarray(values)
+    if arr.size == 0 or arr.dtype.kind not in "iuf":
+        return 0.0
+    # fmax/fmin skip NaN without warnings and without a temporary copy of the data
+    biggest = max(
+        abs(float(np.fmax.reduce(arr, axis=None))), abs(float(np.fmin.reduce(arr, axis=None)))
+    )
+    if not np.isfinite(biggest):  # inf present (or all NaN): look at the finite values only
+        finite = np.abs(arr[np.isfinite(arr)])
+        biggest = float(finite.max()) if finite.size else 0.0
+    if biggest > limit:
+        raise ValueError(
+            f"{func}(): `{name}` holds values up to {biggest:.3g}; squares of values above "
+            f"{limit:.0e} overflow float64, so variances and correlations would come out NaN. "
+            f"Rescale first, e.g. `{name} / {name}.std()`."
+        )
+    return biggest

@@ -11,13 +11,15 @@ Every reader returns the same schema: an :class:`xarray.Dataset` with dims ``(ti
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from netphys.errors import RecordingFormatError
+from netphys._validation import check_magnitude
+from netphys.errors import NetphysWarning, RecordingFormatError
 from netphys.io._guard import ByteBudget
 
 __all__ = [
@@ -106,6 +108,7 @@ def build_dataset(
 ) -> xr.Dataset:
     """Assemble the reader schema from ``(time, unit)`` arrays and per-unit coords."""
     n_unit = next(iter(traces.values())).shape[1]
+    _warn_if_huge(traces[activity], attrs)
     data_vars: dict[str, Any] = {}
     for name, arr in traces.items():
         data_vars[name] = xr.Variable(
@@ -136,6 +139,18 @@ def build_dataset(
     ds.attrs.update({k: v for k, v in attrs.items() if v is not None})
     ds.attrs["activity_variable"] = activity
     return ds
+
+
+def _warn_if_huge(arr: np.ndarray, attrs: Mapping[str, Any]) -> None:
+    """Warn when activity is so large that analyses would overflow (NaN correlations)."""
+    try:
+        check_magnitude(arr, func="netphys.io", name="activity")
+    except ValueError as exc:
+        warnings.warn(
+            f"{attrs.get('source', 'the file')}: {exc}".replace("netphys.io(): ", ""),
+            NetphysWarning,
+            stacklevel=4,
+        )
 
 
 def frame_rate_from_times(frame_time: np.ndarray) -> float:

@@ -95,3 +95,29 @@ def test_open_dataset_refuses_options_the_reader_does_not_take(tmp_path):
         open_dataset(path, swap_xy=True)
     assert open_dataset(path, swap_xy=True, strict=False).attrs["format"] == "npz"
     assert open_dataset(path, max_bytes=2**20).attrs["format"] == "npz"
+
+
+def test_values_near_1e160_warn_on_read_and_are_refused_by_the_check(tmp_path):
+    from netphys._validation import check_magnitude
+    from netphys.errors import NetphysWarning
+
+    path = tmp_path / "huge.npz"
+    spks = np.ones((3, 20))
+    spks[1, 4] = -1e160
+    np.savez(path, spks=spks, fs=10.0)
+    with pytest.warns(NetphysWarning, match=r"huge\.npz.*values up to 1e\+160.*NaN.*Rescale"):
+        ds = read_npz(path)
+    assert float(ds.activity.min()) == -1e160  # read unchanged, with the warning
+    with pytest.raises(ValueError, match=r"corr\(\): `x` holds values up to 1e\+160"):
+        check_magnitude(spks, func="corr", name="x")
+    # the check is right about the danger: the square overflows
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(np.corrcoef(spks)[1, 1])
+    assert check_magnitude(np.array([1e149, np.inf, np.nan]), func="f") == 1e149
+
+
+def test_complex_activity_is_refused_not_made_real():
+    from netphys._validation import check_population
+
+    with pytest.raises(TypeError, match=r"f\(\): `activity`.*complex dtype complex128.*np\.abs"):
+        check_population(np.ones((4, 3)) * (1 + 2j), func="f")
