@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 _PLAIN_KINDS = "biufcUSVMm"
+_SCALARS = frozenset({int, float, bool, type(None), complex})
 _MAX_DEPTH = 64
 _MAX_FIELDS = 4096
 
@@ -231,7 +232,7 @@ def finish(obj: Any, budget: ByteBudget, *, unique_bytes: int, source: str) -> A
             f"that they expand to {expanded} bytes from {unique_bytes} stored (a memo tree). "
             "netphys refuses such files; suite2p never writes them."
         )
-    budget.check(expanded, f"the pickled objects of {source}")
+    budget.take(expanded, f"the pickled objects of {source}")
     return out
 
 
@@ -266,8 +267,16 @@ class _Walker:
     def _children(self, items: Any, depth: int) -> tuple[list[Any], int]:
         outs, total = [], 0
         for item in items:
-            outs.append(self.visit(item, depth + 1))
-            total += self.sizes[id(item)]
+            kind = type(item)
+            if kind in _SCALARS:  # leaves that hold nothing: no memo needed
+                outs.append(item)
+                total += 8
+            elif kind is str or kind is bytes:
+                outs.append(item)
+                total += len(item) + 8
+            else:
+                outs.append(self.visit(item, depth + 1))
+                total += self.sizes[id(item)]
         return outs, total
 
     def _convert(self, obj: Any, depth: int) -> tuple[Any, int]:

@@ -171,17 +171,23 @@ def safe_loads(
     return SafeUnpickler(io.BytesIO(data), source=source, max_bytes=max_bytes).load()
 
 
-def _read_limited(fp: IO[bytes], nbytes: int | None, budget: ByteBudget, what: str) -> bytes:
-    """Read ``nbytes`` (None: to the end) in bounded pieces, never allocating ahead of data."""
-    out = bytearray()
-    while nbytes is None or len(out) < nbytes:
-        want = _PIECE if nbytes is None else min(_PIECE, nbytes - len(out))
+def _read_limited(fp: IO[bytes], nbytes: int | None, budget: ByteBudget | None, what: str) -> bytes:
+    """Read ``nbytes`` (None: to the end, checked against ``budget``) in bounded pieces.
+
+    Never allocates ahead of the data (``fp.read(n)`` on a file allocates ``n`` up front).
+    """
+    pieces: list[bytes] = []
+    got = 0
+    while nbytes is None or got < nbytes:
+        want = _PIECE if nbytes is None else min(_PIECE, nbytes - got)
         piece = fp.read(want)
         if not piece:
             break
-        budget.check(len(out) + len(piece), what)
-        out += piece
-    return bytes(out)
+        got += len(piece)
+        if budget is not None:
+            budget.check(got, what)
+        pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 _PIECE = 64 * 2**20
@@ -281,7 +287,7 @@ def _read_plain(
 ) -> np.ndarray:
     nbytes = declared_nbytes(shape, dtype.itemsize)
     budget.take(nbytes, f"the array (shape {shape}, {dtype})")
-    raw = _read_limited(fp, nbytes, budget, "the array")
+    raw = _read_limited(fp, nbytes, None, "the array")  # nbytes is already taken
     if len(raw) != nbytes:
         raise RecordingFormatError(
             f"load_npy(): {name} is truncated: the header promises shape {shape} of "

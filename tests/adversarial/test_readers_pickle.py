@@ -166,6 +166,14 @@ def test_header_declaring_huge_shape_is_refused_without_allocating(tmp_path):
         load_npy(path, max_bytes=2**20)
 
 
+def test_an_array_using_most_of_the_budget_still_loads(tmp_path):
+    path = tmp_path / "F.npy"
+    np.save(path, np.arange(100_000, dtype=np.float64))  # 800 KB
+    np.testing.assert_array_equal(load_npy(path, max_bytes=900_000), np.arange(100_000))
+    with pytest.raises(ResourceLimitError, match=r"max_bytes`=700000"):
+        load_npy(path, max_bytes=700_000)
+
+
 def test_npz_zip_bomb_is_refused_from_declared_sizes(tmp_path):
     path = tmp_path / "bomb.npz"
     np.savez_compressed(path, spks=np.zeros((2000, 2000)))  # 32 MB of zeros in ~30 KB
