@@ -16,7 +16,7 @@ import xarray as xr
 
 from netphys._validation import check_positive_float
 from netphys.errors import NetphysWarning, RecordingFormatError, ResourceLimitError
-from netphys.io._common import build_dataset, choose_activity
+from netphys.io._common import build_dataset, check_file_rate, choose_activity
 from netphys.io._guard import (
     DEFAULT_MAX_BYTES,
     ByteBudget,
@@ -311,11 +311,13 @@ def _neural(
     known = True
     if frame_rate is None:
         for key in _RATE_KEYS:
-            if key in mat and _as_rate(mat[key]) is not None:
-                frame_rate = _as_rate(mat[key])
+            if key in mat:  # a stored rate must be usable: 0 would give infinite frame times
+                frame_rate = check_file_rate(mat[key], func=func, source=name, what=key)
                 break
         else:
-            frame_rate = _as_rate(_get(mat, "db", "fs"))
+            db_fs = _get(mat, "db", "fs")
+            if db_fs is not None:
+                frame_rate = check_file_rate(db_fs, func=func, source=name, what="db.fs")
     if frame_rate is None:
         warnings.warn(
             f"{func}(): {name} stores no frame rate (looked for {list(_RATE_KEYS)} and db.fs); "

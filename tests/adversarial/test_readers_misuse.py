@@ -121,3 +121,15 @@ def test_complex_activity_is_refused_not_made_real():
 
     with pytest.raises(TypeError, match=r"f\(\): `activity`.*complex dtype complex128.*np\.abs"):
         check_population(np.ones((4, 3)) * (1 + 2j), func="f")
+
+
+def test_mat_rate_zero_is_a_clear_error(tmp_path):
+    import scipy.io
+
+    from netphys.io import read_stringer_mat
+
+    path = tmp_path / "r.mat"
+    scipy.io.savemat(path, {"Fsp": np.ones((3, 20)), "VIDEOfs": 0.0})
+    with pytest.raises(RecordingFormatError, match=r"VIDEOfs is 0\.0.*finite and > 0"):
+        read_stringer_mat(path)
+    assert np.isfinite(read_stringer_mat(path, frame_rate=3.0).frame_time).all()
