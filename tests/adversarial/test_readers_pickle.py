@@ -18,21 +18,31 @@ from netphys.io import read_npz, read_suite2p
 from netphys.io._safe_pickle import load_npy, safe_loads
 from tests.adversarial._readers_isolated import run_isolated
 
-# numpy.ndarray((1,), numpy.dtype("O"), b"A" * 8): an object array around a fake pointer,
-# written with protocol-2 opcodes, exactly as the issue's forged stat.npy does
+# numpy.ndarray((1,), numpy.dtype("O"), b"A" * 8): an object array around a fake pointer, as in
+# the issue's forged stat.npy (the file itself was not attached; these rebuild the same call)
 FORGED_PICKLE = (
     b"\x80\x02cnumpy\nndarray\nK\x01\x85cnumpy\ndtype\nU\x01O\x85RC\x08" + b"A" * 8 + b"\x87R."
 )
+FORGED_VARIANTS = [
+    FORGED_PICKLE,
+    # the dtype given as the bare string "O"
+    b"\x80\x02cnumpy\nndarray\nK\x01\x85U\x01OC\x08" + b"A" * 8 + b"\x87R.",
+    # protocol 4: STACK_GLOBAL with the module name memoised
+    b"\x80\x04\x8c\x05numpy\x94\x8c\x07ndarray\x93K\x01\x85h\x00\x8c\x05dtype\x93"
+    b"\x8c\x01O\x85RC\x08" + b"A" * 8 + b"\x87R.",
+]
 
 
 def _npy(pickle_bytes: bytes, descr: str = "|O", shape: tuple[int, ...] = (1,)) -> bytes:
-    buf = io.BytesIO()
-    header = {"descr": descr, "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_1_0(buf, header)
-    return buf.getvalue() + pickle_bytes
+    """A .npy file: a compact version-1.0 header (padded to 64 bytes) and ``pickle_bytes``."""
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).replace(" ", "")
+    pad = -(10 + len(header) + 1) % 64
+    header = (header + " " * pad + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + pickle_bytes
 
 
 def _suite2p_folder(root, stat_bytes: bytes):
+    """A suite2p folder whose stat.npy holds ``stat_bytes``."""
     plane = root / "suite2p" / "plane0"
     plane.mkdir(parents=True)
     np.save(plane / "F.npy", np.zeros((1, 10), np.float32))
@@ -42,18 +52,22 @@ def _suite2p_folder(root, stat_bytes: bytes):
 
 
 def test_forged_object_pointer_stat_is_refused_not_a_crash(tmp_path):
-    folder = _suite2p_folder(tmp_path, _npy(FORGED_PICKLE))
+    folders = []
+    for i, forged in enumerate(FORGED_VARIANTS):
+        folders.append(str(_suite2p_folder(tmp_path / str(i), _npy(forged))))
+    assert len(_npy(FORGED_VARIANTS[1])) == 100  # a tiny file, like the issue's 105 bytes
     out = run_isolated(
         f"""
         from netphys.errors import UnsafeFileError
         from netphys.io import open_dataset
-        try:
-            open_dataset({str(folder)!r})
-        except UnsafeFileError as exc:
-            print("refused:", exc)
+        for folder in {folders!r}:
+            try:
+                open_dataset(folder)
+            except UnsafeFileError as exc:
+                print("refused:", exc)
         """
     )
-    assert "refused:" in out
+    assert out.count("refused:") == len(FORGED_VARIANTS)
     assert "stat.npy" in out and "numpy.ndarray(...)" in out
 
 
