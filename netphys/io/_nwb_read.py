@@ -166,17 +166,19 @@ def _centroids_from_images(pos: np.ndarray, img: Any, n: int, budget: ByteBudget
     per_row = max(1, int(np.prod(img.shape[1:], dtype=np.int64)) * 8)
     step = max(1, (64 * 2**20) // per_row)
     for a in range(0, n, step):
-        m = np.asarray(img[a : min(a + step, n)], dtype=np.float64)
-        axes = tuple(range(1, m.ndim))
-        tot = m.sum(axis=axes)
-        ok = tot > 0
+        block = np.asarray(img[a : min(a + step, n)])
+        axes = tuple(range(1, block.ndim))
+        tot = block.sum(axis=axes, dtype=np.float64)
+        ok = np.flatnonzero(tot > 0)  # empty masks: no position, no further work
+        if not ok.size:
+            continue
+        m = block[ok].astype(np.float64)
         # NWB image_mask is (num_x, num_y[, num_z]): axis 0 is x
         for j in range(m.ndim - 1):
-            shape = [1] * m.ndim
-            shape[j + 1] = m.shape[j + 1]
-            coord = np.arange(m.shape[j + 1], dtype=np.float64).reshape(shape)
-            s = (m * coord).sum(axis=axes)
-            pos[a : a + len(m), j][ok] = s[ok] / tot[ok]
+            other = tuple(ax for ax in axes if ax != j + 1)
+            profile = m.sum(axis=other)  # (rows, size along axis j)
+            coord = np.arange(m.shape[j + 1], dtype=np.float64)
+            pos[a + ok, j] = profile @ coord / tot[ok]
 
 
 def table_columns(

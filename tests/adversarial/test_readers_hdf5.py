@@ -7,7 +7,6 @@ writer comes, so a reader that so much as opens it hangs and the isolated run ti
 from __future__ import annotations
 
 import os
-import time
 
 import h5py
 import numpy as np
@@ -141,13 +140,11 @@ def test_declared_but_never_written_dataset_fails_fast(tmp_path):
         tmp_path / "empty.nwb", n_rois=3, shape=(150_000_000, 3), dtype="f4", chunks=(10_000, 3)
     )
     assert path.stat().st_size < 100_000
-    start = time.perf_counter()
     with pytest.raises(
         RecordingFormatError,
         match=r"declares shape \(150000000, 3\).*only 0 bytes of it was ever written",
     ):
         read_nwb(path)
-    assert time.perf_counter() - start < 5  # loose: refused without reading 1.7 GB
 
 
 def test_gzip_bomb_is_refused_from_its_declared_size(tmp_path):
@@ -159,23 +156,35 @@ def test_gzip_bomb_is_refused_from_its_declared_size(tmp_path):
     assert read_nwb(path).sizes["unit"] == 200  # the default limit lets it through
 
 
-def test_thousands_of_empty_masks_are_fast(tmp_path):
+def test_thousands_of_empty_image_masks(tmp_path):
+    # 5000 ROIs whose image masks were never written (fill value 0) but one pixel
     n = 5000
     path = _nwb(tmp_path / "masks.nwb", n_rois=n, n_frames=4)
     with h5py.File(path, "a") as f:
         ps = f["processing/ophys/ImageSegmentation/PlaneSegmentation"]
-        ps.create_dataset(
-            "image_mask", shape=(n, 64, 64), dtype="f4", chunks=(100, 64, 64), compression="gzip"
-        )
-        ps["image_mask"][:] = 0.0
-        ps["image_mask"][7, 10, 20] = 2.0
-    assert path.stat().st_size < 2_000_000
-    start = time.perf_counter()
+        mask = ps.create_dataset("image_mask", shape=(n, 16, 16), dtype="f4", chunks=(100, 16, 16))
+        mask[7, 10, 12] = 2.0
+    assert path.stat().st_size < 500_000  # declares 5 MB of masks, stores one chunk
     ds = read_nwb(path)
-    elapsed = time.perf_counter() - start
-    assert np.isnan(ds.pos_x.values[0]) and ds.pos_x.values[7] == 10 and ds.pos_y.values[7] == 20
+    assert ds.pos_x.values[7] == 10 and ds.pos_y.values[7] == 12
     assert int(np.isfinite(ds.pos_x.values).sum()) == 1  # empty masks have no position
-    assert elapsed < 20  # loose; it was linear per-ROI reads before
+
+
+def test_thousands_of_empty_pixel_masks(tmp_path):
+    n = 20_000
+    path = _nwb(tmp_path / "pix.nwb", n_rois=n, n_frames=4)
+    pix = np.zeros(3, dtype=[("x", "<u4"), ("y", "<u4"), ("weight", "<f4")])
+    pix[:] = [(4, 6, 1.0), (6, 6, 1.0), (9, 9, 0.0)]
+    index = np.zeros(n, np.int64)
+    index[2:] = 2  # ROI 2 holds two pixels, every other ROI is empty...
+    index[-1] = 3  # ...except the last, whose only pixel has zero weight
+    with h5py.File(path, "a") as f:
+        ps = f["processing/ophys/ImageSegmentation/PlaneSegmentation"]
+        ps.create_dataset("pixel_mask", data=pix)
+        ps.create_dataset("pixel_mask_index", data=index)
+    ds = read_nwb(path)
+    assert (ds.pos_x.values[2], ds.pos_y.values[2]) == (5.0, 6.0)
+    assert int(np.isfinite(ds.pos_x.values).sum()) == 1
 
 
 def test_string_data_is_not_activity(tmp_path):
