@@ -6,6 +6,12 @@ on a file a user hands in can run arbitrary code. Here object arrays are unpickl
 :class:`SafeUnpickler`, which only resolves an allow-list of globals (numpy arrays, dtypes and
 scalars, builtin containers and scalars, ``datetime`` and ``pathlib`` values) and refuses
 everything else with :class:`~netphys.errors.UnsafeFileError` *before* the object is built.
+numpy's constructors are handed out wrapped (:mod:`netphys.io._pickle_guard`): arrays are only
+rebuilt through numpy's reconstruct path with plain dtypes, never ``numpy.ndarray(shape, dtype,
+buffer)`` (object pointers from raw bytes crash the interpreter; without a buffer it is
+uninitialised memory). The result is then checked for reference cycles, deep nesting and memo
+trees that would expand past ``max_bytes`` (default 4 GiB), and every ``.npy`` header's declared
+size is checked before anything is allocated.
 
 Examples
 --------

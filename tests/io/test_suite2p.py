@@ -271,3 +271,17 @@ def test_round_trip_property(tmp_path_factory, n_time, n_units, scale, seed):
     np.testing.assert_array_equal(back.activity, act)
     np.testing.assert_array_equal(back.pos_x, act.pos_x)
     np.testing.assert_array_equal(back.pos_y, act.pos_y)
+
+
+def test_old_writer_names_are_deprecated_aliases(tmp_path):
+    from netphys.io import read_nwb, to_nwb, to_suite2p
+
+    act = xr.DataArray(
+        np.ones((6, 2), np.float32), dims=("time", "unit"), attrs={"frame_rate": 4.0}
+    )
+    with pytest.warns(DeprecationWarning, match=r"to_suite2p\(\) is renamed write_suite2p\(\)"):
+        plane = to_suite2p(act, tmp_path / "s2p")
+    assert read_suite2p(plane).activity.shape == (6, 2)
+    with pytest.warns(DeprecationWarning, match=r"to_nwb\(\) is renamed write_nwb\(\)"):
+        path = to_nwb(act, tmp_path / "x.nwb")
+    assert read_nwb(path).activity.shape == (6, 2)
