@@ -141,7 +141,7 @@ class PendingArray(np.ndarray):
         shape, dtype, fortran, raw = state[-4:]
         fresh = rebuild_dtype(dtype)
         if not isinstance(shape, tuple) or not all(
-            isinstance(s, numbers.Integral) and int(s) >= 0 for s in shape
+            isinstance(s, (int, np.integer)) and int(s) >= 0 for s in shape
         ):
             raise _Refused(f"the pickle gives an array the shape {shape!r}")
         if fresh.hasobject and not isinstance(raw, list):
