@@ -282,7 +282,10 @@ def behaviour(
             continue
         if data.dtype.kind not in "biuf":
             continue  # text or compound data is not a sampled behaviour variable
-        t = series_time(grp, data.shape[0], budget)
+        try:
+            t = series_time(grp, data.shape[0], budget)
+        except RecordingFormatError:
+            continue  # unusable timing (rate 0, text timestamps): not a sampled variable
         dt = np.diff(t)
         if len(dt) == 0 or np.median(dt) <= 0 or np.percentile(dt, 95) > 2 * np.median(dt):
             continue  # irregular: event times, not a sampled variable
