@@ -174,7 +174,7 @@ def check_store_confined(path: str | os.PathLike[str], *, func: str = "open_reco
 
 
 def _object_key(obj: Any) -> Any:
-    import h5py  # type: ignore[import-untyped]
+    import h5py
 
     return h5py.h5o.get_info(obj.id).addr
 
@@ -193,7 +193,7 @@ def check_hdf5_confined(f: Any, *, func: str, source: str, trusted: bool = False
     RecordingFormatError
         For a link cycle.
     """
-    import h5py  # type: ignore[import-untyped]
+    import h5py
 
     fix = (
         "netphys refuses to read files other than the one given. If you trust the file and "

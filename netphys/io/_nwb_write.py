@@ -75,8 +75,8 @@ def write_nwb(
     """
     func = "write_nwb"
     try:
-        import pynwb  # type: ignore[import-untyped]
-        from pynwb.ophys import Fluorescence  # type: ignore[import-untyped]
+        import pynwb
+        from pynwb.ophys import Fluorescence
     except ImportError as exc:  # pragma: no cover - pynwb is in the test extra
         raise MissingDependencyError(
             f"{func}() needs pynwb to write NWB files: `pip install netphys[nwb]`."
@@ -149,8 +149,8 @@ def _add_presentations(nwb: Any, ds: xr.Dataset, frame_time: np.ndarray, fs: flo
     present = [c for c in _FRAME_COLUMNS if c in ds.coords and ds[c].dims == ("time",)]
     if not present or len(frame_time) == 0:
         return
-    from hdmf.common import VectorData  # type: ignore[import-untyped]
-    from pynwb.epoch import TimeIntervals  # type: ignore[import-untyped]
+    from hdmf.common import VectorData
+    from pynwb.epoch import TimeIntervals
 
     stop = np.append(frame_time[1:], frame_time[-1] + 1.0 / fs)
     columns = [
@@ -193,7 +193,7 @@ def _unit_columns(ds: xr.Dataset, n_units: int) -> dict[str, np.ndarray]:
 
 def _imaging_plane(nwb: Any, *, fs: float, indicator: str) -> tuple[Any, Any]:
     """Add device, imaging plane, ophys module and an empty PlaneSegmentation to ``nwb``."""
-    from pynwb.ophys import ImageSegmentation, OpticalChannel  # type: ignore[import-untyped]
+    from pynwb.ophys import ImageSegmentation, OpticalChannel
 
     device = nwb.create_device(name="netphys", description="forward hooks on an artificial network")
     channel = OpticalChannel(name="OpticalChannel", description="model units", emission_lambda=0.0)

@@ -69,7 +69,7 @@ def _check_options(
 
 def _call(reader: Any, path: Path, kwargs: dict[str, Any], strict: bool) -> xr.Dataset:
     options = _check_options(reader.__name__, _accepted(reader), kwargs, strict)
-    return reader(path, **options)  # type: ignore[no-any-return]
+    return reader(path, **options)
 
 
 def open_dataset(path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any) -> xr.Dataset:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py  # type: ignore[import-untyped]
+import h5py
 import numpy as np
 import xarray as xr
 
@@ -139,7 +139,7 @@ def _v5_matrix_header(head: bytes, endian: str) -> tuple[str | None, int]:
 
 
 def _load(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
-    import scipy.io  # type: ignore[import-untyped]
+    import scipy.io
 
     func = "read_stringer_mat"
     try:
@@ -148,7 +148,7 @@ def _load(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
         budget.take(sum(sizes[k] for k in names), f"the variables {names} (declared sizes)")
         mat = scipy.io.loadmat(path, squeeze_me=True, simplify_cells=True, variable_names=names)
         mat["__variables__"] = list(sizes)  # every variable's name, for error messages
-        return mat  # type: ignore[no-any-return]
+        return mat
     except NotImplementedError:  # MATLAB v7.3 = HDF5
         return _load_v73(path, budget, trusted)
     except ResourceLimitError:

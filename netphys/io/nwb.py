@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import h5py  # type: ignore[import-untyped]
+import h5py
 import numpy as np
 import xarray as xr
 
