@@ -114,6 +114,25 @@ def rebuild_dtype(dtype: Any, *, depth: int = 0) -> np.dtype:
     return fresh
 
 
+_REBUILT: dict[int, tuple[np.dtype, np.dtype]] = {}
+
+
+def _rebuilt(dtype: Any) -> np.dtype:
+    """:func:`rebuild_dtype`, cached by identity (numpy pickles share one dtype object).
+
+    Only the fresh dtype is ever handed to numpy, so a pickle that changes a shared dtype's
+    state after its first use still gets a consistent dtype (numpy checks the data against it).
+    """
+    hit = _REBUILT.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return hit[1]
+    fresh = rebuild_dtype(dtype)
+    if len(_REBUILT) > 256:
+        _REBUILT.clear()
+    _REBUILT[id(dtype)] = (dtype, fresh)
+    return fresh
+
+
 def make_dtype(obj: Any, align: Any = False, copy: Any = False) -> np.dtype:
     """``numpy.dtype(obj, align, copy)`` as pickles call it: ``obj`` must be a type string."""
     if not isinstance(obj, str) or len(obj) > 16:
@@ -139,7 +158,7 @@ class PendingArray(np.ndarray):
             raise _Refused("the pickle gives an array an unexpected state")
         version = state[0] if len(state) == 5 else 0
         shape, dtype, fortran, raw = state[-4:]
-        fresh = rebuild_dtype(dtype)
+        fresh = _rebuilt(dtype)
         if not isinstance(shape, tuple) or not all(
             isinstance(s, (int, np.integer)) and int(s) >= 0 for s in shape
         ):
@@ -274,6 +293,14 @@ class _Walker:
             elif kind is str or kind is bytes:
                 outs.append(item)
                 total += len(item) + 8
+            elif kind is PendingArray and not item.dtype.hasobject:  # a plain array: a leaf
+                key = id(item)
+                if key not in self.done:
+                    self.keep.append(item)
+                    self.done[key] = item.view(np.ndarray)
+                    self.sizes[key] = int(item.nbytes)
+                outs.append(self.done[key])
+                total += self.sizes[key]
             else:
                 outs.append(self.visit(item, depth + 1))
                 total += self.sizes[id(item)]
