@@ -1,4 +1,4 @@
-"""The netphys recording format (version 1): a Zarr v3 store that opens as an xarray DataTree.
+"""The netphys recording format (version 2): a Zarr v3 store that opens as an xarray DataTree.
 
 Layout (see ``docs/format.md``)::
 
@@ -39,13 +39,17 @@ __all__ = [
     "recover",
 ]
 
-#: Version of the on-disk format written by this module.
-FORMAT_VERSION = 1
+#: Version of the on-disk format written by this module (1: ``condition`` as int16 codes with
+#: CF ``flag_meanings``; 2: ``condition`` as strings and the frame table declared as root
+#: coordinates). Both are read.
+FORMAT_VERSION = 2
 
 #: Time chunk of the small per-frame arrays (frame table, prediction, loss, ...).
 _TABLE_CHUNK = 16384
 
-#: Root coordinates along ``time`` and their dtype and fill value.
+#: Root coordinates along ``time`` and their dtype and fill value in the writer's frame table
+#: (``condition`` as int16 codes from :meth:`RecordingWriter.condition_code`; stored as strings,
+#: see :data:`_STORED_FIELDS`).
 FRAME_FIELDS: dict[str, tuple[str, Any]] = {
     "frame_time": ("float64", float("nan")),
     "session": ("int64", -1),
@@ -57,12 +61,15 @@ FRAME_FIELDS: dict[str, tuple[str, Any]] = {
     "step": ("int64", -1),
 }
 
+#: On-disk dtype and fill value where they differ from the in-memory table (format version 2).
+_STORED_FIELDS: dict[str, tuple[str, Any]] = {"condition": ("str", "")}
+
 _FIELD_ATTRS: dict[str, dict[str, Any]] = {
     "frame_time": {"units": "s", "long_name": "frame time at the nominal frame rate"},
     "session": {"long_name": "session (checkpoint) index"},
     "stimulus": {"long_name": "index of the presented sample in its dataset (-1: none)"},
     "label": {"long_name": "category label of the presented sample (-1: none)"},
-    "condition": {"long_name": "presentation condition (code; see flag_meanings)"},
+    "condition": {"long_name": "presentation condition (stimulus, spontaneous, ...)"},
     "repeat": {"long_name": "repeat index of the presentation"},
     "epoch": {"long_name": "training epoch (-1: not recorded)"},
     "step": {"long_name": "training step (-1: not recorded)"},
@@ -211,10 +218,13 @@ class RecordingWriter:
             "frames_committed": 0,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "layers": [],
+            # CF: the frame table is the root's coordinates (plain xarray reads them as such)
+            "coordinates": " ".join(FRAME_FIELDS),
         }
         root_attrs.update({k: _json_safe(v) for k, v in attrs.items()})
         self.root.attrs.update(root_attrs)
-        for name, (dtype, fill) in FRAME_FIELDS.items():
+        for name, spec in FRAME_FIELDS.items():
+            dtype, fill = _STORED_FIELDS.get(name, spec)
             a = self.root.create_array(
                 name,
                 shape=(0,),
@@ -372,9 +382,20 @@ class RecordingWriter:
             self._conditions.append(condition)
         return self._conditions.index(condition)
 
+    def _condition_values(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
+        """Condition codes -> what the store holds: strings (v2) or the codes (v1 stores)."""
+        codes = np.asarray(codes)
+        if np.dtype(dtype).kind in "iu":
+            return codes
+        names = np.array([*self._conditions, ""], dtype=object)
+        return names[np.where(codes >= 0, codes, len(self._conditions))]
+
     def _write_conditions(self) -> None:
-        # called by the writing thread only, so array metadata has a single writer
+        # called by the writing thread only, so array metadata has a single writer;
+        # only version-1 stores keep condition codes (with CF flag_values/flag_meanings)
         conditions = list(self._conditions)
+        if np.dtype(self._handles()["condition"].dtype).kind not in "iu":
+            return
         if len(conditions) != self._conditions_written:
             self._handles()["condition"].attrs.update(
                 {
@@ -420,6 +441,8 @@ class RecordingWriter:
             for arr, _ in arrays:
                 arr.resize((self._capacity, *arr.shape[1:]))
         for arr, values in arrays:
+            if arr is handles["condition"]:
+                values = self._condition_values(values, arr.dtype)
             arr[start:stop] = values
         self._write_conditions()
         self.frames = stop
@@ -569,10 +592,43 @@ def _open_group_clipped(zgroup: zarr.Group, n: int) -> xr.Dataset:
 
 
 def _load_coords(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
-    # coordinates are small: keep them in memory so that selections need no compute
+    # coordinates are small: keep them in memory so that selections need no compute; they
+    # come in the order of `names` (the store lists arrays in no fixed order)
     names = [k for k in names if k in ds.variables]
-    ds = ds.set_coords([k for k in names if k in ds.data_vars])
-    return ds.assign_coords({k: ds[k].load().variable for k in names})
+    others = {k: v.variable for k, v in ds.coords.items() if k not in names}
+    coords: dict[Any, xr.Variable] = {**others, **{k: ds[k].load().variable for k in names}}
+    data = {k: v.variable for k, v in ds.data_vars.items() if k not in names}
+    return xr.Dataset(data, coords=coords, attrs=ds.attrs)
+
+
+def _decode_condition(var: xr.DataArray) -> xr.Variable:
+    """``condition`` as a string Variable: v2 stores hold strings, v1 stores int16 codes."""
+    values = np.asarray(var.values)
+    attrs = {"long_name": _FIELD_ATTRS["condition"]["long_name"]}
+    if values.dtype.kind in "iu":  # version 1: CF flag_values / flag_meanings
+        meanings = str(var.attrs.get("flag_meanings", "")).split()
+        names = np.array([*meanings, ""], dtype=object)
+        ok = (values >= 0) & (values < len(meanings))
+        values = names[np.where(ok, values, len(meanings))]
+    # numpy 2 reads Zarr strings as StringDType; a fixed-width '<U' array is the familiar form
+    return xr.Variable(var.dims, np.array(values.tolist(), dtype=str), attrs)
+
+
+def _frame_table(base: xr.Dataset) -> xr.Dataset:
+    """Root of a recording: the frame table as indexed coordinates, in :data:`FRAME_FIELDS` order.
+
+    Each field gets its own (non-unique) pandas index along ``time``: DataTree children
+    inherit only indexed coordinates, so every layer group sees ``session``, ``label``, ...,
+    and ``.sel(session=2)`` or ``.sel(condition="spontaneous")`` work on any group.
+    """
+    names = [k for k in FRAME_FIELDS if k in base.variables]
+    variables = {k: base[k].load().variable for k in names}
+    if "condition" in variables:
+        variables["condition"] = _decode_condition(base["condition"])
+    out = xr.Dataset(coords=variables, attrs=base.attrs)
+    for name in names:
+        out = out.set_xindex(name)
+    return out
 
 
 def open_recording(
@@ -620,17 +676,8 @@ def open_recording(
     n = int(attrs.get("frames_committed", 0))
     chunks = {} if chunks is None else chunks
     tree: dict[str, xr.Dataset] = {}
-    base = _open_group(p, None, n, chunks)
-    base = _load_coords(base, list(FRAME_FIELDS))
-    if "condition" in base.coords:
-        meanings = base["condition"].attrs.get("flag_meanings", "").split()
-        codes = np.asarray(base["condition"].values)
-        labels = np.array([*meanings, ""], dtype=object)
-        decoded = labels[np.where((codes >= 0) & (codes < len(meanings)), codes, len(meanings))]
-        base = base.assign_coords(
-            condition=("time", decoded.astype(str), {"long_name": "presentation condition"})
-        )
-    base.attrs = attrs
+    base = _frame_table(_open_group(p, None, n, chunks))
+    base.attrs = {k: v for k, v in attrs.items() if k != "coordinates"}
     tree["/"] = base
     if _BEHAVIOUR in root:
         tree[f"/{_BEHAVIOUR}"] = _open_group(p, _BEHAVIOUR, n, chunks)
