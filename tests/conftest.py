@@ -8,6 +8,8 @@ import matplotlib
 import numpy as np
 import pytest
 
+# the test process draws figures without a display; this does not reach notebook kernels
+# (tests/test_tutorials.py runs them with the inline backend)
 matplotlib.use("Agg")
 
 
@@ -23,9 +25,10 @@ def rng(seed: int) -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def shared_data() -> str:
-    """Path of the real recordings in ../shared/data (beside the checkout)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.normpath(os.path.join(here, "..", "..", "shared", "data"))
-    if not os.path.isdir(path):
-        pytest.skip(f"shared data folder not found at {path}")
-    return path
+    """Folder of the real recordings: $NETPHYS_DATA, else ../shared/data beside the checkout."""
+    from netphys.io import data_dir
+
+    try:
+        return str(data_dir())
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))

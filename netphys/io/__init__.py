@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 # --- readers and writers of real data (issue 5) --------------------------------------------
+from netphys.io._data import data_dir
 from netphys.io.dataset import open_dataset
 from netphys.io.matlab import read_stringer_mat
 from netphys.io.npz import read_npz
@@ -26,6 +27,7 @@ from netphys.io.nwb import read_nwb, to_nwb, write_nwb
 from netphys.io.suite2p import read_suite2p, to_suite2p, write_suite2p
 
 __all__ += [
+    "data_dir",
     "open_dataset",
     "read_npz",
     "read_nwb",
