@@ -4,7 +4,8 @@ Only this subpackage and the command line put the parts together: train and reco
 (:func:`run_demo`, :func:`run_continual`), analyse a recording per session and write figures
 (:func:`population_report`), run the concept analysis of a model beside its re-initialised
 control (:func:`concept_analysis`, :func:`concept_report`), and compare recordings on disk
-(:func:`compare_recordings`, :func:`compare_files`). Importing it imports torch.
+(:func:`compare_recordings`, :func:`compare_files`), and gather one unit's page
+(:func:`unit_profile`). Importing it imports torch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from netphys.experiments.concepts import concept_analysis, concept_report, reini
 from netphys.experiments.continual import METHODS, run_continual
 from netphys.experiments.demo import run_demo, train_and_record
 from netphys.experiments.report import population_report
+from netphys.experiments.units import unit_profile
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     # the demo and its data
@@ -32,6 +34,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "concept_analysis",
     "concept_report",
     "reinitialised",
+    "unit_profile",
     # model versus mouse on files
     "compare_recordings",
     "compare_files",

@@ -26,6 +26,7 @@ from netphys.plot._sessions import (
     plot_subspace_alignment,
     plot_tuning_drift,
 )
+from netphys.plot._units import plot_unit
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     # population analyses
@@ -46,6 +47,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "plot_subspace_alignment",
     "plot_spectrum_over_sessions",
     "plot_concept_persistence",
+    # one unit
+    "plot_unit",
     # model versus mouse
     "plot_compare",
     # experiment overviews
