@@ -4,9 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = ["plot_compare"]
+
+
+#: Log axes show at most this many decades below their largest value (numerical zeros such as
+#: 1e-20 otherwise squash the informative part of a spectrum).
+_DECADES = 5
+
+
+def _tidy_loglog(ax: Axes) -> None:
+    """Limit a log-log spectrum axis to ``_DECADES`` decades; one tick label per decade."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    ys = [ln.get_ydata() for ln in ax.get_lines()]
+    values = np.concatenate([np.asarray(y, dtype=float) for y in ys]) if ys else np.array([])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size:
+        top = values.max()
+        ax.set_ylim(max(values.min(), top * 10.0**-_DECADES) / 1.5, top * 1.5)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, numticks=6))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def plot_compare(result: xr.Dataset) -> Figure:
@@ -61,6 +82,8 @@ def plot_compare(result: xr.Dataset) -> Figure:
         )
     ax.set(title="eigenspectrum", xlabel="PC", ylabel="explained variance ratio")
     ax.legend(fontsize=8)
+    for a in fig.axes:
+        _tidy_loglog(a)
     ax = fig.add_subplot(grid[0, 2])
     bins = result["corr_bin"].values
     for i, lab in enumerate(labels):

@@ -22,6 +22,28 @@ def _figure(
     return fig, axes
 
 
+#: Concepts drawn in colour (the largest, by number of paths); the rest are grey.
+MAX_COLORED = 10
+
+
+def _concept_colors(concept: np.ndarray, max_colored: int) -> tuple[np.ndarray, list[Any]]:
+    """RGBA per path: the ``max_colored`` largest concepts in tab10, the others light grey."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
+
+    ids, counts = np.unique(concept[concept >= 0], return_counts=True)
+    top = ids[np.argsort(-counts, kind="stable")[:max_colored]]
+    cmap = colormaps["tab10"]
+    colors = np.tile(np.array([0.82, 0.82, 0.82, 1.0]), (len(concept), 1))
+    handles: list[Any] = []
+    for i, c in enumerate(top):
+        colors[concept == c] = cmap(i % 10)
+        handles.append(Patch(color=cmap(i % 10), label=f"concept {int(c)}"))
+    if len(ids) > len(top):
+        handles.append(Patch(color=(0.82, 0.82, 0.82), label=f"{len(ids) - len(top)} others"))
+    return colors, handles
+
+
 def plot_path_raster(
     matrix: xr.Dataset,
     embedding: xr.Dataset,
@@ -79,10 +101,12 @@ def plot_path_raster(
             ax.axvline(e, color="tab:red", lw=0.5)
     if concepts is not None:
         lab = np.asarray(concepts["concept"].values)[isort]
-        axes[1].imshow(lab[:, None], aspect="auto", cmap="tab20", interpolation="nearest")
+        colors, handles = _concept_colors(lab, MAX_COLORED)
+        axes[1].imshow(colors[:, None, :], aspect="auto", interpolation="nearest")
         axes[1].set_xticks([])
         axes[1].set_yticks([])
         axes[1].set_title("concept", fontsize=7)
+        fig.legend(handles=handles, loc="outside right upper", fontsize=6, frameon=False)
     return fig
 
 
@@ -129,9 +153,16 @@ def plot_path_embedding(
         axes[0].legend(handles=handles, fontsize=6, title="category", loc="best")
     pr = float(embedding["participation_ratio"])
     axes[0].set_title(f"samples (participation ratio {pr:.1f})")
-    cc = None if concepts is None else np.asarray(concepts["concept"].values)
-    axes[1].scatter(p[:, 0], p[:, 1], c=cc, s=6, **({"cmap": "tab20"} if cc is not None else {}))
-    axes[1].set_title("paths" + (" coloured by concept" if concepts is not None else ""))
+    if concepts is None:
+        axes[1].scatter(p[:, 0], p[:, 1], s=6)
+    else:
+        colors, handles = _concept_colors(np.asarray(concepts["concept"].values), MAX_COLORED)
+        grey = colors[:, 0] == colors[:, 1]
+        axes[1].scatter(p[grey, 0], p[grey, 1], c=colors[grey], s=5)
+        axes[1].scatter(p[~grey, 0], p[~grey, 1], c=colors[~grey], s=7)
+        axes[1].legend(handles=handles, fontsize=6, loc="best", frameon=False)
+    title = f"paths ({MAX_COLORED} largest concepts coloured)" if concepts is not None else "paths"
+    axes[1].set_title(title)
     for ax in axes:
         ax.set_xlabel("component 1")
         ax.set_ylabel("component 2")
@@ -139,9 +170,14 @@ def plot_path_embedding(
 
 
 def plot_concept_selectivity(
-    selectivity: xr.Dataset, *, alpha: float = 0.01, max_concepts: int = 40
+    selectivity: xr.Dataset,
+    *,
+    alpha: float = 0.01,
+    max_concepts: int = 40,
+    p_values: Any = None,
+    test: str = "label permutation",
 ) -> Any:
-    """Plot concept x category selectivity, marking concepts with permutation p < alpha.
+    """Plot concept x category selectivity, marking concepts with p < alpha.
 
     Parameters
     ----------
@@ -151,6 +187,11 @@ def plot_concept_selectivity(
         Concepts with ``p_value < alpha`` get a star.
     max_concepts : int, default=40
         Show at most this many concepts, the largest by flow mass.
+    p_values : array-like or xarray.DataArray, optional
+        One p-value per concept replacing ``selectivity["p_value"]``, e.g. against the
+        untrained control from :func:`netphys.population.paths.selectivity_vs_reference`.
+    test : str, default="label permutation"
+        Name of the test behind the p-values, shown on the y axis.
 
     Returns
     -------
@@ -167,7 +208,13 @@ def plot_concept_selectivity(
         np.argsort(-np.asarray(selectivity["mass"].values), kind="stable")[:max_concepts]
     )
     si = np.asarray(selectivity["selectivity"].values)[keep]
-    pv = np.asarray(selectivity["p_value"].values)[keep]
+    p_all = selectivity["p_value"].values if p_values is None else np.asarray(p_values)
+    if len(p_all) != selectivity.sizes["concept"]:
+        raise ValueError(
+            f"plot_concept_selectivity(): `p_values` needs one value per concept "
+            f"({selectivity.sizes['concept']}); got {len(p_all)}."
+        )
+    pv = np.asarray(p_all, dtype=float)[keep]
     names = np.asarray(selectivity["concept"].values)[keep]
     cats = selectivity["category"].values
     fig, ax = _figure((2.0 + 0.45 * max(len(cats), 1), 1.5 + 0.15 * max(si.shape[0], 1)))
@@ -183,7 +230,7 @@ def plot_concept_selectivity(
         fontsize=6,
     )
     ax.set_xlabel("category")
-    ax.set_ylabel(f"concept (* p < {alpha})")
+    ax.set_ylabel(f"concept (* p < {alpha}, {test}; {int((pv < alpha).sum())} of {len(pv)})")
     ax.set_title(
         f"selectivity; purity {float(selectivity['purity_global']):.2f}, "
         f"NMI {float(selectivity['nmi']):.2f}"

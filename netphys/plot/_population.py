@@ -64,6 +64,7 @@ def plot_raster(
     order: Any = None,
     bin_size: int = 1,
     vmax: float = 1.5,
+    labels: Any = None,
     ax: Axes | None = None,
 ) -> Figure:
     """Plot z-scored activity as a units x samples image, optionally sorted.
@@ -79,6 +80,9 @@ def plot_raster(
         Average this many consecutive units (after sorting) per row.
     vmax : float, default=1.5
         Upper colour limit in z units (lower limit 0, as in rastermap figures).
+    labels : array-like or None, default=None
+        One category per sample, for samples already grouped by category: the groups are
+        separated by lines and named on the x axis (e.g. the digit shown).
     ax : matplotlib.axes.Axes or None, default=None
         Axes to draw into; a new Figure otherwise.
 
@@ -103,11 +107,25 @@ def plot_raster(
         n = x.shape[0] // bin_size * bin_size
         x = x[:n].reshape(-1, bin_size, x.shape[1]).mean(axis=1)
     fig, ax = _axes(ax, (8.0, 4.0))
-    im = ax.imshow(x, aspect="auto", cmap="gray_r", vmin=0, vmax=vmax, interpolation="nearest")
+    # antialiased: more samples than pixels are averaged, not aliased into speckle
+    im = ax.imshow(x, aspect="auto", cmap="gray_r", vmin=0, vmax=vmax, interpolation="antialiased")
     ax.set_xlabel(str(da.dims[0]))
     ax.set_ylabel("units" + (" (sorted)" if order is not None else ""))
+    if labels is not None:
+        _label_groups(ax, np.asarray(labels), x.shape[1])
     fig.colorbar(im, ax=ax, label="z-score")
     return fig
+
+
+def _label_groups(ax: Axes, labels: np.ndarray, n: int) -> None:
+    """Mark runs of equal labels along x: a line between runs, the label at each run's centre."""
+    if labels.shape != (n,):
+        raise ValueError(f"plot_raster(): `labels` needs one value per sample ({n}); got {labels.shape}.")
+    starts = np.r_[0, np.flatnonzero(labels[1:] != labels[:-1]) + 1]
+    stops = np.r_[starts[1:], n]
+    for s in starts[1:]:
+        ax.axvline(s - 0.5, color="tab:red", lw=0.6)
+    ax.set_xticks((starts + stops - 1) / 2, [str(v) for v in labels[starts]])
 
 
 def plot_correlation_matrix(results: Any, *, ax: Axes | None = None) -> Figure:

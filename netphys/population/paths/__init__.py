@@ -27,6 +27,7 @@ from netphys.population.paths._flows import (
     path_transitions,
     top_paths,
 )
+from netphys.population.paths._reference import selectivity_vs_reference
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     # flows over the graph
@@ -48,6 +49,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "concept_selectivity",
     "class_path_overlap",
     "path_classifier_agreement",
+    "selectivity_vs_reference",
     # the whole analysis
     "concept_analysis",
     "concept_summary",
