@@ -1,4 +1,4 @@
-"""The ``netphys`` command: ``demo``, ``info``, ``recover``, ``compare``."""
+"""The ``netphys`` command: ``demo``, ``info``, ``units``, ``recover``, ``compare``."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
     for s in summary["sessions"]:
         print(
             f"  {s['session']:>7}  {s['epoch']:>5}  {s['test_accuracy']:8.3f}  "
-            f"{s['mean_activity']:8.3f}  {s['fraction_active']:11.3f}  {s.get('pca_alpha', float('nan')):9.2f}"
+            f"{s['mean_activity']:8.3f}  {s['fraction_active']:11.3f}  "
+            f"{s.get('pca_alpha') or float('nan'):9.2f}"
         )
     pop = (summary.get("population") or {}).get("sessions", {})
     if pop:
@@ -73,7 +74,31 @@ def _demo(args: argparse.Namespace) -> int:
             f"{u['nmi']:.2f}, purity {t['purity']:.2f} vs {u['purity']:.2f}, "
             f"N_eff {t['n_eff_median']:.0f} vs {u['n_eff_median']:.0f}"
         )
-    print(f"  report: {args.out}/summary.json and PNG figures ({summary['seconds']} s)")
+    print(
+        f"  report: {args.out}/report.html (open in a browser), {args.out}/summary.json "
+        f"({summary['seconds']} s)"
+    )
+    return 0
+
+
+def _units(args: argparse.Namespace) -> int:
+    from netphys.experiments._common import save_figure
+    from netphys.experiments.units import unit_profile
+    from netphys.plot import plot_unit
+
+    inputs = np.load(args.inputs, allow_pickle=False) if args.inputs else None
+    prof = unit_profile(
+        args.path, args.layer, args.unit, session=args.session, top_k=args.top_k, inputs=inputs
+    )
+    out = args.out or f"unit_{args.layer}_{args.unit}.png"
+    save_figure(plot_unit(prof), out, dpi=90)
+    best = int(np.argmax(prof["tuning_mean"].values))
+    print(
+        f"layer {args.layer!r} unit {args.unit} (session {prof.attrs['session']}): prefers label "
+        f"{int(prof['label'][best])} ({float(prof['tuning_mean'][best]):.3f}); "
+        f"top stimuli {prof['top_stimulus'].values.tolist()}"
+    )
+    print(f"  figure: {out}")
     return 0
 
 
@@ -149,6 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("info", help="summarise a recording")
     p.add_argument("path")
     p.set_defaults(func=_info)
+    p = sub.add_parser("units", help="one unit's page: tuning, top stimuli, sessions, spontaneous")
+    p.add_argument("path", help="a recording (*.zarr)")
+    p.add_argument("--layer", required=True, help="recorded layer name (see `netphys info`)")
+    p.add_argument("--unit", type=int, required=True, help="unit position in the layer")
+    p.add_argument("--session", type=int, default=None, help="session (default: the last)")
+    p.add_argument("--top-k", type=int, default=8, help="number of preferred stimuli")
+    p.add_argument("--inputs", default=None, help=".npy of the inputs by stimulus id (optional)")
+    p.add_argument("--out", default=None, help="PNG to write (default: unit_LAYER_UNIT.png)")
+    p.set_defaults(func=_units)
     p = sub.add_parser("recover", help="make an interrupted recording consistent")
     p.add_argument("path")
     p.set_defaults(func=_recover)
@@ -161,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_compare)
     args = parser.parse_args(argv)
-    if args.command in ("demo", "compare"):
+    if args.command in ("demo", "compare", "units"):
         import matplotlib
 
         matplotlib.use("Agg")  # the command line draws to files only; library code never does this

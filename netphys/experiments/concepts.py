@@ -18,7 +18,12 @@ from torch import nn
 from netphys._validation import check_choice, check_int
 from netphys.plot import plot_concept_selectivity, plot_path_embedding, plot_path_raster
 from netphys.population.paths import concept_analysis as _contribution_analysis
-from netphys.population.paths import concept_summary, path_embedding, unit_baseline
+from netphys.population.paths import (
+    concept_summary,
+    path_embedding,
+    selectivity_vs_reference,
+    unit_baseline,
+)
 from netphys.recorder import edge_contributions
 
 __all__ = ["concept_analysis", "concept_report", "reinitialised"]
@@ -144,6 +149,67 @@ def reinitialised(model: nn.Module, *, torch_seed: int = 0) -> nn.Module:
     return ctrl.eval()
 
 
+#: Concepts are starred when more selective than all but this share of the control's concepts.
+CONTROL_ALPHA = 0.05
+
+
+def _control_significance(trees: dict[str, xr.DataTree]) -> dict[str, Any]:
+    """P-values of both models' concepts against the untrained control's selectivity."""
+    ref = trees["untrained"]["selectivity"].to_dataset()
+    out: dict[str, Any] = {"alpha": CONTROL_ALPHA, "test": "max SI vs untrained control"}
+    for name, tree in trees.items():
+        sel = tree["selectivity"].to_dataset()
+        if sel.sizes.get("concept", 0) == 0 or ref.sizes.get("concept", 0) == 0:
+            out[name] = None
+            continue
+        p = selectivity_vs_reference(sel, ref, same=name == "untrained")
+        tree["selectivity"]["p_value_vs_control"] = p
+        out[name] = {
+            "n_concepts": int(p.size),
+            "n_significant": int((p.values < CONTROL_ALPHA).sum()),
+            "n_significant_label_permutation": int((sel["p_value"].values < 0.01).sum()),
+        }
+    return out
+
+
+def _concept_figures(
+    name: str,
+    tree: xr.DataTree,
+    y: np.ndarray,
+    out_dir: str | os.PathLike[str],
+    seed: int,
+    layers: list[str],
+) -> list[str]:
+    """Raster, embedding and selectivity figures of one model's concepts; return file names."""
+    mat, con = tree["matrix"].to_dataset(), tree["concepts"].to_dataset()
+    if mat.sizes.get("path", 0) < 2:
+        return []
+    sel = tree["selectivity"].to_dataset()
+    emb = path_embedding(mat, n_clusters=30, rng=seed)  # 100 clusters: ~70 s
+    who = "trained model" if name == "trained" else "untrained control (re-initialised copy)"
+    p = sel.get("p_value_vs_control")
+    test = "vs untrained control" if p is not None else "label permutation"
+    alpha = CONTROL_ALPHA if p is not None else 0.01
+    figs = {
+        f"concepts_{name}_raster.png": (
+            plot_path_raster(mat, emb, labels=y, concepts=con),
+            f"{who}: path x digit flow raster (held-out digits, layers {', '.join(layers)})",
+        ),
+        f"concepts_{name}_embedding.png": (
+            plot_path_embedding(emb, labels=y, concepts=con),
+            f"{who}: digits and paths in the first two flow components",
+        ),
+        f"concepts_{name}_selectivity.png": (
+            plot_concept_selectivity(sel, p_values=p, test=test, alpha=alpha),
+            f"{who}: concept selectivity per digit",
+        ),
+    }
+    for fname, (fig, title) in figs.items():
+        fig.suptitle(title, fontsize=10)
+        fig.savefig(os.path.join(out_dir, fname), dpi=80)
+    return list(figs)
+
+
 def concept_report(
     model: nn.Module,
     inputs: Any,
@@ -182,7 +248,10 @@ def concept_report(
     -------
     dict
         JSON-safe: ``trained`` and ``untrained`` summaries (see :func:`concept_summary`),
-        ``edge_level`` summaries when the median coverage is below 0.3, ``unit_baseline``
+        ``edge_level`` summaries when the median coverage is below 0.3 (concepts of exact
+        edge flows instead of the top paths: a second concept set, used when the top paths
+        carry too little of the flow), ``significance`` (concepts of each model more
+        selective than the untrained control's, p < 0.05), ``unit_baseline``
         (the same clustering on node activity: NMI, purity), ``delta`` (trained -
         untrained NMI and purity), ``figures`` (file names), ``settings``.
 
@@ -195,8 +264,9 @@ def concept_report(
     >>> x = torch.randn(60, 4)
     >>> res = concept_report(net, x, (x[:, 0] > 0).long().numpy(), layers=["1", "3"],
     ...                      out_dir=tempfile.mkdtemp(), k=8, n_permutations=20)
-    >>> sorted(res)
-    ['delta', 'edge_level', 'figures', 'settings', 'trained', 'unit_baseline', 'untrained']
+    >>> sorted(res)  # doctest: +NORMALIZE_WHITESPACE
+    ['delta', 'edge_level', 'figures', 'settings', 'significance', 'trained', 'unit_baseline',
+     'untrained']
     """
     seed_int = int(rng) if isinstance(rng, (int, np.integer)) else 0
     os.makedirs(out_dir, exist_ok=True)
@@ -217,21 +287,9 @@ def concept_report(
             edge = _contribution_analysis(contrib, unit="edge", **kw)
             result["edge_level"][name] = concept_summary(edge)
         result["unit_baseline"][name] = unit_baseline(contrib, y, n_permutations, seed_int)
+    result["significance"] = _control_significance(trees)
     for name, tree in trees.items():
-        mat, con = tree["matrix"].to_dataset(), tree["concepts"].to_dataset()
-        if mat.sizes.get("path", 0) < 2:
-            continue
-        emb = path_embedding(mat, n_clusters=30, rng=seed_int)  # 100 clusters: ~70 s
-        figs = {
-            f"concepts_{name}_raster.png": plot_path_raster(mat, emb, labels=y, concepts=con),
-            f"concepts_{name}_embedding.png": plot_path_embedding(emb, labels=y, concepts=con),
-            f"concepts_{name}_selectivity.png": plot_concept_selectivity(
-                tree["selectivity"].to_dataset()
-            ),
-        }
-        for fname, fig in figs.items():
-            fig.savefig(os.path.join(out_dir, fname), dpi=100)
-            result["figures"].append(fname)
+        result["figures"] += _concept_figures(name, tree, y, out_dir, seed_int, list(layers))
     t, u = result["trained"], result["untrained"]
     result["delta"] = {
         key: t.get(key, 0.0) - u.get(key, 0.0)

@@ -2,8 +2,9 @@
 
 Every epoch is a *session*: the held-out digits are shown twice (repeats 0 and 1) and a block
 of noise frames (``condition="spontaneous"``) follows. Session 0 is the untrained network.
-The recording goes to ``OUT/recording.zarr``; the report (PNG figures and ``summary.json``)
-to ``OUT/``.
+The recording goes to ``OUT/recording.zarr``; the report to ``OUT/``: ``report.html`` (one
+self-contained page, figures embedded, with captions), ``summary.json`` (every number, valid
+JSON) and the PNG figures (paths in the summary are relative to ``OUT``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 import numpy as np
 
 from netphys.experiments._common import json_safe, save_figure, write_json
+from netphys.experiments._demo_report import demo_sections
+from netphys.experiments._html import write_report_html
 from netphys.experiments._models import DEMO_LAYERS, DemoCNN, load_digits_split
+from netphys.io.recording import write_stimuli
 
 __all__ = ["DEMO_LAYERS", "DemoCNN", "load_digits_split", "run_demo", "train_and_record"]
 
@@ -115,12 +119,12 @@ def run_demo(
     Returns
     -------
     dict
-        The JSON summary (per-session numbers, file names of the figures).
+        The JSON summary: per-session numbers, ``figures`` (name -> path relative to
+        ``OUT``; one base for every figure), ``report`` (the HTML page).
     """
+    from tqdm.auto import tqdm
+
     import netphys
-    from netphys import plot as plots
-    from netphys import population as pop
-    from netphys.errors import NetphysWarning
 
     t0 = time.time()
     out = Path(out_dir)
@@ -128,83 +132,34 @@ def run_demo(
     model, info = train_and_record(
         out, epochs=epochs, seed=seed, n_spontaneous=n_spontaneous, dtype=dtype, progress=progress
     )
+    # the held-out digits, so that per-unit pages show a unit's preferred digits
+    write_stimuli(out / "recording.zarr", info["x_test"][:, 0])
     rec = netphys.open_recording(out / "recording.zarr")
     act = netphys.layer_activity(rec).load()  # ~200 MB: analyses run in memory
-    figures: dict[str, str] = {}
     sessions = info["sessions"]
-    steps = ["summary", "raster", "spectra"] + (["population", "concepts"] if analyses else [])
-    from tqdm.auto import tqdm
-
+    figures: dict[str, str] = {}
+    steps = ["summary", "raster"] + (["population", "concepts"] if analyses else [])
     bar = tqdm(steps, desc="report", disable=not progress)
-    spectra: dict[str, Any] = {}
     for step in bar:
         bar.set_postfix(step=step)
         if step == "summary":
-            for s in sessions:
-                sel = act.sel(time=(act.session == s["session"]).values)
-                stim = sel.sel(time=(sel.condition == "stimulus").values).values
-                spont = sel.sel(time=(sel.condition == "spontaneous").values).values
-                s["n_frames"] = int(sel.sizes["time"])
-                s["mean_activity"] = float(stim.mean())
-                s["fraction_active"] = float((stim > 0).mean())
-                s["mean_spontaneous_activity"] = float(spont.mean()) if spont.size else None
+            _session_numbers(act, sessions)
         elif step == "raster":
-            last = act.sel(time=((act.session == epochs) & (act.condition == "stimulus")).values)
-            last = last.sel(time=(last.repeat == 0).values).load()
-            last = last.isel(time=np.argsort(last.label.values, kind="stable"))
-            keep = last.std("time").values > 0
-            sorted_ = pop.rastermap_sort(
-                last.isel(unit=np.flatnonzero(keep)), n_clusters=30, n_pcs=64, rng=seed
-            )
-            fig = plots.plot_raster(last.isel(unit=np.flatnonzero(keep)), order=sorted_)
-            fig.axes[0].set_title(f"session {epochs}: units sorted by rastermap, frames by label")
-            fig.axes[0].set_xlabel("frames (held-out digits, repeat 0, sorted by label)")
-            figures["raster"] = save_figure(fig, out / "raster.png")
-        elif step == "spectra":
-            for s in sessions:
-                sel = act.sel(
-                    time=(
-                        (act.session == s["session"])
-                        & (act.condition == "stimulus")
-                        & (act.repeat == 0)
-                    ).values
-                )
-                sel = sel.isel(unit=np.flatnonzero(sel.std("time").values > 0))
-                spec = pop.eigenspectrum(sel.load(), n_components=256, fit_range=(2, 100))
-                spectra[f"session {s['session']}"] = spec
-                s["pca_alpha"] = float(spec["alpha"])
-            fig = plots.plot_spectra(spectra)
-            fig.axes[0].set_title("PCA eigenspectrum per session (stimulus frames)")
-            figures["eigenspectrum"] = save_figure(fig, out / "eigenspectrum.png")
-            figures["sessions"] = save_figure(
-                plots.plot_session_summary(sessions), out / "sessions.png"
-            )
+            figures["raster"] = _raster(act, epochs, seed, out)
         elif step == "population":
-            from netphys.experiments.report import population_report
-
-            beh = rec["behaviour"].to_dataset()["logits"] if "behaviour" in rec.children else None
-            with warnings.catch_warnings():
-                # dead ReLU units are expected here; each result reports them (is_constant)
-                warnings.filterwarnings(
-                    "ignore", message=".*constant unit", category=NetphysWarning
-                )
-                popsum = population_report(act, behaviour=beh, out_dir=out / "population", rng=seed)
-            info["population"] = popsum
-        elif step == "concepts":
-            from netphys.experiments.concepts import concept_report
-
-            info["concepts"] = concept_report(
-                model,
-                info["x_test"],
-                info["y_test"],
-                layers=DEMO_LAYERS,
-                out_dir=out / "concepts",
-                rng=seed,
-            )
+            info["population"] = _population(rec, act, out, seed, sessions, figures)
+        else:
+            info["concepts"] = _concepts(model, info, out, seed, figures)
     bar.close()
+    figures["sessions"] = save_figure(
+        _titled(netphys.plot.plot_session_summary(sessions), "training sessions"),
+        out / "sessions.png",
+        dpi=80,
+    )
     summary = {
         "netphys_version": netphys.__version__,
-        "recording": str(out / "recording.zarr"),
+        "recording": "recording.zarr",
+        "report": "report.html",
         "layers": DEMO_LAYERS,
         "n_units": int(act.sizes["unit"]),
         "n_frames": int(act.sizes["time"]),
@@ -212,7 +167,104 @@ def run_demo(
         "figures": figures,
         "population": info.get("population"),
         "concepts": info.get("concepts"),
-        "seconds": round(time.time() - t0, 1),
     }
+    write_report_html(
+        out / "report.html",
+        title="netphys demo: a CNN on scikit-learn's digits, recorded like a mouse",
+        intro=_INTRO.format(epochs=epochs, n_units=summary["n_units"], n_spont=n_spontaneous),
+        sections=demo_sections(summary),
+    )
+    summary["seconds"] = round(time.time() - t0, 1)
     write_json(out / "summary.json", summary)
     return json_safe(summary)
+
+
+_INTRO = (
+    "A small CNN (layers act1, act2, act3: {n_units} units) learns the 8x8 digits that ship with "
+    "scikit-learn. Before training (session 0) and after each of {epochs} epochs (sessions 1-"
+    "{epochs}) it is shown the held-out digits twice (repeats 0 and 1) and {n_spont} noise "
+    "frames (spontaneous activity), and every unit is recorded, as a two-photon lab images a "
+    "mouse on consecutive days. Every number below is in summary.json."
+)
+
+
+def _titled(fig: Any, title: str) -> Any:
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _session_numbers(act: Any, sessions: list[dict[str, Any]]) -> None:
+    """Frames, mean activity (stimulus and spontaneous) and active share per session."""
+    for s in sessions:
+        sel = act.sel(time=(act.session == s["session"]).values)
+        stim = sel.sel(time=(sel.condition == "stimulus").values).values
+        spont = sel.sel(time=(sel.condition == "spontaneous").values).values
+        s["n_frames"] = int(sel.sizes["time"])
+        s["mean_activity"] = float(stim.mean())
+        s["fraction_active"] = float((stim > 0).mean())
+        s["mean_spontaneous_activity"] = float(spont.mean()) if spont.size else None
+
+
+def _raster(act: Any, epochs: int, seed: int, out: Path) -> str:
+    """Raster of the last session: units sorted by rastermap, frames grouped by digit."""
+    from netphys import plot as plots
+    from netphys import population as pop
+
+    last = act.sel(time=((act.session == epochs) & (act.condition == "stimulus")).values)
+    last = last.sel(time=(last.repeat == 0).values).load()
+    last = last.isel(time=np.argsort(last.label.values, kind="stable"))
+    last = last.isel(unit=np.flatnonzero(last.std("time").values > 0))
+    order = pop.rastermap_sort(last, n_clusters=30, n_pcs=64, rng=seed)
+    fig = plots.plot_raster(last, order=order, labels=last.label.values)
+    ax = fig.axes[0]
+    ax.set_title(
+        f"session {epochs}: {last.sizes['unit']} active units sorted by rastermap, "
+        "held-out digits (repeat 0) grouped by digit"
+    )
+    ax.set_xlabel("digit shown (frames grouped by label)")
+    return save_figure(fig, out / "raster.png", dpi=80)
+
+
+def _population(
+    rec: Any,
+    act: Any,
+    out: Path,
+    seed: int,
+    sessions: list[dict[str, Any]],
+    figures: dict[str, str],
+) -> dict[str, Any]:
+    """Run the population report; copy its exponents into the session rows (one source)."""
+    from netphys.errors import NetphysWarning
+    from netphys.experiments.report import population_report
+
+    beh = rec["behaviour"].to_dataset()["logits"] if "behaviour" in rec.children else None
+    with warnings.catch_warnings():
+        # dead ReLU units are expected here; each result reports them (is_constant)
+        warnings.filterwarnings("ignore", message=".*constant unit", category=NetphysWarning)
+        popsum = population_report(act, behaviour=beh, out_dir=out / "population", rng=seed)
+    for s in sessions:
+        numbers = popsum["sessions"].get(str(s["session"]), {})
+        for key, name in (("pca_alpha", "eigenspectrum"), ("svca_alpha", "svca")):
+            s[key] = numbers.get(name, {}).get("alpha")
+    for name in popsum["figures"]:
+        figures[f"population/{Path(name).stem}"] = f"population/{name}"
+    return popsum
+
+
+def _concepts(
+    model: Any, info: dict[str, Any], out: Path, seed: int, figures: dict[str, str]
+) -> dict[str, Any]:
+    """Concept analysis of the trained model beside its re-initialised copy."""
+    from netphys.experiments.concepts import concept_report
+
+    res = concept_report(
+        model,
+        info["x_test"],
+        info["y_test"],
+        layers=DEMO_LAYERS,
+        out_dir=out / "concepts",
+        rng=seed,
+    )
+    for name in res["figures"]:
+        figures[f"concepts/{Path(name).stem}"] = f"concepts/{name}"
+    return res

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from matplotlib.figure import Figure
 
 from netphys._validation import check_population
 from netphys.errors import NetphysWarning
@@ -43,11 +45,6 @@ def _by_session(results: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
     return {f"session {key}": value for key, value in results.items()}
 
 
-def _save(fig: Any, path: Path, figures: list[str]) -> None:
-    save_figure(fig, path, dpi=90)
-    figures.append(str(path))
-
-
 def population_report(
     activity: xr.DataArray,
     *,
@@ -56,11 +53,12 @@ def population_report(
     n_components: int = 128,
     max_units: int = 1024,
     min_shift: int = 100,
+    fit_range: tuple[int, int] = (2, 100),
     rng: int = 0,
 ) -> dict[str, Any]:
     """Run the population analyses on each session of a recording; write figures and numbers.
 
-    Per session: the PCA eigenspectrum (all frames), cvPCA (stimulus frames of repeats 0 and 1,
+    Per session: the PCA eigenspectrum (stimulus frames), cvPCA (stimulus frames of repeats 0 and 1,
     matched by ``stimulus``), SVCA (all frames, blocks of 10 frames), the explained share of
     reliable variance from ``behaviour`` (RRR, when given), the circular-shift correlation null
     (spontaneous frames, or all frames when too few) and the category autocorrelation (stimulus
@@ -85,6 +83,9 @@ def population_report(
     min_shift : int, default=100
         Minimum circular shift in frames for the null (model frames are independent
         presentations, so a short shift suffices; the paper used 1000 bins of 1.2 s).
+    fit_range : tuple of int, default=(2, 100)
+        Components of every power-law fit (eigenspectrum, cvPCA, SVCA): one range, so that
+        each exponent is computed once, the same way, for every session.
     rng : int, default=0
         Seed of every analysis.
 
@@ -92,7 +93,8 @@ def population_report(
     -------
     dict
         JSON-safe: ``sessions`` (session id -> numbers per analysis, or ``{"skipped": reason}``),
-        ``figures`` (paths written), ``n_units``, ``n_units_analysed``, ``warnings`` (messages
+        ``figures`` (file names inside ``out_dir``), ``figure_titles`` (file name -> title),
+        ``fit_range``, ``n_units``, ``n_units_analysed``, ``warnings`` (messages
         of the analyses, e.g. constant units dropped), ``seconds``.
 
     Raises
@@ -136,15 +138,22 @@ def population_report(
         "figures": [],
         "n_units": int(activity.sizes["unit"]) if isinstance(activity, xr.DataArray) else None,
         "n_units_analysed": int(da.shape[1]),
+        "figure_titles": {},
+        "fit_range": list(fit_range),
     }
     # analysis name -> session key -> result Dataset (the figures are drawn from these)
-    results: dict[str, dict[str, xr.Dataset]] = {
-        name: {} for name in ("eigenspectrum", "cvpca", "svca", "rrr", "null", "category")
+    names = ("eigenspectrum", "cvpca", "svca", "rrr", "shuffle_null", "category_autocorrelation")
+    results: dict[str, dict[str, xr.Dataset]] = {name: {} for name in names}
+    opts = {
+        "n_components": n_components,
+        "min_shift": min_shift,
+        "fit_range": fit_range,
+        "rng": rng,
     }
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always", NetphysWarning)
-        _per_session(da, behaviour, sessions, cond, report, results, n_components, min_shift, rng)
+        _per_session(da, behaviour, sessions, cond, report, results, opts)
     for record in records:
         if issubclass(record.category, NetphysWarning):
             caught.append(str(record.message))
@@ -163,16 +172,15 @@ def _per_session(
     cond: np.ndarray | None,
     report: dict[str, Any],
     results: dict[str, dict[str, xr.Dataset]],
-    n_components: int,
-    min_shift: int,
-    rng: int,
+    opts: dict[str, Any],
 ) -> None:
+    """Run every analysis on every session; fill ``report["sessions"]`` and ``results``."""
+    dim = da.dims[0]
     for s in np.unique(sessions):
         key = str(_num(s))
         idx = np.flatnonzero(sessions == s)
-        act = da.isel({da.dims[0]: idx})
-        if "session" in act.coords:
-            act = act.drop_vars("session")
+        act = da.isel({dim: idx})
+        act = act.drop_vars("session") if "session" in act.coords else act
         numbers: dict[str, Any] = {"n_frames": len(idx)}
         if act.nbytes < 2**30:
             act = act.load()  # one read per session instead of one per analysis
@@ -181,99 +189,105 @@ def _per_session(
             numbers["n_constant_units"] = int((~varying).sum())
             if not varying.all():
                 act = act.isel(unit=varying)
+        numbers["n_units_analysed"] = int(act.shape[1])
+        c = None if cond is None else cond[idx]
         beh = behaviour.isel({behaviour.dims[0]: idx}) if behaviour is not None else None
-        n_t = len(idx)
-        # eigenspectrum
-        try:
-            eig = eigenspectrum(act, n_components=min(512, act.shape[1], n_t - 1))
-            results["eigenspectrum"][key] = eig
-            numbers["eigenspectrum"] = _fit_numbers(eig)
-        except ValueError as exc:
-            numbers["eigenspectrum"] = {"skipped": str(exc)}
-        # cvPCA on repeats 0 and 1 of the stimulus frames
-        try:
-            stim_sel = act if cond is None else act.isel({da.dims[0]: cond[idx] == "stimulus"})
-            resp = repeat_responses(stim_sel, repeats=(0, 1))
-            if resp.sizes["stimulus"] < 10:
-                raise ValueError(f"only {resp.sizes['stimulus']} stimuli shown twice (need 10)")
-            cv = cvpca(
-                resp,
-                n_shuffles=5,
-                rng=rng,
-                n_components=None,
-            )
-            results["cvpca"][key] = cv
-            numbers["cvpca"] = {**_fit_numbers(cv), "n_stimuli": int(resp.sizes["stimulus"])}
-        except (ValueError, TypeError) as exc:
-            numbers["cvpca"] = {"skipped": str(exc)}
-        # SVCA (+ behaviour prediction)
-        try:
-            block = 10
-            # the smaller unit set holds at least a quarter of the units (auto split)
-            k = min(n_components, act.shape[1] // 4, n_t // 4)
-            if beh is not None:
-                res = svca_predict(act, beh, n_components=k, block_length=block, rng=rng)
-                best = res["explained_fraction_128"]
-                results["rrr"][key] = res
-                numbers["behaviour_rrr"] = {
-                    "ranks": [int(r) for r in res["rank"].values],
-                    "explained_fraction_128": [_num(v) for v in best.values],
-                    "best_explained_fraction_128": _num(best.max().values),
-                }
-            else:
-                res = svca(act, n_components=k, block_length=block, rng=rng)
-            results["svca"][key] = res
-            rf = res["reliable_fraction"].values
-            numbers["svca"] = {
-                **_fit_numbers(res),
-                "n_components": len(rf),
-                "split": res.attrs["split"],
-                "reliable_fraction_svc1": _num(rf[0]),
-                "reliable_fraction_128": _num(res["reliable_fraction_128"].values),
-            }
-        except ValueError as exc:
-            numbers["svca"] = {"skipped": str(exc)}
-        # circular-shift null
-        spont = idx if cond is None else idx[cond[idx] == "spontaneous"]
-        null_frames = spont if len(spont) >= 2 * min_shift else idx
-        if len(null_frames) >= 2 * min_shift:
-            nul = shuffle_null(
-                act.isel({da.dims[0]: np.searchsorted(idx, null_frames)}),
-                min_shift=min_shift,
-                max_units=1000,
-                rng=rng,
-            )
-            results["null"][key] = nul
-            numbers["shuffle_null"] = {
-                "frames": "spontaneous" if null_frames is spont else "all",
-                "spread_ratio": _num(nul["spread_ratio"].values),
-                "fraction_significant": _num(nul["fraction_significant"].values),
-                "real_p5_p95": [
-                    _num(v) for v in nul["real_percentiles"].sel(percentile=[5.0, 95.0]).values
-                ],
-                "null_p5_p95": [
-                    _num(v) for v in nul["null_percentiles"].sel(percentile=[5.0, 95.0]).values
-                ],
-            }
-        else:
-            numbers["shuffle_null"] = {
-                "skipped": f"{len(null_frames)} frames < 2 * min_shift = {2 * min_shift}"
-            }
-        # category autocorrelation
-        try:
-            if "label" not in act.coords:
-                raise ValueError("no 'label' coord")
-            labelled = np.asarray(act["label"].values) >= 0
-            if cond is not None:
-                labelled &= cond[idx] == "stimulus"
-            ca = category_autocorrelation(act.isel({da.dims[0]: labelled}), "label")
-            results["category"][key] = ca
-            numbers["category_autocorrelation"] = {
-                n: _num(ca[n].values) for n in ("within", "across", "index")
-            }
-        except ValueError as exc:
-            numbers["category_autocorrelation"] = {"skipped": str(exc)}
+        stim = act if c is None else act.isel({dim: np.flatnonzero(c == "stimulus")})
+        steps = (
+            ("eigenspectrum", partial(_eigenspectrum, stim, opts)),
+            ("cvpca", partial(_cvpca, stim, opts)),
+            ("svca", partial(_svca, act, beh, opts, results["rrr"], key, numbers)),
+            ("shuffle_null", partial(_null, act, c, opts)),
+            ("category_autocorrelation", partial(_category, stim)),
+        )
+        for name, run in steps:
+            try:
+                result, numbers[name] = run()
+                results[name][key] = result
+            except (ValueError, TypeError) as exc:
+                numbers[name] = {"skipped": str(exc)}
         report["sessions"][key] = numbers
+
+
+def _eigenspectrum(stim: xr.DataArray, opts: dict[str, Any]) -> tuple[xr.Dataset, dict[str, Any]]:
+    n = min(512, stim.shape[1], stim.shape[0] - 1)
+    eig = eigenspectrum(stim, n_components=n, fit_range=opts["fit_range"])
+    return eig, {**_fit_numbers(eig), "frames": "stimulus"}
+
+
+def _cvpca(stim: xr.DataArray, opts: dict[str, Any]) -> tuple[xr.Dataset, dict[str, Any]]:
+    resp = repeat_responses(stim, repeats=(0, 1))
+    if resp.sizes["stimulus"] < 10:
+        raise ValueError(f"only {resp.sizes['stimulus']} stimuli shown twice (need 10)")
+    cv = cvpca(resp, n_shuffles=5, rng=opts["rng"], fit_range=opts["fit_range"])
+    return cv, {**_fit_numbers(cv), "n_stimuli": int(resp.sizes["stimulus"])}
+
+
+def _svca(
+    act: xr.DataArray,
+    beh: xr.DataArray | None,
+    opts: dict[str, Any],
+    rrr: dict[str, xr.Dataset],
+    key: str,
+    numbers: dict[str, Any],
+) -> tuple[xr.Dataset, dict[str, Any]]:
+    # the smaller unit set holds at least a quarter of the units (auto split)
+    k = min(opts["n_components"], act.shape[1] // 4, act.shape[0] // 4)
+    kw = {"n_components": k, "block_length": 10, "rng": opts["rng"], "fit_range": opts["fit_range"]}
+    if beh is not None:
+        res = svca_predict(act, beh, **kw)
+        best = res["explained_fraction_128"]
+        rrr[key] = res
+        numbers["behaviour_rrr"] = {
+            "ranks": [int(r) for r in res["rank"].values],
+            "explained_fraction_128": [_num(v) for v in best.values],
+            "best_explained_fraction_128": _num(best.max().values),
+        }
+    else:
+        res = svca(act, **kw)
+    rf = res["reliable_fraction"].values
+    return res, {
+        **_fit_numbers(res),
+        "n_components": len(rf),
+        "split": res.attrs["split"],
+        "reliable_fraction_svc1": _num(rf[0]),
+        "reliable_fraction_128": _num(res["reliable_fraction_128"].values),
+    }
+
+
+def _null(
+    act: xr.DataArray, cond: np.ndarray | None, opts: dict[str, Any]
+) -> tuple[xr.Dataset, dict[str, Any]]:
+    min_shift = opts["min_shift"]
+    spont = np.arange(act.shape[0]) if cond is None else np.flatnonzero(cond == "spontaneous")
+    use_spont = cond is not None and len(spont) >= 2 * min_shift
+    frames = spont if use_spont else np.arange(act.shape[0])
+    if len(frames) < 2 * min_shift:
+        raise ValueError(f"{len(frames)} frames < 2 * min_shift = {2 * min_shift}")
+    nul = shuffle_null(
+        act.isel({act.dims[0]: frames}), min_shift=min_shift, max_units=1000, rng=opts["rng"]
+    )
+    pct = [5.0, 95.0]
+    return nul, {
+        "frames": "spontaneous" if use_spont else "all",
+        "spread_ratio": _num(nul["spread_ratio"].values),
+        "fraction_significant": _num(nul["fraction_significant"].values),
+        "real_p5_p95": [_num(v) for v in nul["real_percentiles"].sel(percentile=pct).values],
+        "null_p5_p95": [_num(v) for v in nul["null_percentiles"].sel(percentile=pct).values],
+    }
+
+
+def _category(stim: xr.DataArray) -> tuple[xr.Dataset, dict[str, Any]]:
+    if "label" not in stim.coords:
+        raise ValueError("no 'label' coord")
+    labelled = np.flatnonzero(np.asarray(stim["label"].values) >= 0)
+    ca = category_autocorrelation(stim.isel({stim.dims[0]: labelled}), "label")
+    return ca, {n: _num(ca[n].values) for n in ("within", "across", "index")}
+
+
+def _titled(fig: Figure, title: str) -> Figure:
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def _figures(
@@ -281,21 +295,49 @@ def _figures(
     report: dict[str, Any],
     results: dict[str, dict[str, xr.Dataset]],
 ) -> None:
-    figures: list[str] = report["figures"]
+    """Draw the report's figures from ``results``; record their file names and titles."""
+    n = report["n_units_analysed"]
+    units = f"{n} units"
     spectra = {name: _by_session(results[name]) for name in ("eigenspectrum", "cvpca", "svca")}
-    if results["eigenspectrum"]:
-        _save(plot_spectra(spectra["eigenspectrum"]), out / "eigenspectrum.png", figures)
-    if results["cvpca"]:
-        _save(plot_spectra(spectra["cvpca"]), out / "cvpca_spectrum.png", figures)
-    if results["svca"]:
-        _save(plot_spectra(spectra["svca"]), out / "svca_spectrum.png", figures)
-        _save(plot_reliable_fraction(spectra["svca"]), out / "reliable_fraction.png", figures)
+    figs: dict[str, tuple[Any, str]] = {}
+    if spectra["eigenspectrum"]:
+        figs["eigenspectrum.png"] = (
+            plot_spectra(spectra["eigenspectrum"]),
+            f"PCA eigenspectrum per session (stimulus frames, {units})",
+        )
+    if spectra["cvpca"]:
+        figs["cvpca_spectrum.png"] = (
+            plot_spectra(spectra["cvpca"]),
+            f"cvPCA signal spectrum per session (repeats 0 vs 1, {units})",
+        )
+    if spectra["svca"]:
+        figs["svca_spectrum.png"] = (
+            plot_spectra(spectra["svca"]),
+            f"SVCA reliable-variance spectrum per session ({units})",
+        )
+        figs["reliable_fraction.png"] = (
+            plot_reliable_fraction(spectra["svca"]),
+            f"SVCA: reliable share of each SVC's variance ({units})",
+        )
     if results["rrr"]:
-        fig = plot_rrr_sessions(_by_session(results["rrr"]))
-        _save(fig, out / "behaviour_rrr.png", figures)
-    if results["null"]:
-        last = list(results["null"].values())[-1]
-        _save(plot_shuffle_null(last), out / "shuffle_null.png", figures)
-    if results["category"]:
-        last = list(results["category"].values())[-1]
-        _save(plot_category_autocorrelation(last), out / "category_autocorrelation.png", figures)
+        figs["behaviour_rrr.png"] = (
+            plot_rrr_sessions(_by_session(results["rrr"])),
+            f"model outputs -> SVCs: reliable variance explained by rank ({units})",
+        )
+    if results["shuffle_null"]:
+        key, last = list(results["shuffle_null"].items())[-1]
+        frames = report["sessions"][key]["shuffle_null"]["frames"]
+        figs["shuffle_null.png"] = (
+            plot_shuffle_null(last),
+            f"session {key}: pairwise correlations vs circular-shift null ({frames} frames)",
+        )
+    if results["category_autocorrelation"]:
+        key, last = list(results["category_autocorrelation"].items())[-1]
+        figs["category_autocorrelation.png"] = (
+            plot_category_autocorrelation(last),
+            f"session {key}: category autocorrelation of stimulus responses (labels = digits)",
+        )
+    for name, (fig, title) in figs.items():
+        save_figure(_titled(fig, title), out / name, dpi=80)
+        report["figures"].append(name)
+        report["figure_titles"][name] = title

@@ -18,7 +18,14 @@ def test_demo_records_and_reports(tmp_path):
     summary = run_demo(out, epochs=1, n_spontaneous=100, analyses=False, progress=False)
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["n_frames"] == summary["n_frames"] == 2 * (2 * 899 + 100)
-    assert {f.name for f in out.glob("*.png")} >= {"raster.png", "eigenspectrum.png"}
+    assert {f.name for f in out.glob("*.png")} >= {"raster.png", "sessions.png"}
+    assert summary["figures"] == {"raster": "raster.png", "sessions": "sessions.png"}
+    from tests.experiments.test_html import check_report
+
+    checker = check_report(out / "report.html")
+    assert checker.figures == ["sessions.png", "raster.png"]
+    # per-unit pages show the digits: the held-out inputs are stored with the recording
+    assert netphys.io.read_stimuli(out / "recording.zarr").shape == (899, 8, 8)
     s0, s1 = summary["sessions"]
     assert s0["test_accuracy"] < 0.3 < 0.8 < s1["test_accuracy"]  # chance before, learned after
     rec = netphys.open_recording(out / "recording.zarr")
@@ -32,10 +39,24 @@ def test_demo_records_and_reports(tmp_path):
 def test_demo_with_analyses(tmp_path):
     from netphys.experiments.demo import run_demo
 
-    summary = run_demo(tmp_path / "d", epochs=1, n_spontaneous=100, progress=False)
+    out = tmp_path / "d"
+    summary = run_demo(out, epochs=1, n_spontaneous=100, progress=False)
     assert summary["population"] is not None
     assert summary["concepts"] is not None
-    json.dumps(summary)  # JSON-safe
+    on_disk = json.loads((out / "summary.json").read_text())  # valid JSON: NaN is null
+    assert on_disk["sessions"][0]["train_loss"] is None
+    # one exponent per session: the table's alpha is the population report's
+    for row in on_disk["sessions"]:
+        numbers = on_disk["population"]["sessions"][str(row["session"])]
+        assert row["pca_alpha"] == numbers["eigenspectrum"]["alpha"]
+    # every figure path has one base (OUT) and is in the page
+    from tests.experiments.test_html import check_report
+
+    assert all((out / p).is_file() for p in on_disk["figures"].values())
+    assert set(check_report(out / "report.html").figures) == set(on_disk["figures"].values())
+    # significance against the untrained control: the control is not all starred
+    sig = on_disk["concepts"]["significance"]["untrained"]
+    assert sig["n_significant"] <= max(1, 0.1 * sig["n_concepts"])
 
 
 def test_cli_info_recover_and_errors(tmp_path, capsys):

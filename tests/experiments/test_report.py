@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from netphys.experiments.report import population_report
-from netphys.population import cvpca, repeat_responses, simulate_population
+from netphys.population import cvpca, eigenspectrum, repeat_responses, simulate_population
 
 
 def recording_like(n_units: int, n_stimuli: int, n_spont: int, sessions: int = 2):
@@ -68,10 +68,24 @@ def test_report_runs_and_is_json_safe(tmp_path) -> None:
     # the report's number is the analysis run directly on that session's frames
     sel = act.isel(time=(act["session"].values == 1) & (act["condition"].values == "stimulus"))
     direct = cvpca(
-        repeat_responses(sel.drop_vars("session")), n_shuffles=5, rng=0, n_components=149
+        repeat_responses(sel.drop_vars("session")),
+        n_shuffles=5,
+        rng=0,
+        n_components=149,
+        fit_range=(2, 100),
     )
     assert out["sessions"]["1"]["cvpca"]["alpha"] == pytest.approx(float(direct["alpha"]), rel=1e-9)
-    names = {p.split("/")[-1] for p in out["figures"]}
+    # one exponent per quantity: the eigenspectrum on the stimulus frames, with the same fit
+    eig = eigenspectrum(sel.drop_vars("session"), n_components=149, fit_range=(2, 100))
+    assert out["sessions"]["1"]["eigenspectrum"]["alpha"] == pytest.approx(float(eig["alpha"]))
+    assert out["fit_range"] == [2, 100]
+    # figures say which session and which units
+    titles = out["figure_titles"]
+    assert titles["shuffle_null.png"].startswith("session 1:")
+    assert "spontaneous frames" in titles["shuffle_null.png"]
+    assert titles["category_autocorrelation.png"].startswith("session 1:")
+    assert "150 units" in titles["eigenspectrum.png"]
+    names = set(out["figures"])  # file names inside out_dir
     assert {
         "eigenspectrum.png",
         "cvpca_spectrum.png",
