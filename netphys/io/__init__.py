@@ -7,7 +7,9 @@ from netphys.io.recording import (
     layer_activity,
     node_activity,
     open_recording,
+    read_stimuli,
     recover,
+    write_stimuli,
 )
 
 __all__ = [
@@ -15,7 +17,9 @@ __all__ = [
     "layer_activity",
     "node_activity",
     "open_recording",
+    "read_stimuli",
     "recover",
+    "write_stimuli",
 ]
 
 # --- readers and writers of real data (issue 5) --------------------------------------------
@@ -24,6 +28,7 @@ from netphys.io.dataset import open_dataset
 from netphys.io.matlab import read_stringer_mat
 from netphys.io.npz import read_npz
 from netphys.io.nwb import read_nwb, to_nwb, write_nwb
+from netphys.io.pynapple import to_pynapple
 from netphys.io.suite2p import read_suite2p, to_suite2p, write_suite2p
 
 __all__ += [
@@ -34,6 +39,7 @@ __all__ += [
     "read_stringer_mat",
     "read_suite2p",
     "to_nwb",  # deprecated alias of write_nwb
+    "to_pynapple",
     "to_suite2p",  # deprecated alias of write_suite2p
     "write_nwb",
     "write_suite2p",

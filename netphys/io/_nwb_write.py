@@ -12,6 +12,7 @@ import xarray as xr
 
 from netphys.errors import MissingDependencyError
 from netphys.io._common import as_recording_dataset, recording_frame_rate
+from netphys.io._nwb_model import add_behaviour, add_layer_column, tree_behaviour
 
 __all__ = ["write_nwb"]
 
@@ -60,7 +61,10 @@ def write_nwb(
     in the input, ``activity`` is written as both. The PlaneSegmentation has a one-pixel
     ``pixel_mask`` per unit at its rounded position with the standard orientation (``x`` =
     image column, ``y`` = row, unlike suite2p's export), plus columns ``unit_id``, ``pos_x``,
-    ``pos_y``, ``pos_z`` (exact model coordinates) and ``iscell``. The per-frame table of a
+    ``pos_y``, ``pos_z`` (exact model coordinates), ``iscell`` and, for a model recording,
+    ``layer`` (the recorded module of each unit). A recording tree's ``behaviour`` (the model's
+    ``logits``, ``prediction``, ``confidence``, ``loss``) becomes TimeSeries in
+    ``processing/behavior/BehavioralTimeSeries``. The per-frame table of a
     model recording (``stimulus``, ``label``, ``condition``, ``repeat``, ``session``, ``epoch``,
     ``step`` coords along time) becomes ``/intervals/presentations``, one row per frame from
     ``frame_time`` to the next frame, which :func:`read_nwb` returns along ``interval``. The
@@ -109,6 +113,7 @@ def write_nwb(
     )
     ophys, ps = _imaging_plane(nwb, fs=fs, indicator=indicator)
     _add_rois(ps, _unit_columns(ds, n_units))
+    add_layer_column(ps, ds)
     region = ps.create_roi_table_region(region=list(range(n_units)), description="all units")
     traces = {
         "Fluorescence": ds["F"].values if "F" in ds else act,
@@ -127,6 +132,7 @@ def write_nwb(
             name=name, data=np.asarray(data, np.float32), rois=region, unit="a.u.", **timing
         )
     _add_presentations(nwb, ds, frame_time, fs)
+    add_behaviour(nwb, tree_behaviour(recording), timing)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{out.stem}-", suffix=".nwb", dir=out.parent)
     os.close(fd)
