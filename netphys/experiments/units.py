@@ -22,7 +22,7 @@ def _pick_unit(tree: xr.DataTree, layer: str, unit: int) -> xr.DataArray:
     layers = list(tree.attrs.get("layers", []))
     if layer not in layers:
         raise ValueError(f"{func}(): `layer` {layer!r} is not in the recording; layers: {layers}.")
-    act = tree[f"layers/{layer}/activity"]
+    act = tree[f"layers/{layer}"].to_dataset()["activity"]
     n = act.sizes["unit"]
     if not isinstance(unit, (int, np.integer)) or not 0 <= int(unit) < n:
         raise ValueError(
@@ -53,7 +53,7 @@ def _tuning(trace: xr.DataArray, session: int) -> xr.Dataset:
 
 
 def _top_stimuli(trace: xr.DataArray, session: int, top_k: int) -> xr.Dataset:
-    """The ``top_k`` stimuli with the largest response (mean over repeats) in one session."""
+    """Return the ``top_k`` stimuli with the largest response (mean over repeats) in a session."""
     ok = (trace.session.values == session) & (trace.stimulus.values >= 0)
     ok &= trace.condition.values == "stimulus"
     stim, vals, labs = trace.stimulus.values[ok], trace.values[ok], trace.label.values[ok]

@@ -47,7 +47,7 @@ def add_behaviour(nwb: Any, behaviour: xr.Dataset | None, timing: dict[str, Any]
 
 
 def tree_behaviour(recording: Any) -> xr.Dataset | None:
-    """The ``behaviour`` group of a recording tree, or None."""
+    """Return the ``behaviour`` group of a recording tree, or None."""
     if isinstance(recording, xr.DataTree) and "behaviour" in recording.children:
-        return recording["behaviour"].to_dataset(inherit=False)
+        return recording.children["behaviour"].to_dataset(inherit=False)
     return None

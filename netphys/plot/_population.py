@@ -107,8 +107,7 @@ def plot_raster(
         n = x.shape[0] // bin_size * bin_size
         x = x[:n].reshape(-1, bin_size, x.shape[1]).mean(axis=1)
     fig, ax = _axes(ax, (8.0, 4.0))
-    # antialiased: more samples than pixels are averaged, not aliased into speckle
-    im = ax.imshow(x, aspect="auto", cmap="gray_r", vmin=0, vmax=vmax, interpolation="antialiased")
+    im = ax.imshow(x, aspect="auto", cmap="gray_r", vmin=0, vmax=vmax, interpolation="nearest")
     ax.set_xlabel(str(da.dims[0]))
     ax.set_ylabel("units" + (" (sorted)" if order is not None else ""))
     if labels is not None:
