@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from matplotlib.figure import Figure
 
 from netphys._validation import check_population
 from netphys.errors import NetphysWarning
@@ -285,7 +284,7 @@ def _category(stim: xr.DataArray) -> tuple[xr.Dataset, dict[str, Any]]:
     return ca, {n: _num(ca[n].values) for n in ("within", "across", "index")}
 
 
-def _titled(fig: Figure, title: str) -> Figure:
+def _titled(fig: Any, title: str) -> Any:
     fig.suptitle(title, fontsize=10)
     return fig
 
