@@ -21,7 +21,7 @@ from netphys.experiments._common import json_safe, save_figure, write_json
 from netphys.experiments._demo_report import demo_sections
 from netphys.experiments._html import write_report_html
 from netphys.experiments._models import DEMO_LAYERS, DemoCNN, load_digits_split
-from netphys.io.recording import write_stimuli
+from netphys.io._stimuli import write_stimuli
 
 __all__ = ["DEMO_LAYERS", "DemoCNN", "load_digits_split", "run_demo", "train_and_record"]
 

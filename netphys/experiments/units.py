@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys.io.recording import open_recording, read_stimuli
+from netphys.io._stimuli import read_stimuli
+from netphys.io.recording import open_recording
 
 __all__ = ["unit_profile"]
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from netphys.io._stimuli import read_stimuli, write_stimuli
 from netphys.io.recording import (
     FORMAT_VERSION,
     layer_activity,
     node_activity,
     open_recording,
-    read_stimuli,
     recover,
-    write_stimuli,
 )
 
 __all__ = [

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from netphys.plot._population import _label_groups
 from netphys.population.paths._concepts import as_sparse
 
 __all__ = ["plot_concept_selectivity", "plot_path_embedding", "plot_path_raster"]
@@ -94,11 +95,8 @@ def plot_path_raster(
     ax.set_xlabel("sample (grouped by category)" if labels is not None else "sample")
     ax.set_ylabel("path (rastermap order)")
     ax.set_title(f"path raster: {x.shape[0]} paths x {x.shape[1]} samples")
-    if labels is not None:
-        y = np.asarray(labels)[order]
-        edges = np.flatnonzero(np.diff(np.unique(y, return_inverse=True)[1])) + 0.5
-        for e in edges:
-            ax.axvline(e, color="tab:red", lw=0.5)
+    if labels is not None:  # a red line between categories, each named under its group
+        _label_groups(ax, np.asarray(labels)[order], x.shape[1])
     if concepts is not None:
         lab = np.asarray(concepts["concept"].values)[isort]
         colors, handles = _concept_colors(lab, MAX_COLORED)

@@ -119,7 +119,9 @@ def plot_raster(
 def _label_groups(ax: Axes, labels: np.ndarray, n: int) -> None:
     """Mark runs of equal labels along x: a line between runs, the label at each run's centre."""
     if labels.shape != (n,):
-        raise ValueError(f"plot_raster(): `labels` needs one value per sample ({n}); got {labels.shape}.")
+        raise ValueError(
+            f"plot_raster(): `labels` needs one value per sample ({n}); got shape {labels.shape}."
+        )
     starts = np.r_[0, np.flatnonzero(labels[1:] != labels[:-1]) + 1]
     stops = np.r_[starts[1:], n]
     for s in starts[1:]:

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import netphys  # noqa: E402
 from netphys.cli import main  # noqa: E402
 from netphys.experiments import unit_profile  # noqa: E402
-from netphys.io.recording import write_stimuli  # noqa: E402
+from netphys.io._stimuli import write_stimuli  # noqa: E402
 from netphys.plot import plot_unit  # noqa: E402
 
 N, REPEATS = 12, 2
