@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netphys.population.paths import path_flow, path_transitions, top_paths
+from netphys.population.paths import layer_names, path_flow, path_transitions, top_paths
 from netphys.recorder.graph import edge_contributions
 
 
@@ -50,13 +50,13 @@ def _time(f, *args, **kw):
 def bench(name: str, model: nn.Module, x: torch.Tensor, k: int, exact: bool) -> None:
     layers = ["relu1", "relu2", "relu3"]
     contrib, t_c = _time(edge_contributions, model, x, layers=layers, progress=False)
-    tr, t_t = _time(path_transitions, contrib)
+    tr, t_t = _time(path_transitions, contrib, flow_seed="activity")
     _, t_f = _time(path_flow, tr)
     beam, t_b = _time(top_paths, tr, k=k)
     n = x.shape[0]
     total = t_c + t_t + t_f + t_b
     print(
-        f"{name}: {n} samples, {int(np.prod([contrib.sizes[f'node_{i}'] for i in range(3)]))} paths, "
+        f"{name}: {n} samples, {int(np.prod([contrib[lay].sizes['node'] for lay in layer_names(contrib)]))} paths, "
         f"methods {contrib.attrs['methods']}"
     )
     print(

@@ -6,6 +6,7 @@ This module is the only home of input validation. Kernels assume valid input.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,13 @@ __all__ = [
     "SAMPLE_DIMS",
     "as_rng",
     "check_choice",
+    "check_fraction",
     "check_int",
+    "check_labels",
     "check_magnitude",
     "check_population",
     "check_positive_float",
+    "renamed_argument",
 ]
 
 #: Largest magnitude whose square (variances, correlations) stays finite in float64, with room
@@ -194,3 +198,69 @@ def check_magnitude(
             f"Rescale first, e.g. `{name} / {name}.std()`."
         )
     return biggest
+
+
+def check_fraction(value: Any, *, func: str, name: str, hint: str = "") -> float:
+    """Check that ``value`` is a real number in (0, 1] and return it as ``float``.
+
+    Examples
+    --------
+    >>> check_fraction(0.9, func="f", name="theta")
+    0.9
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(float(value))
+        or not (0 < float(value) <= 1)
+    ):
+        raise ValueError(
+            f"{func}(): `{name}` must be a number in (0, 1]; got {value!r}.{' ' + hint if hint else ''}"
+        )
+    return float(value)
+
+
+def check_labels(labels: Any, n: int, *, func: str, name: str = "labels") -> np.ndarray:
+    """Check that ``labels`` is 1-D with one entry per sample and return it as an array.
+
+    Examples
+    --------
+    >>> check_labels([0, 1, 1], 3, func="f").tolist()
+    [0, 1, 1]
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(
+            f"{func}(): `{name}` must have one entry per sample ({n}); got shape {y.shape}. "
+            "Pass the labels of the same samples, in order."
+        )
+    return y
+
+
+def renamed_argument(
+    new_value: Any, old_value: Any, *, func: str, new: str, old: str, default: Any
+) -> Any:
+    """Resolve a keyword renamed from ``old`` to ``new``, warning when ``old`` is used.
+
+    ``old_value`` is None when the old keyword was not given. Giving both keywords with
+    different values is an error.
+
+    Examples
+    --------
+    >>> renamed_argument("pred", None, func="f", new="flow_seed", old="seed", default="activity")
+    'pred'
+    """
+    if old_value is None:
+        return new_value
+    if new_value != default and new_value != old_value:
+        raise TypeError(
+            f"{func}(): got both `{new}`={new_value!r} and its deprecated name "
+            f"`{old}`={old_value!r}; pass only `{new}`."
+        )
+    warnings.warn(
+        f"{func}(): `{old}` is deprecated and will be removed in the next release; "
+        f"use `{new}={old_value!r}`.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value

@@ -1,7 +1,7 @@
 """Entry points of the concept analysis on a torch model, and its section of the demo report.
 
 Torch work (edge contributions) happens here and in :mod:`netphys.recorder.graph`; all the
-analysis is delegated to :mod:`netphys.population.paths._flows` and :mod:`netphys.population.paths._concepts`.
+analysis is delegated to :mod:`netphys.population.paths`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from netphys._validation import check_choice, check_int
+from netphys._validation import check_choice, check_int, renamed_argument
 from netphys.plot import plot_concept_selectivity, plot_path_embedding, plot_path_raster
 from netphys.population.paths import concept_analysis as _contribution_analysis
 from netphys.population.paths import (
@@ -35,12 +35,12 @@ def concept_analysis(
     *,
     layers: list[str],
     labels: Any = None,
-    seed: str = "activity",
+    flow_seed: str = "activity",
     k: int = 64,
     theta: float = 0.9,
     min_support: int = 5,
     distance_threshold: float = 0.7,
-    unit: str = "path",
+    rows: str = "path",
     method: str = "beam",
     n_permutations: int = 1000,
     batch_size: int = 128,
@@ -48,6 +48,8 @@ def concept_analysis(
     kernel: bool = False,
     progress: bool = True,
     rng: Any = 0,
+    seed: str | None = None,
+    unit: str | None = None,
 ) -> xr.DataTree:
     """Run the whole path and concept analysis of a model on some inputs.
 
@@ -61,15 +63,17 @@ def concept_analysis(
         Recorded post-activation module names, in forward order.
     labels : array-like of int, optional
         Category per sample; enables selectivity, purity, NMI/ARI, class overlap.
-    seed : {'activity', 'pred', 'label', 'prob'}, default='activity'
-        Flow seed (see :func:`netphys.population.paths.path_transitions`).
-    k, theta : int, float, default=64, 0.9
-        Top-K paths per sample and the flow share selected.
+    flow_seed : {'activity', 'pred', 'label', 'prob'}, default='activity'
+        Where the flow starts (see :func:`netphys.population.paths.path_transitions`).
+    k : int, default=64
+        Top-K paths per sample.
+    theta : float, default=0.9
+        Flow share of each sample's selected paths.
     min_support : int, default=5
         Minimal number of samples a path is selected in.
     distance_threshold : float, default=0.7
         Concept cut tau_c on 1 - correlation.
-    unit : {'path', 'edge'}, default='path'
+    rows : {'path', 'edge'}, default='path'
         Rows of the concept matrix: selected paths, or exact edge flows (for diffuse flow).
     method : {'beam', 'exact'}, default='beam'
         Top-K search.
@@ -85,16 +89,20 @@ def concept_analysis(
         tqdm progress bar over batches.
     rng : int, Generator or None, default=0
         Randomness of the permutations and embeddings.
+    seed, unit : str, optional
+        Deprecated names of ``flow_seed`` and ``rows``.
 
     Returns
     -------
     xarray.DataTree
-        Root: per-sample ``n_eff``, ``coverage``, ``lost_mass``, ``certified``,
+        Root: per-sample ``n_eff``, ``coverage``, ``lost_mass``, ``certified``, ``k_theta``,
         ``npf_active_fraction``, ``logits``, ``prediction`` (and ``label``, ``flow_kernel``).
-        Children ``flow`` (node marginals, edge flows, inhibitory shares, and with labels the
-        edge flows summed per class), ``top`` (top-K paths), ``matrix`` (sparse
-        path x sample, COO), ``concepts``, ``activity`` (concept x sample), and with labels
-        ``selectivity`` and ``overlap``. Save with ``tree.to_zarr(path)``.
+        Children ``flow`` (one child per layer, ``layer_0`` ...: node ``marginal``,
+        ``edge_flow`` (sample, node, pre), ``inhibitory_share``, and with labels
+        ``class_edge_flow`` (category, node, pre), the edge flows summed per class), ``top``
+        (top-K paths), ``matrix`` (sparse path x sample, COO), ``concepts``, ``activity``
+        (concept x sample), and with labels ``selectivity`` and ``overlap``. Save with
+        ``tree.to_zarr(path)``.
 
     Examples
     --------
@@ -108,15 +116,18 @@ def concept_analysis(
     (40, 8, 2)
     """
     func = "concept_analysis"
-    unit = check_choice(unit, ("path", "edge"), func=func, name="unit")
+    flow_seed = renamed_argument(flow_seed, seed, func=func, new="flow_seed", old="seed",
+                                 default="activity")  # fmt: skip
+    rows = renamed_argument(rows, unit, func=func, new="rows", old="unit", default="path")
+    rows = check_choice(rows, ("path", "edge"), func=func, name="rows")
     k = check_int(k, func=func, name="k", minimum=1)
     contrib = edge_contributions(
         model, inputs, layers=layers, batch_size=batch_size,
         allow_approximate=allow_approximate, progress=progress,
     )  # fmt: skip
     return _contribution_analysis(
-        contrib, labels=labels, seed=seed, k=k, theta=theta, min_support=min_support,
-        distance_threshold=distance_threshold, unit=unit, method=method,
+        contrib, labels=labels, flow_seed=flow_seed, k=k, theta=theta, min_support=min_support,
+        distance_threshold=distance_threshold, rows=rows, method=method,
         n_permutations=n_permutations, rng=rng, kernel=kernel,
     )  # fmt: skip
 
@@ -240,7 +251,7 @@ def concept_report(
     rng : int, default=0
         Seed of the analysis and of the control's re-initialisation (torch seed).
     k, theta, n_permutations : int, float, int, default=64, 0.9, 1000
-        Analysis settings (seed='activity', tau_c=0.7, support >= 5).
+        Analysis settings (flow_seed='activity', tau_c=0.7, support >= 5).
     progress : bool, default=False
         Progress bars.
 
@@ -273,20 +284,22 @@ def concept_report(
     y = np.asarray(labels)
     control = reinitialised(model, torch_seed=seed_int)
     kw: dict[str, Any] = {
-        "labels": y, "seed": "activity", "k": k, "theta": theta, "min_support": 5, "distance_threshold": 0.7,
+        "labels": y, "flow_seed": "activity", "k": k, "theta": theta, "min_support": 5, "distance_threshold": 0.7,
         "method": "beam", "n_permutations": n_permutations, "rng": seed_int,
     }  # fmt: skip
     result: dict[str, Any] = {"figures": [], "edge_level": {}, "unit_baseline": {}}
     trees = {}
     for name, net in (("trained", model), ("untrained", control)):
         contrib = edge_contributions(net, inputs, layers=layers, progress=progress)
-        tree = _contribution_analysis(contrib, unit="path", **kw)
+        tree = _contribution_analysis(contrib, rows="path", **kw)
         trees[name] = tree
         result[name] = concept_summary(tree)
         if result[name]["coverage_median"] < 0.3:  # diffuse flow: also the edge-level variant
-            edge = _contribution_analysis(contrib, unit="edge", **kw)
+            edge = _contribution_analysis(contrib, rows="edge", **kw)
             result["edge_level"][name] = concept_summary(edge)
-        result["unit_baseline"][name] = unit_baseline(contrib, y, n_permutations, seed_int)
+        result["unit_baseline"][name] = unit_baseline(
+            contrib, y, n_permutations=n_permutations, rng=seed_int
+        )
     result["significance"] = _control_significance(trees)
     for name, tree in trees.items():
         result["figures"] += _concept_figures(name, tree, y, out_dir, seed_int, list(layers))
@@ -296,7 +309,7 @@ def concept_report(
         for key in ("nmi", "purity", "weighted_jaccard_rho", "jaccard_rho", "n_eff_median")
     }
     result["settings"] = {
-        "layers": list(layers), "seed": "activity", "k": k, "theta": float(theta),
+        "layers": list(layers), "flow_seed": "activity", "k": k, "theta": float(theta),
         "distance_threshold": 0.7, "min_support": 5, "n_permutations": n_permutations,
         "control": f"re-initialised copy (reset_parameters, torch seed {seed_int})",
     }  # fmt: skip

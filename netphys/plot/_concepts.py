@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 
 from netphys.plot._population import _label_groups
-from netphys.population.paths._concepts import as_sparse
+from netphys.population.paths import as_sparse
 
 __all__ = ["plot_concept_selectivity", "plot_path_embedding", "plot_path_raster"]
 
@@ -72,7 +72,7 @@ def plot_path_raster(
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> from netphys.population.paths._concepts import path_embedding
+    >>> from netphys.population.paths import path_embedding
     >>> m = xr.Dataset({"entry_path": ("entry", [0, 1, 2]), "entry_sample": ("entry", [0, 1, 2]),
     ...                 "entry_flow": ("entry", np.ones(3, np.float32))},
     ...                coords={"path": [0, 1, 2], "sample": [0, 1, 2]})
@@ -198,7 +198,7 @@ def plot_concept_selectivity(
     Examples
     --------
     >>> import xarray as xr
-    >>> from netphys.population.paths._concepts import concept_selectivity
+    >>> from netphys.population.paths import concept_selectivity
     >>> a = xr.DataArray([[1., 1, 0, 0], [0, 0, 1, 1]], dims=("concept", "sample"))
     >>> fig = plot_concept_selectivity(concept_selectivity(a, [0, 0, 1, 1], n_permutations=5))
     """

@@ -3,7 +3,7 @@
 Nodes are the channels (conv outputs, dim 1) or features (linear outputs, last dim) of the
 recorded post-activation layers; a channel's activity is the spatial mean of its map. Edges join
 consecutive recorded layers, plus the model output (logits) from the last recorded layer. This
-module is the torch side of the path analysis (``netphys/population/paths.py`` does the rest on
+module is the torch side of the path analysis (``netphys/population/paths/`` does the rest on
 numpy arrays); it does no analysis itself. Algorithm: ``reference/paths.md`` sections 3.1-3.2.
 """
 
@@ -658,7 +658,7 @@ def edge_contributions(
     allow_approximate: bool = False,
     check_cut: bool = True,
     progress: bool = True,
-) -> xr.Dataset:
+) -> xr.DataTree:
     """Compute per-sample edge contributions that conserve each node's activity.
 
     For consecutive recorded layers ``pre -> post``, the contribution ``c[t, j, i]`` of node
@@ -687,13 +687,15 @@ def edge_contributions(
 
     Returns
     -------
-    xarray.Dataset
-        Dims ``sample``, ``node_0`` ... ``node_{L-1}``, ``output``. Variables ``activity_l``
-        (sample, node_l); ``contribution_l`` (sample, node_l, node_{l-1}) and ``bias_l``
-        (sample, node_l) for l >= 1; ``output_contribution`` (sample, output, node_{L-1}),
-        ``output_bias`` and ``logits`` when the model returns a 2-D tensor; ``residual_fraction``
-        (block) = sum |bias share| / sum |activity| per block. Attrs ``layers`` and ``methods``
-        ('closed', 'jacobian' or 'approximate' per block, the output block last).
+    xarray.DataTree
+        Root: ``residual_fraction`` (block) = sum |bias share| / sum |activity| per block,
+        ``logits`` (sample, output) when the model returns a 2-D tensor; attrs ``layers`` and
+        ``methods`` ('closed', 'jacobian' or 'approximate' per block, the output block last).
+        One child per recorded layer, ``layer_0`` ... ``layer_{L-1}`` (attr ``layer``: the
+        module name), with ``activity`` (sample, node) and, from ``layer_1`` on,
+        ``contribution`` (sample, node, pre) and ``bias`` (sample, node), ``pre`` being the
+        nodes of the layer below. Child ``output`` (with logits): ``contribution`` (sample,
+        output, pre) and ``bias`` (sample, output).
 
     Raises
     ------
@@ -717,8 +719,8 @@ def edge_contributions(
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(),
     ...                           torch.nn.Linear(3, 2), torch.nn.ReLU()).eval()
-    >>> ds = edge_contributions(net, torch.randn(5, 4), layers=["1", "3"], progress=False)
-    >>> ds["contribution_1"].shape
+    >>> tree = edge_contributions(net, torch.randn(5, 4), layers=["1", "3"], progress=False)
+    >>> tree["layer_1"]["contribution"].shape
     (5, 2, 3)
     """
     from tqdm.auto import tqdm
@@ -829,30 +831,53 @@ def edge_contributions(
                 ConservationWarning,
                 stacklevel=2,
             )
-    data: dict[str, Any] = {}
-    for li in range(L):
-        data[f"activity_{li}"] = ((("sample", f"node_{li}")), np.concatenate(acts[li]))
-        if li >= 1:
-            data[f"contribution_{li}"] = (
-                ("sample", f"node_{li}", f"node_{li - 1}"),
-                np.concatenate(cons[li]),
-            )
-            data[f"bias_{li}"] = (("sample", f"node_{li}"), np.concatenate(biases[li]))
-    if has_output:
-        data["output_contribution"] = (("sample", "output", f"node_{L - 1}"), np.concatenate(out_c))
-        data["output_bias"] = (("sample", "output"), np.concatenate(out_b))
-        data["logits"] = (("sample", "output"), np.concatenate(logits))
-    data["residual_fraction"] = (("block",), resid_frac)
-    ds = xr.Dataset(data, coords={"sample": np.arange(n), "block": np.arange(L)})
-    for li in range(L):
-        ds = ds.assign_coords({f"node_{li}": np.arange(ds.sizes[f"node_{li}"])})
-    ds.attrs = {
+    return _contribution_tree(
+        acts, cons, biases, (out_c, out_b, logits) if has_output else None, resid_frac,
+        layers=layers, methods=methods, model=type(model).__name__,
+    )  # fmt: skip
+
+
+def _contribution_tree(
+    acts: list[list[np.ndarray]],
+    cons: list[list[np.ndarray]],
+    biases: list[list[np.ndarray]],
+    output: tuple[list[np.ndarray], ...] | None,
+    resid_frac: np.ndarray,
+    *,
+    layers: list[str],
+    methods: list[str],
+    model: str,
+) -> xr.DataTree:
+    """Assemble edge_contributions' DataTree: a root, one child per layer, ``output``."""
+    root = xr.Dataset(
+        {"residual_fraction": (("block",), resid_frac)},
+        coords={"sample": np.arange(sum(len(a) for a in acts[0])), "block": np.arange(len(layers))},
+    )
+    if output is not None:
+        root["logits"] = (("sample", "output"), np.concatenate(output[2]))
+    root.attrs = {
         "layers": list(layers),
         "methods": methods,
-        "model": type(model).__name__,
+        "model": model,
         "description": "per-sample edge contributions between consecutive recorded layers",
     }
-    return ds
+    nodes: dict[str, xr.Dataset] = {"/": root}
+    for li, name in enumerate(layers):
+        data: dict[str, Any] = {"activity": (("sample", "node"), np.concatenate(acts[li]))}
+        if li >= 1:
+            data["contribution"] = (("sample", "node", "pre"), np.concatenate(cons[li]))
+            data["bias"] = (("sample", "node"), np.concatenate(biases[li]))
+        ds = xr.Dataset(data, attrs={"layer": name})
+        nodes[f"layer_{li}"] = ds.assign_coords({d: np.arange(ds.sizes[d]) for d in ds.dims if d != "sample"})
+    if output is not None:
+        nodes["output"] = xr.Dataset(
+            {
+                "contribution": (("sample", "output", "pre"), np.concatenate(output[0])),
+                "bias": (("sample", "output"), np.concatenate(output[1])),
+            },
+            coords={"pre": np.arange(nodes[f"layer_{len(layers) - 1}"].sizes["node"])},
+        )
+    return xr.DataTree.from_dict(nodes)
 
 
 def _last_weight(blocks: list[_Block], li: int) -> nn.Module | None:

@@ -52,10 +52,12 @@ class DemoCNN(nn.Module):
 def _conserved(ds, atol):
     n_layers = len(ds.attrs["layers"])
     for li in range(1, n_layers):
-        r = ds[f"activity_{li}"] - ds[f"contribution_{li}"].sum(f"node_{li - 1}") - ds[f"bias_{li}"]
+        lay = ds[f"layer_{li}"]
+        r = lay["activity"] - lay["contribution"].sum("pre") - lay["bias"]
         assert float(abs(r).max()) < atol, (li, float(abs(r).max()))
     if "logits" in ds:
-        r = ds["logits"] - ds["output_contribution"].sum(f"node_{n_layers - 1}") - ds["output_bias"]
+        out = ds["output"]
+        r = ds["logits"] - out["contribution"].sum("pre") - out["bias"]
         assert float(abs(r).max()) < atol
 
 
@@ -123,7 +125,7 @@ def test_conservation_conv_stride_bn_groups_gelu(rng):
     )
     assert ds.attrs["methods"][:2] == ["closed", "closed"]
     _conserved(ds, 1e-10)
-    c = ds["contribution_2"].values  # groups=2: no edges across groups
+    c = ds["layer_2"]["contribution"].values  # groups=2: no edges across groups
     assert np.abs(c[:, :2, 3:]).max() == 0
     assert np.abs(c[:, 2:, :3]).max() == 0
 
@@ -161,7 +163,7 @@ def test_leading_pool_closed_form_equals_fallback(rng, pool):
     assert ds.attrs["methods"][0] == "closed"
     a_prev = net[1](net[0](x))
     c_jac, _ = _jacobian(net, x, net[1], net[5], a_prev)
-    np.testing.assert_allclose(ds["contribution_1"].values, c_jac.numpy(), atol=1e-10)
+    np.testing.assert_allclose(ds["layer_1"]["contribution"].values, c_jac.numpy(), atol=1e-10)
     _conserved(ds, 1e-10)
 
 
@@ -305,7 +307,9 @@ def test_demo_cnn_batches_and_determinism():
         model, x, layers=["relu1", "relu2", "relu3"], batch_size=50, progress=False
     )
     assert a.attrs["methods"] == ["closed", "closed", "closed"]
-    np.testing.assert_allclose(a["contribution_2"].values, b["contribution_2"].values, atol=1e-5)
+    np.testing.assert_allclose(
+        a["layer_2"]["contribution"].values, b["layer_2"]["contribution"].values, atol=1e-5
+    )
     _conserved(a, 1e-4)
 
 
@@ -317,8 +321,11 @@ def test_gpu_matches_cpu():
     x = torch.randn(64, 1, 8, 8)
     cpu = edge_contributions(model, x, layers=["relu1", "relu2", "relu3"], progress=False)
     gpu = edge_contributions(model.cuda(), x, layers=["relu1", "relu2", "relu3"], progress=False)
-    for v in cpu.data_vars:
-        np.testing.assert_allclose(cpu[v].values, gpu[v].values, atol=1e-4, rtol=1e-3)
+    for node in cpu.subtree:
+        for v in node.data_vars:
+            np.testing.assert_allclose(
+                node[v].values, gpu[node.path][v].values, atol=1e-4, rtol=1e-3
+            )
 
 
 def test_pre_activation_recording_uses_fallback(rng):
@@ -340,6 +347,8 @@ def test_pre_activation_recording_uses_fallback(rng):
     assert ds.attrs["methods"] == ["jacobian", "jacobian"]
     _conserved(ds, 1e-12)
     # grad x input of relu(a) -> W relu(a) + b: contributions are W_ji relu(a_i)
-    a0 = np.maximum(ds["activity_0"].values, 0)
+    a0 = np.maximum(ds["layer_0"]["activity"].values, 0)
     w = net.fc2.weight.detach().numpy()
-    np.testing.assert_allclose(ds["contribution_1"].values, w[None] * a0[:, None, :], atol=1e-12)
+    np.testing.assert_allclose(
+        ds["layer_1"]["contribution"].values, w[None] * a0[:, None, :], atol=1e-12
+    )

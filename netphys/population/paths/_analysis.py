@@ -8,36 +8,75 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from netphys._validation import check_choice, check_int
-from netphys.population.paths._concepts import (
+from netphys._validation import check_choice, check_int, check_labels, renamed_argument
+from netphys.population.paths._clustering import concept_activity, path_concepts
+from netphys.population.paths._flows import flow_kernel, path_flow
+from netphys.population.paths._layers import LAYER, as_tree, layer_names, samples, values
+from netphys.population.paths._matrices import edge_matrix, path_matrix, unit_matrix
+from netphys.population.paths._scores import (
     class_path_overlap,
-    concept_activity,
     concept_selectivity,
-    edge_matrix,
     path_classifier_agreement,
-    path_concepts,
-    path_matrix,
-    unit_matrix,
 )
-from netphys.population.paths._flows import flow_kernel, path_flow, path_transitions, top_paths
+from netphys.population.paths._top import top_paths
+from netphys.population.paths._transitions import path_transitions
 
 __all__ = ["concept_analysis", "concept_summary", "unit_baseline"]
 
+_ROOT_FLOW = ("n_eff", "lost_mass", "npf_active_fraction")
+
+
+def _flow_node(flow: xr.DataTree, tr: xr.DataTree, y: np.ndarray | None) -> xr.DataTree:
+    """The ``flow`` child: per layer marginals, edge flows, inhibitory shares, class flows."""
+    root = xr.Dataset(attrs=dict(flow.attrs))
+    cats = np.unique(y) if y is not None else None
+    if cats is not None:
+        root = root.assign_coords(category=cats)
+    nodes: dict[str, Any] = {"/": root}
+    for li, name in enumerate(layer_names(flow)):
+        ds = flow[name].to_dataset(inherit=False)
+        if li > 0:
+            ds["inhibitory_share"] = tr[name]["inhibitory_share"].variable
+            if cats is not None:
+                e = values(flow, li, "edge_flow")
+                ds["class_edge_flow"] = (
+                    ("category", "node", "pre"),
+                    np.stack([e[y == c].sum(0) for c in cats]),
+                )
+        nodes[name] = ds
+    return xr.DataTree.from_dict(nodes)
+
+
+def _root(
+    contrib: xr.DataTree, flow: xr.DataTree, top: xr.Dataset, tr: xr.DataTree, kernel: bool
+) -> dict[str, Any]:
+    root: dict[str, Any] = {key: flow[key].variable for key in _ROOT_FLOW}
+    root.update(coverage=top["coverage"].variable, certified=top["certified"].variable,
+                k_theta=top["k_theta"].variable, n_paths=flow["n_paths"].variable)  # fmt: skip
+    if "logits" in contrib:
+        root["logits"] = contrib["logits"].variable
+        root["prediction"] = ("sample", contrib["logits"].values.argmax(1))
+    if kernel:
+        root["flow_kernel"] = flow_kernel(tr)
+    return root
+
 
 def concept_analysis(
-    contributions: xr.Dataset,
+    contributions: xr.DataTree,
     *,
     labels: Any = None,
-    seed: str = "activity",
+    flow_seed: str = "activity",
     k: int = 64,
     theta: float = 0.9,
     min_support: int = 5,
     distance_threshold: float = 0.7,
-    unit: str = "path",
+    rows: str = "path",
     method: str = "beam",
     n_permutations: int = 1000,
     kernel: bool = False,
     rng: Any = 0,
+    seed: str | None = None,
+    unit: str | None = None,
 ) -> xr.DataTree:
     """Run the whole path and concept analysis on a model's edge contributions.
 
@@ -46,19 +85,21 @@ def concept_analysis(
 
     Parameters
     ----------
-    contributions : xarray.Dataset
+    contributions : xarray.DataTree
         Edge contributions per sample (output of :func:`netphys.recorder.edge_contributions`).
     labels : array-like of int, optional
         Category per sample; enables selectivity, purity, NMI/ARI, class overlap.
-    seed : {'activity', 'pred', 'label', 'prob'}, default='activity'
-        Flow seed (see :func:`netphys.population.paths.path_transitions`).
-    k, theta : int, float, default=64, 0.9
-        Top-K paths per sample and the flow share selected.
+    flow_seed : {'activity', 'pred', 'label', 'prob'}, default='activity'
+        Where the flow starts (see :func:`netphys.population.paths.path_transitions`).
+    k : int, default=64
+        Top-K paths per sample.
+    theta : float, default=0.9
+        Flow share of each sample's selected paths.
     min_support : int, default=5
         Minimal number of samples a path is selected in.
     distance_threshold : float, default=0.7
         Concept cut tau_c on 1 - correlation.
-    unit : {'path', 'edge'}, default='path'
+    rows : {'path', 'edge'}, default='path'
         Rows of the concept matrix: selected paths, or exact edge flows (for diffuse flow).
     method : {'beam', 'exact'}, default='beam'
         Top-K search.
@@ -68,66 +109,48 @@ def concept_analysis(
         Also compute the exact flow kernel (sample x sample; O(T^2), up to ~2000 samples).
     rng : int, Generator or None, default=0
         Randomness of the permutations and embeddings.
+    seed, unit : str, optional
+        Deprecated names of ``flow_seed`` and ``rows``.
 
     Returns
     -------
     xarray.DataTree
-        Root: per-sample ``n_eff``, ``coverage``, ``lost_mass``, ``certified``,
-        ``npf_active_fraction``, ``logits``, ``prediction`` (and ``label``, ``flow_kernel``).
-        Children ``flow``, ``top``, ``matrix``, ``concepts``, ``activity`` and, with labels,
-        ``selectivity`` and ``overlap`` (see :func:`netphys.experiments.concept_analysis`).
+        Root: per-sample ``n_eff``, ``coverage``, ``lost_mass``, ``certified``, ``k_theta``,
+        ``npf_active_fraction``, ``logits``, ``prediction`` (and ``label``, ``flow_kernel``),
+        0-d ``n_paths``. Children ``flow`` (one child per layer: ``marginal``, ``edge_flow``,
+        ``inhibitory_share`` and, with labels, ``class_edge_flow`` (category, node, pre)),
+        ``top``, ``matrix``, ``concepts``, ``activity`` and, with labels, ``selectivity`` and
+        ``overlap`` (see :func:`netphys.experiments.concept_analysis`).
+
+    Examples
+    --------
+    >>> from netphys.population.paths._synthetic import relu_mlp_contributions
+    >>> tree = concept_analysis(relu_mlp_contributions(n_samples=40), k=8, min_support=2)
+    >>> sorted(tree.children)
+    ['activity', 'concepts', 'flow', 'matrix', 'top']
+    >>> tree["flow"]["layer_1"]["edge_flow"].dims
+    ('sample', 'node', 'pre')
     """
     func = "concept_analysis"
-    unit = check_choice(unit, ("path", "edge"), func=func, name="unit")
+    flow_seed = renamed_argument(flow_seed, seed, func=func, new="flow_seed", old="seed",
+                                 default="activity")  # fmt: skip
+    rows = renamed_argument(rows, unit, func=func, new="rows", old="unit", default="path")
+    rows = check_choice(rows, ("path", "edge"), func=func, name="rows")
     k = check_int(k, func=func, name="k", minimum=1)
-    contrib = contributions
-    layers = list(contrib.attrs["layers"])
-    n = contrib.sizes["sample"]
-    y = None
-    if labels is not None:
-        y = np.asarray(labels)
-        if y.ndim != 1 or y.shape[0] != n:
-            raise ValueError(
-                f"{func}(): `labels` must have one entry per sample ({n}); got shape {y.shape}. "
-                "Pass the labels of the same inputs, in order."
-            )
-    tr = path_transitions(contrib, seed=seed, labels=y)
+    contrib = as_tree(contributions, func)
+    n = len(samples(contrib))
+    y = None if labels is None else check_labels(labels, n, func=func)
+    tr = path_transitions(contrib, flow_seed=flow_seed, labels=y)
     flow = path_flow(tr)
     top = top_paths(tr, k=k, theta=theta, method=method, beam_width=max(1024, k))
-    if unit == "path":
-        mat = path_matrix(top, min_support=min_support)
-    else:
-        mat = edge_matrix(flow, min_support=min_support)
+    mat = path_matrix(top, min_support=min_support) if rows == "path" else edge_matrix(
+        flow, min_support=min_support
+    )
     con = path_concepts(mat, distance_threshold=distance_threshold, rng=rng)
     act = concept_activity(mat, con)
-    root: dict[str, Any] = {
-        "n_eff": flow["n_eff"],
-        "lost_mass": flow["lost_mass"],
-        "npf_active_fraction": flow["npf_active_fraction"],
-        "coverage": top["coverage"],
-        "certified": top["certified"],
-        "k_theta": top["k_theta"],
-        "n_paths": flow["n_paths"],
-    }
-    if "logits" in contrib:
-        root["logits"] = contrib["logits"]
-        root["prediction"] = ("sample", contrib["logits"].values.argmax(1))
-    if kernel:
-        root["flow_kernel"] = flow_kernel(tr)
-    flow_node = flow.drop_vars(["n_eff", "lost_mass", "npf_active_fraction", "entropy", "n_paths"])
-    for li in range(1, len(layers)):
-        flow_node[f"inhibitory_share_{li}"] = tr[f"inhibitory_share_{li}"]
-    if y is not None:
-        cats = np.unique(y)
-        flow_node = flow_node.assign_coords(category=cats)
-        for li in range(1, len(layers)):
-            e = flow[f"edge_flow_{li}"].values
-            flow_node[f"class_edge_flow_{li}"] = (
-                ("category", f"node_{li}", f"node_{li - 1}"),
-                np.stack([e[y == c].sum(0) for c in cats]),
-            )
-    nodes: dict[str, xr.Dataset] = {
-        "flow": flow_node,
+    root = _root(contrib, flow, top, tr, kernel)
+    nodes: dict[str, Any] = {
+        "flow": _flow_node(flow, tr, y),
         "top": top.drop_vars(["coverage", "certified", "k_theta"]),
         "matrix": mat.drop_vars([v for v in ("coverage", "certified") if v in mat]),
         "concepts": con,
@@ -135,23 +158,18 @@ def concept_analysis(
     }
     if y is not None:
         root["label"] = ("sample", y)
-        sel = concept_selectivity(act, y, n_permutations=n_permutations, rng=rng)
-        nodes["selectivity"] = sel
+        nodes["selectivity"] = concept_selectivity(act, y, n_permutations=n_permutations, rng=rng)
         nodes["overlap"] = class_path_overlap(mat, y)
-    root_ds = xr.Dataset(root, coords={"sample": contrib["sample"].values})
+    root_ds = xr.Dataset(root, coords={"sample": samples(contrib)})
     root_ds.attrs = {
-        "layers": list(layers),
+        "layers": list(contrib.attrs["layers"]),
         "methods": list(contrib.attrs["methods"]),
-        "seed": seed,
-        "k": k,
-        "theta": float(theta),
-        "unit": unit,
+        "flow_seed": flow_seed, "k": k, "theta": float(theta), "rows": rows,
         "min_support": int(mat.attrs["min_support"]),
         "distance_threshold": float(distance_threshold),
         "residual_fraction": [float(v) for v in contrib["residual_fraction"].values],
-    }
-    tree = xr.DataTree.from_dict({"/": root_ds, **{f"/{key}": ds for key, ds in nodes.items()}})
-    return tree
+    }  # fmt: skip
+    return xr.DataTree.from_dict({"/": root_ds, **{f"/{key}": ds for key, ds in nodes.items()}})
 
 
 def _softmax_confusion(logits: np.ndarray, y: np.ndarray, cats: np.ndarray) -> np.ndarray:
@@ -161,27 +179,53 @@ def _softmax_confusion(logits: np.ndarray, y: np.ndarray, cats: np.ndarray) -> n
     return np.asarray((conf + conf.T) / 2)
 
 
+def _label_summary(tree: xr.DataTree, root: xr.Dataset) -> dict[str, Any]:
+    """Selectivity, purity and class-overlap numbers of a labelled analysis."""
+    sel = tree["selectivity"].to_dataset()
+    ov = tree["overlap"].to_dataset()
+    out: dict[str, Any] = {
+        "nmi": float(sel["nmi"].values),
+        "ari": float(sel["ari"].values),
+        "purity": float(sel["purity_global"].values),
+        "n_selective": int((sel["p_value"].values < 0.01).sum()),
+    }
+    if "logits" in root:
+        cats = ov["category"].values
+        conf = _softmax_confusion(root["logits"].values, root["label"].values, cats)
+        iu = np.triu_indices(len(cats), 1)
+        for key in ("jaccard", "weighted_jaccard"):
+            res = stats.spearmanr(ov[key].values[iu], conf[iu])
+            rho, p = float(res.statistic), float(res.pvalue)
+            out[f"{key}_rho"] = rho if np.isfinite(rho) else 0.0
+            out[f"{key}_p"] = p if np.isfinite(p) else 1.0
+        out["path_classifier_agreement"] = path_classifier_agreement(
+            ov, root["prediction"].values
+        )
+    return out
+
+
 def concept_summary(tree: xr.DataTree) -> dict[str, Any]:
     """Collect the headline numbers of a :func:`concept_analysis` result (JSON-safe).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        Output of :func:`concept_analysis` (numpy or torch level).
 
     Returns
     -------
     dict
         ``n_eff_median``, ``n_paths``, ``coverage_median``, ``certified_fraction``,
-        ``n_vocabulary``, ``n_concepts``, ``kept_mass_fraction``, and with labels ``nmi``,
-        ``ari``, ``purity``, ``n_selective`` (p < 0.01), ``jaccard_rho`` / ``jaccard_p``
-        (binary class Jaccard vs symmetrised softmax confusion, Spearman over class pairs),
-        ``weighted_jaccard_rho`` / ``weighted_jaccard_p``, ``path_classifier_agreement``.
+        ``n_vocabulary``, ``n_concepts``, ``npf_active_fraction_median``,
+        ``kept_mass_fraction`` (path rows), and with labels ``nmi``, ``ari``, ``purity``,
+        ``n_selective`` (p < 0.01), ``jaccard_rho`` / ``jaccard_p`` (binary class Jaccard vs
+        symmetrised softmax confusion, Spearman over class pairs), ``weighted_jaccard_rho`` /
+        ``weighted_jaccard_p``, ``path_classifier_agreement``.
 
     Examples
     --------
-    >>> import torch
-    >>> from netphys.experiments import concept_analysis
-    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(),
-    ...                           torch.nn.Linear(6, 5), torch.nn.ReLU(),
-    ...                           torch.nn.Linear(5, 2)).eval()
-    >>> tree = concept_analysis(net, torch.randn(40, 4), layers=["1", "3"], k=8,
-    ...                         min_support=2, progress=False)
+    >>> from netphys.population.paths._synthetic import relu_mlp_contributions
+    >>> tree = concept_analysis(relu_mlp_contributions(n_samples=40), k=8, min_support=2)
     >>> sorted(concept_summary(tree))[:2]
     ['certified_fraction', 'coverage_median']
     """
@@ -199,53 +243,45 @@ def concept_summary(tree: xr.DataTree) -> dict[str, Any]:
     if "kept_mass_fraction" in mat:
         out["kept_mass_fraction"] = float(mat["kept_mass_fraction"].values)
     if "selectivity" in tree.children:
-        sel = tree["selectivity"].to_dataset()
-        ov = tree["overlap"].to_dataset()
-        out.update(
-            nmi=float(sel["nmi"].values),
-            ari=float(sel["ari"].values),
-            purity=float(sel["purity_global"].values),
-            n_selective=int((sel["p_value"].values < 0.01).sum()),
-        )
-        if "logits" in root:
-            y = root["label"].values
-            cats = ov["category"].values
-            conf = _softmax_confusion(root["logits"].values, y, cats)
-            iu = np.triu_indices(len(cats), 1)
-            for key, var in (("jaccard", "jaccard"), ("weighted_jaccard", "weighted_jaccard")):
-                res = stats.spearmanr(ov[var].values[iu], conf[iu])
-                rho, p = float(res.statistic), float(res.pvalue)
-                out[f"{key}_rho"] = rho if np.isfinite(rho) else 0.0
-                out[f"{key}_p"] = p if np.isfinite(p) else 1.0
-            out["path_classifier_agreement"] = path_classifier_agreement(
-                ov, root["prediction"].values
-            )
+        out.update(_label_summary(tree, root))
     return out
 
 
 def unit_baseline(
-    contrib: xr.Dataset, y: np.ndarray, n_permutations: int, rng: int
+    contributions: xr.DataTree, labels: Any, n_permutations: int = 1000, rng: Any = 0
 ) -> dict[str, Any]:
     """Cluster the node x sample activity like paths: the unit-level baseline of a concept analysis.
 
     Parameters
     ----------
-    contrib : xarray.Dataset
-        Edge contributions (their ``activity_<layer>`` node activity is used).
-    y : numpy.ndarray
+    contributions : xarray.DataTree
+        Edge contributions (the ``activity`` of every layer is used).
+    labels : array-like
         Category per sample.
-    n_permutations : int
+    n_permutations : int, default=1000
         Label shuffles of the selectivity p-values.
-    rng : int
+    rng : int, Generator or None, default=0
         Seed of the clustering and permutations.
 
     Returns
     -------
     dict
         ``n_units``, ``n_concepts``, ``nmi``, ``purity``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from netphys.population.paths._synthetic import relu_mlp_contributions
+    >>> c = relu_mlp_contributions(n_samples=30)
+    >>> sorted(unit_baseline(c, np.arange(30) % 2, n_permutations=10))
+    ['n_concepts', 'n_units', 'nmi', 'purity']
     """
-    n_layers = len(contrib.attrs["layers"])
-    act = np.concatenate([contrib[f"activity_{li}"].values for li in range(n_layers)], axis=1)
+    func = "unit_baseline"
+    contrib = as_tree(contributions, func)
+    act = np.concatenate(
+        [values(contrib, li, "activity") for li in range(len(layer_names(contrib)))], axis=1
+    )
+    y = check_labels(labels, act.shape[0], func=func)
     mat = unit_matrix(act)
     if mat.sizes["path"] < 2:
         return {"n_units": int(mat.sizes["path"]), "n_concepts": 0, "nmi": 0.0, "purity": 0.0}

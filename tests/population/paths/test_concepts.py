@@ -16,7 +16,7 @@ import xarray as xr
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
-from netphys.population.paths._concepts import (
+from netphys.population.paths import (
     as_sparse,
     class_path_overlap,
     concept_activity,
@@ -26,9 +26,11 @@ from netphys.population.paths._concepts import (
     path_concepts,
     path_embedding,
     path_matrix,
+    path_flow,
+    path_transitions,
+    top_paths,
     unit_matrix,
 )
-from netphys.population.paths._flows import path_flow, path_transitions, top_paths
 from netphys.recorder.graph import edge_contributions
 
 N_FEAT, M, N_LAYERS, D, N_DIST = 4, 2, 3, 3, 4
@@ -197,7 +199,7 @@ def planted():
 def test_planted_rank_and_flow(planted, seed, seed_kind):
     contrib, y = planted[("mlp", seed, False)]
     assert (contrib["logits"].values.argmax(1) == y).all()  # accuracy 1.0
-    tr = path_transitions(contrib, seed=seed_kind)
+    tr = path_transitions(contrib, flow_seed=seed_kind)
     top = top_paths(tr, k=16, method="exact")
     truth = _planted_ids(y)
     got = [set(row) for row in top["path_id"].values]
@@ -226,7 +228,7 @@ def test_planted_selection_and_concepts(planted, seed):
     truth = _planted_ids(y)
     all_planted = set().union(*truth)
     # 'pred': selected sets are exactly the planted 16 and the vocabulary is the 32 planted paths
-    tr = path_transitions(contrib, seed="pred")
+    tr = path_transitions(contrib, flow_seed="pred")
     top = top_paths(tr, k=32, theta=0.95)
     sel = [set(top["path_id"].values[t][top["selected"].values[t]]) for t in range(len(y))]
     assert sel == truth, f"selected set sizes {sorted({len(s) for s in sel})}"
@@ -262,7 +264,7 @@ def test_planted_selection_and_concepts(planted, seed):
         share = bool(set(CLASSES[a]) & set(CLASSES[b]))
         assert abs(jac[a, b] - (1 / 3 if share else 0)) < 1e-12, jac
     # 'activity': off-plan paths touch distractors but carry < 1% of the flow; ARI still 1
-    tr = path_transitions(contrib, seed="activity")
+    tr = path_transitions(contrib, flow_seed="activity")
     top = top_paths(tr, k=64, theta=0.95)
     mat = path_matrix(top, min_support=5)
     nodes = mat["nodes"].values
@@ -286,7 +288,7 @@ def test_planted_noise_free_exact(planted, seed):
     contrib, y = planted[("mlp", seed, True)]
     truth = _planted_ids(y)
     for seed_kind in ("pred", "activity"):
-        tr = path_transitions(contrib, seed=seed_kind)
+        tr = path_transitions(contrib, flow_seed=seed_kind)
         top = top_paths(tr, k=32, theta=0.95)
         flows = top["flow"].values
         np.testing.assert_allclose(flows[:, :16], 1 / 16, rtol=1e-12)  # float64 products
@@ -304,9 +306,9 @@ def test_planted_cnn_variant():
     contrib, y = _run("cnn", 0)
     assert contrib.attrs["methods"][:2] == ["closed", "closed"]
     assert (contrib["logits"].values.argmax(1) == y).all()
-    top = top_paths(path_transitions(contrib, seed="pred"), k=16, method="exact")
+    top = top_paths(path_transitions(contrib, flow_seed="pred"), k=16, method="exact")
     assert [set(r) for r in top["path_id"].values] == _planted_ids(y)
-    mat = path_matrix(top_paths(path_transitions(contrib, seed="pred"), k=32, theta=0.95))
+    mat = path_matrix(top_paths(path_transitions(contrib, flow_seed="pred"), k=32, theta=0.95))
     con = path_concepts(mat)
     assert (
         adjusted_rand_score([_concept_of(p) for p in mat["path"].values], con["concept"].values)
@@ -320,7 +322,7 @@ def test_planted_residual_variant():
     assert contrib.attrs["methods"][:2] == ["jacobian", "jacobian"]
     # bias-free piecewise-linear blocks: the fallback conserves activity exactly
     assert contrib["residual_fraction"].values[:2].max() < 1e-10
-    tr = path_transitions(contrib, seed="pred")
+    tr = path_transitions(contrib, flow_seed="pred")
     top = top_paths(tr, k=16, method="exact")
     assert [set(r) for r in top["path_id"].values] == _planted_ids(y)
     # the skip path (i, i, i) is each sample's strongest path
@@ -332,7 +334,7 @@ def test_planted_residual_variant():
 def test_label_shuffle_negative_control(planted):
     """(c) Shuffled labels: selectivity p-values non-significant, purity at chance."""
     contrib, y = planted[("mlp", 0, False)]
-    top = top_paths(path_transitions(contrib, seed="activity"), k=64, theta=0.95)
+    top = top_paths(path_transitions(contrib, flow_seed="activity"), k=64, theta=0.95)
     mat = path_matrix(top)
     act = concept_activity(mat, path_concepts(mat))
     # 20 shuffles x n_concepts p-values: under the null about 5% fall below 0.05
@@ -352,7 +354,7 @@ def test_label_shuffle_negative_control(planted):
 
 def test_edge_matrix_and_embedding(planted):
     contrib, y = planted[("mlp", 0, False)]
-    tr = path_transitions(contrib, seed="activity")
+    tr = path_transitions(contrib, flow_seed="activity")
     em = edge_matrix(path_flow(tr))
     con = path_concepts(em)
     assert int(con["n_concepts"]) >= 4
@@ -364,7 +366,7 @@ def test_edge_matrix_and_embedding(planted):
     ov = class_path_overlap(mat, y)
     assert path_classifier_agreement(ov, contrib["logits"].values.argmax(1)) > 0.9
     # unit-level baseline: the same clustering and metrics run on node activity
-    units = unit_matrix(np.concatenate([contrib[f"activity_{i}"].values for i in range(3)], 1))
+    units = unit_matrix(np.concatenate([contrib[f"layer_{i}"]["activity"].values for i in range(3)], 1))
     assert units.sizes["path"] == 3 * WIDTH  # every unit is active in >= 5 samples
     ucon = path_concepts(units)
     res = concept_selectivity(concept_activity(units, ucon), y, n_permutations=10, rng=0)
@@ -418,7 +420,7 @@ def _digits_mlp(torch_seed: int, train: bool, x_tr, y_tr) -> nn.Module:
 
 @pytest.mark.slow
 def test_trained_digits_mlp_beats_untrained():
-    """paths.md 4.3: seed='activity', K=64, theta=0.9, support>=5, tau_c=0.7; 3 seeds + control."""
+    """paths.md 4.3: flow_seed='activity', K=64, theta=0.9, support>=5, tau_c=0.7; 3 seeds + control."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -455,7 +457,7 @@ def test_trained_digits_mlp_beats_untrained():
         assert s["n_paths"] == 32768
     # diffuse flow (median coverage < 0.3): the edge-level variant is run as the spec asks
     assert trained[0]["coverage_median"] < 0.3, report
-    edge = concept_summary(concept_analysis(nets[0], x_te, unit="edge", **kw))
+    edge = concept_summary(concept_analysis(nets[0], x_te, rows="edge", **kw))
     msg = f"edge level: {_fmt(edge)}\n{report}"
     assert edge["n_concepts"] >= 2, msg
     assert edge["nmi"] > untrained["nmi"], msg
@@ -488,7 +490,7 @@ def test_concept_analysis_tree_saves_and_errors(tmp_path):
     tree = concept_analysis(model, x, layers=MLP_LAYERS, labels=y, k=32, kernel=True,
                             n_permutations=20, progress=False)  # fmt: skip
     assert tree["flow_kernel"].shape == (40, 40)
-    assert tree["flow"]["class_edge_flow_1"].shape == (4, WIDTH, WIDTH)
+    assert tree["flow"]["layer_1"]["class_edge_flow"].shape == (4, WIDTH, WIDTH)
     s = concept_summary(tree)
     assert s["n_concepts"] == 4
     tree.to_zarr(tmp_path / "concepts.zarr")
@@ -506,14 +508,14 @@ def test_concept_analysis_tree_saves_and_errors(tmp_path):
 
 def test_effective_paths_planted(planted):
     """Qiu-style effective paths stay inside the present features' blocks (noise-free net)."""
-    from netphys.population.paths._flows import effective_paths
+    from netphys.population.paths import effective_paths
 
     contrib, y = planted[("mlp", 0, True)]
-    ep = effective_paths(path_transitions(contrib, seed="pred"), theta=0.9)
+    ep = effective_paths(path_transitions(contrib, flow_seed="pred"), theta=0.9)
     for t, c in enumerate(y):
         allowed = {u for f in CLASSES[c] for u in _block(f)}
         for li in range(3):
-            assert set(np.flatnonzero(ep[f"node_selected_{li}"].values[t])) == allowed
+            assert set(np.flatnonzero(ep[f"layer_{li}"]["node_selected"].values[t])) == allowed
     em = edge_matrix(ep)
     assert int(path_concepts(em)["n_concepts"]) >= 4
     with pytest.raises(ValueError, match="theta"):
