@@ -868,7 +868,9 @@ def _contribution_tree(
             data["contribution"] = (("sample", "node", "pre"), np.concatenate(cons[li]))
             data["bias"] = (("sample", "node"), np.concatenate(biases[li]))
         ds = xr.Dataset(data, attrs={"layer": name})
-        nodes[f"layer_{li}"] = ds.assign_coords({d: np.arange(ds.sizes[d]) for d in ds.dims if d != "sample"})
+        nodes[f"layer_{li}"] = ds.assign_coords(
+            {d: np.arange(ds.sizes[d]) for d in ds.dims if d != "sample"}
+        )
     if output is not None:
         nodes["output"] = xr.Dataset(
             {

@@ -11,7 +11,7 @@ from scipy import stats
 from netphys._validation import check_choice, check_int, check_labels, renamed_argument
 from netphys.population.paths._clustering import concept_activity, path_concepts
 from netphys.population.paths._flows import flow_kernel, path_flow
-from netphys.population.paths._layers import LAYER, as_tree, layer_names, samples, values
+from netphys.population.paths._layers import as_tree, layer_names, samples, values
 from netphys.population.paths._matrices import edge_matrix, path_matrix, unit_matrix
 from netphys.population.paths._scores import (
     class_path_overlap,
@@ -27,14 +27,14 @@ _ROOT_FLOW = ("n_eff", "lost_mass", "npf_active_fraction")
 
 
 def _flow_node(flow: xr.DataTree, tr: xr.DataTree, y: np.ndarray | None) -> xr.DataTree:
-    """The ``flow`` child: per layer marginals, edge flows, inhibitory shares, class flows."""
+    """Build the ``flow`` child: per layer marginals, edge flows, inhibitory shares, class flows."""
     root = xr.Dataset(attrs=dict(flow.attrs))
     cats = np.unique(y) if y is not None else None
     if cats is not None:
         root = root.assign_coords(category=cats)
     nodes: dict[str, Any] = {"/": root}
     for li, name in enumerate(layer_names(flow)):
-        ds = flow[name].to_dataset(inherit=False)
+        ds = flow[name].to_dataset(inherit=False)  # type: ignore[call-arg]
         if li > 0:
             ds["inhibitory_share"] = tr[name]["inhibitory_share"].variable
             if cats is not None:
@@ -54,8 +54,8 @@ def _root(
     root.update(coverage=top["coverage"].variable, certified=top["certified"].variable,
                 k_theta=top["k_theta"].variable, n_paths=flow["n_paths"].variable)  # fmt: skip
     if "logits" in contrib:
-        root["logits"] = contrib["logits"].variable
-        root["prediction"] = ("sample", contrib["logits"].values.argmax(1))
+        root["logits"] = contrib.ds["logits"].variable
+        root["prediction"] = ("sample", np.asarray(contrib.ds["logits"].values).argmax(1))
     if kernel:
         root["flow_kernel"] = flow_kernel(tr)
     return root
@@ -143,8 +143,10 @@ def concept_analysis(
     tr = path_transitions(contrib, flow_seed=flow_seed, labels=y)
     flow = path_flow(tr)
     top = top_paths(tr, k=k, theta=theta, method=method, beam_width=max(1024, k))
-    mat = path_matrix(top, min_support=min_support) if rows == "path" else edge_matrix(
-        flow, min_support=min_support
+    mat = (
+        path_matrix(top, min_support=min_support)
+        if rows == "path"
+        else edge_matrix(flow, min_support=min_support)
     )
     con = path_concepts(mat, distance_threshold=distance_threshold, rng=rng)
     act = concept_activity(mat, con)
@@ -167,7 +169,7 @@ def concept_analysis(
         "flow_seed": flow_seed, "k": k, "theta": float(theta), "rows": rows,
         "min_support": int(mat.attrs["min_support"]),
         "distance_threshold": float(distance_threshold),
-        "residual_fraction": [float(v) for v in contrib["residual_fraction"].values],
+        "residual_fraction": [float(v) for v in contrib.ds["residual_fraction"].values],
     }  # fmt: skip
     return xr.DataTree.from_dict({"/": root_ds, **{f"/{key}": ds for key, ds in nodes.items()}})
 
@@ -180,7 +182,7 @@ def _softmax_confusion(logits: np.ndarray, y: np.ndarray, cats: np.ndarray) -> n
 
 
 def _label_summary(tree: xr.DataTree, root: xr.Dataset) -> dict[str, Any]:
-    """Selectivity, purity and class-overlap numbers of a labelled analysis."""
+    """Collect the selectivity, purity and class-overlap numbers of a labelled analysis."""
     sel = tree["selectivity"].to_dataset()
     ov = tree["overlap"].to_dataset()
     out: dict[str, Any] = {
@@ -198,9 +200,7 @@ def _label_summary(tree: xr.DataTree, root: xr.Dataset) -> dict[str, Any]:
             rho, p = float(res.statistic), float(res.pvalue)
             out[f"{key}_rho"] = rho if np.isfinite(rho) else 0.0
             out[f"{key}_p"] = p if np.isfinite(p) else 1.0
-        out["path_classifier_agreement"] = path_classifier_agreement(
-            ov, root["prediction"].values
-        )
+        out["path_classifier_agreement"] = path_classifier_agreement(ov, root["prediction"].values)
     return out
 
 

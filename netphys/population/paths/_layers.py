@@ -46,14 +46,14 @@ def layer_names(tree: xr.DataTree) -> list[str]:
     >>> layer_names(relu_mlp_contributions(n_samples=4, widths=(3, 2)))
     ['layer_0', 'layer_1']
     """
-    out = []
+    out: list[str] = []
     while isinstance(tree, xr.DataTree) and LAYER.format(len(out)) in tree.children:
         out.append(LAYER.format(len(out)))
     return out
 
 
 def n_layers(tree: xr.DataTree) -> int:
-    """Number of consecutive ``layer_i`` children."""
+    """Count the consecutive ``layer_i`` children."""
     return len(layer_names(tree))
 
 
@@ -79,8 +79,7 @@ def build(
         if layer_attrs is not None and li < len(layer_attrs):
             ds.attrs = {"layer": str(layer_attrs[li])}
         nodes[LAYER.format(li)] = ds
-    for key, ds in (extra or {}).items():
-        nodes[key] = ds
+    nodes.update(extra or {})
     return xr.DataTree.from_dict(nodes)
 
 
@@ -145,14 +144,14 @@ def as_tree(contributions: Any, func: str, *, name: str = "contributions") -> xr
 
 
 def layer_attr(tree: xr.DataTree) -> list[str]:
-    """The module names of the layers (``tree.attrs['layers']``, or ``layer_i``)."""
+    """Return the module names of the layers (``tree.attrs['layers']``, or ``layer_i``)."""
     n = n_layers(tree)
     names = list(tree.attrs.get("layers", []))
     return names if len(names) == n else [LAYER.format(i) for i in range(n)]
 
 
 def samples(tree: xr.DataTree) -> np.ndarray:
-    """The sample coordinate of a layered tree (0..n-1 when it has none)."""
+    """Return the sample coordinate of a layered tree (0..n-1 when it has none)."""
     if "sample" in tree.coords:
         return np.asarray(tree["sample"].values)
     return np.arange(tree[LAYER.format(0)].sizes["sample"])

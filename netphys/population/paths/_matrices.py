@@ -73,7 +73,7 @@ def _pack(
 
 
 def _entries(row: np.ndarray, col: np.ndarray, val: np.ndarray, n_rows: int) -> dict[str, Any]:
-    """The COO variables and the row mass of a matrix Dataset."""
+    """Return the COO variables and the row mass of a matrix Dataset."""
     return {
         "mass": (("path",), np.bincount(row, weights=val, minlength=n_rows)),
         "entry_path": (("entry",), row.astype(np.int64)),

@@ -26,7 +26,7 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 
 def _topk_sorted(score: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the top k along the last axis, ordered by (-score, id)."""
+    """Return the indices of the top k along the last axis, ordered by (-score, id)."""
     m = score.shape[-1]
     if m > k:
         part = np.argpartition(-score, k - 1, axis=-1)[..., :k]
@@ -134,7 +134,6 @@ def _beam(
     return nodes, best, pruned
 
 
-
 def _search(
     r: np.ndarray, ts: list[np.ndarray], k: int, method: str, beam_width: int, tau: float,
     batch_size: int | None,
@@ -180,7 +179,9 @@ def _path_signs(transitions: xr.DataTree, nodes: np.ndarray, valid: np.ndarray) 
     return sgn
 
 
-def _select(flow: np.ndarray, total: np.ndarray, valid: np.ndarray, theta: float) -> tuple[np.ndarray, ...]:
+def _select(
+    flow: np.ndarray, total: np.ndarray, valid: np.ndarray, theta: float
+) -> tuple[np.ndarray, ...]:
     """Theta selection: selected mask, k_theta (-1 if not reached) and coverage per sample."""
     k = flow.shape[1]
     cum = np.cumsum(flow, -1)

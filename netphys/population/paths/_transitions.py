@@ -65,9 +65,7 @@ def _output_seed(
         ro = e / e.sum(1, keepdims=True)
     else:
         if labels is None:
-            raise ValueError(
-                f"{func}(): flow_seed='label' needs `labels` (one class per sample)."
-            )
+            raise ValueError(f"{func}(): flow_seed='label' needs `labels` (one class per sample).")
         y = check_labels(labels, n, func=func)
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_out:
             raise ValueError(
@@ -94,7 +92,7 @@ def path_transitions(
     bias: str = "none",
     seed: str | None = None,
 ) -> xr.DataTree:
-    """Turn edge contributions into backward transition probabilities and a flow seed.
+    r"""Turn edge contributions into backward transition probabilities and a flow seed.
 
     Parameters
     ----------
@@ -120,7 +118,7 @@ def path_transitions(
         One child per layer (``layer_0`` ... ``layer_{L-1}``) with ``activity`` (sample, node)
         copied from the input and, from ``layer_1`` on, ``transition`` (sample, node, pre)
         with rows summing to 1 (or 0 at dead ends), ``edge_sign`` (int8) and
-        ``inhibitory_share`` (sample, node) = sum c- / sum \\|c\\|. The top layer's child
+        ``inhibitory_share`` (sample, node) = sum c- / sum \|c\|. The top layer's child
         also holds ``seed_mass`` and ``seed_sign`` (sample, node). Attrs ``flow_seed``,
         ``sign``, ``bias``, ``layers``.
 

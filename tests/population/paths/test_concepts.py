@@ -25,8 +25,8 @@ from netphys.population.paths import (
     path_classifier_agreement,
     path_concepts,
     path_embedding,
-    path_matrix,
     path_flow,
+    path_matrix,
     path_transitions,
     top_paths,
     unit_matrix,
@@ -366,7 +366,9 @@ def test_edge_matrix_and_embedding(planted):
     ov = class_path_overlap(mat, y)
     assert path_classifier_agreement(ov, contrib["logits"].values.argmax(1)) > 0.9
     # unit-level baseline: the same clustering and metrics run on node activity
-    units = unit_matrix(np.concatenate([contrib[f"layer_{i}"]["activity"].values for i in range(3)], 1))
+    units = unit_matrix(
+        np.concatenate([contrib[f"layer_{i}"]["activity"].values for i in range(3)], 1)
+    )
     assert units.sizes["path"] == 3 * WIDTH  # every unit is active in >= 5 samples
     ucon = path_concepts(units)
     res = concept_selectivity(concept_activity(units, ucon), y, n_permutations=10, rng=0)

@@ -180,7 +180,9 @@ def _with_output(c: xr.DataTree, contribution: np.ndarray, logits: np.ndarray) -
     """Add the output block (contributions to the logits) to a contributions tree."""
     c = c.copy()
     c["logits"] = xr.DataArray(logits, dims=("sample", "output"))
-    c["output"] = xr.DataTree(xr.Dataset({"contribution": (("sample", "output", "pre"), contribution)}))
+    c["output"] = xr.DataTree(
+        xr.Dataset({"contribution": (("sample", "output", "pre"), contribution)})
+    )
     return c
 
 
@@ -203,7 +205,7 @@ def test_bad_input(rng):
         path_transitions(xr.Dataset())
     with pytest.raises(ValueError, match="no recorded layers"):
         path_transitions(xr.DataTree())
-    with pytest.raises(TypeError, match="must be the xarray.DataTree returned by"):
+    with pytest.raises(TypeError, match=r"must be the xarray\.DataTree returned by"):
         path_transitions(np.zeros((3, 2)))
     with pytest.raises(TypeError, match="returned by path_transitions"):
         path_flow(c)
