@@ -11,10 +11,8 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 from sklearn.metrics import adjusted_rand_score
-from torch import nn
 
 from netphys.population.paths import (
     as_sparse,
@@ -31,166 +29,22 @@ from netphys.population.paths import (
     top_paths,
     unit_matrix,
 )
-from netphys.recorder.graph import edge_contributions
-
-N_FEAT, M, N_LAYERS, D, N_DIST = 4, 2, 3, 3, 4
-WIDTH = N_FEAT * M + N_DIST
-CLASSES = [(0, 1), (1, 2), (2, 3), (3, 0)]
-RADIX = np.array([1, WIDTH, WIDTH**2])
-
-
-def _block(f: int) -> range:
-    return range(f * M, (f + 1) * M)
-
-
-def _weights(gen: np.random.Generator, noise_free: bool):
-    """Hidden weight matrices (out, in) and output weights of the planted network."""
-    leak = (
-        (lambda shape: np.zeros(shape))
-        if noise_free
-        else (lambda shape: gen.uniform(0, 0.02, shape))
-    )
-    ws = []
-    for layer in range(N_LAYERS):
-        n_in = N_FEAT * D if layer == 0 else WIDTH
-        w = np.zeros((WIDTH, n_in))
-        for f in range(N_FEAT):
-            if layer == 0:
-                w[f * M : (f + 1) * M, f * D : (f + 1) * D] = 1 / D
-            else:
-                w[f * M : (f + 1) * M, f * M : (f + 1) * M] = 1 / M
-        w[N_FEAT * M :, :] = leak((N_DIST, n_in))  # into distractors
-        if layer > 0:
-            w[:, N_FEAT * M :] = np.maximum(
-                w[:, N_FEAT * M :], leak((WIDTH, N_DIST))
-            )  # out of them
-        ws.append(w)
-    wo = np.zeros((len(CLASSES), WIDTH))
-    for c, feats in enumerate(CLASSES):
-        for f in range(N_FEAT):
-            wo[c, f * M : (f + 1) * M] = 1 / M if f in feats else -0.5 / M
-        wo[c, N_FEAT * M :] = leak(N_DIST)
-    return ws, wo
-
-
-def _inputs(gen: np.random.Generator, noise_free: bool, n_per_class: int = 50):
-    xs, ys = [], []
-    for c, feats in enumerate(CLASSES):
-        for _ in range(n_per_class):
-            x = np.zeros(N_FEAT * D) if noise_free else 0.05 * np.abs(gen.normal(size=N_FEAT * D))
-            for f in feats:
-                x[f * D : (f + 1) * D] = 1.0 if noise_free else 1 + 0.1 * gen.normal(size=D)
-            xs.append(x)
-            ys.append(c)
-    return torch.tensor(np.array(xs)), np.array(ys)
-
-
-class PlantedMLP(nn.Module):
-    def __init__(self, ws, wo):
-        super().__init__()
-        mods = []
-        for w in ws:
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
-            lin.weight.data = torch.tensor(w)
-            mods += [lin, nn.ReLU()]
-        self.hidden = nn.Sequential(*mods)
-        self.out = nn.Linear(WIDTH, len(CLASSES), bias=False)
-        self.out.weight.data = torch.tensor(wo)
-
-    def forward(self, x):
-        return self.out(self.hidden(x))
-
-
-MLP_LAYERS = ["hidden.1", "hidden.3", "hidden.5"]
-
-
-class PlantedCNN(nn.Module):
-    """The same blocks as channels of 3x3 convs (pad 1) on 8x8 maps; closed-form conv path."""
-
-    def __init__(self, ws, wo):
-        super().__init__()
-        mods = []
-        for w in ws:
-            conv = nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1, bias=False)
-            conv.weight.data = torch.tensor(w)[:, :, None, None].expand(-1, -1, 3, 3) / 9
-            mods += [conv, nn.ReLU()]
-        self.hidden = nn.Sequential(*mods)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flat = nn.Flatten()
-        self.out = nn.Linear(WIDTH, len(CLASSES), bias=False)
-        self.out.weight.data = torch.tensor(wo)
-
-    def forward(self, x):
-        return self.out(self.flat(self.pool(self.hidden(x))))
-
-
-class Res(nn.Module):
-    def __init__(self, w):
-        super().__init__()
-        self.lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
-        self.lin.weight.data = torch.tensor(w)
-        self.act = nn.ReLU()
-
-    def forward(self, x):
-        return self.act(x + self.lin(x))
-
-
-class PlantedResidual(nn.Module):
-    """Layers 2..L are residual blocks recorded after the add (Jacobian fallback)."""
-
-    def __init__(self, ws, wo):
-        super().__init__()
-        self.lin0 = nn.Linear(ws[0].shape[1], WIDTH, bias=False)
-        self.lin0.weight.data = torch.tensor(ws[0])
-        self.relu0 = nn.ReLU()
-        self.res1, self.res2 = Res(ws[1]), Res(ws[2])
-        self.out = nn.Linear(WIDTH, len(CLASSES), bias=False)
-        self.out.weight.data = torch.tensor(wo)
-
-    def forward(self, x):
-        return self.out(self.res2(self.res1(self.relu0(self.lin0(x)))))
-
-
-def _planted_ids(y: np.ndarray) -> list[set[int]]:
-    out = []
-    for c in y:
-        ids = set()
-        for f in CLASSES[c]:
-            for p in itertools.product(_block(f), repeat=N_LAYERS):
-                ids.add(int(np.dot(p, RADIX)))
-        out.append(ids)
-    return out
-
-
-def _concept_of(pid: int) -> int:
-    nodes = [(pid // r) % WIDTH for r in RADIX]
-    fs = {n // M if n < N_FEAT * M else -1 for n in nodes}
-    return fs.pop() if len(fs) == 1 else -1
-
-
-def _run(kind: str, seed: int, noise_free: bool = False):
-    gen = np.random.default_rng(seed)
-    ws, wo = _weights(gen, noise_free)
-    x, y = _inputs(gen, noise_free)
-    if kind == "mlp":
-        model, layers = PlantedMLP(ws, wo), MLP_LAYERS
-    elif kind == "cnn":
-        model, layers = PlantedCNN(ws, wo), ["hidden.1", "hidden.3", "hidden.5"]
-        x = x[:, :, None, None].expand(-1, -1, 8, 8).clone()
-    else:
-        model, layers = PlantedResidual(ws, wo), ["relu0", "res1", "res2"]
-    model = model.double().eval()
-    contrib = edge_contributions(model, x, layers=layers, progress=False)
-    return contrib, y
+from tests.population.paths.planted import (
+    CLASSES,
+    N_FEAT,
+    WIDTH,
+    M,
+    block,
+    concept_of,
+    planted_ids,
+    run,
+)
 
 
 @pytest.fixture(scope="module")
 def planted():
     return {
-        (kind, s, nf): _run(kind, s, nf)
-        for kind in ("mlp",)
-        for s in (0, 1)
-        for nf in (False, True)
+        (kind, s, nf): run(kind, s, nf) for kind in ("mlp",) for s in (0, 1) for nf in (False, True)
     }
 
 
@@ -201,7 +55,7 @@ def test_planted_rank_and_flow(planted, seed, seed_kind):
     assert (contrib["logits"].values.argmax(1) == y).all()  # accuracy 1.0
     tr = path_transitions(contrib, flow_seed=seed_kind)
     top = top_paths(tr, k=16, method="exact")
-    truth = _planted_ids(y)
+    truth = planted_ids(y)
     got = [set(row) for row in top["path_id"].values]
     assert got == truth, "top-16 paths differ from the planted paths"
     share = top["flow"].values.sum(1)
@@ -225,7 +79,7 @@ def test_planted_rank_and_flow(planted, seed, seed_kind):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_planted_selection_and_concepts(planted, seed):
     contrib, y = planted[("mlp", seed, False)]
-    truth = _planted_ids(y)
+    truth = planted_ids(y)
     all_planted = set().union(*truth)
     # 'pred': selected sets are exactly the planted 16 and the vocabulary is the 32 planted paths
     tr = path_transitions(contrib, flow_seed="pred")
@@ -236,7 +90,7 @@ def test_planted_selection_and_concepts(planted, seed):
     assert set(mat["path"].values) == all_planted
     for tau in (0.3, 0.5, 0.7):
         con = path_concepts(mat, distance_threshold=tau)
-        truth_lab = [_concept_of(p) for p in mat["path"].values]
+        truth_lab = [concept_of(p) for p in mat["path"].values]
         ari = adjusted_rand_score(truth_lab, con["concept"].values)
         assert int(con["n_concepts"]) == 4, f"tau={tau}: {int(con['n_concepts'])} concepts"
         assert ari == 1.0, f"tau={tau}: ARI {ari}"
@@ -248,7 +102,7 @@ def test_planted_selection_and_concepts(planted, seed):
     mu = sel_ds["mean_activity"].values
     inc = np.zeros((4, 4))
     feat_of_concept = [
-        _concept_of(
+        concept_of(
             int(mat["path"].values[np.flatnonzero(path_concepts(mat)["concept"].values == k)[0]])
         )
         for k in range(4)
@@ -279,14 +133,14 @@ def test_planted_selection_and_concepts(planted, seed):
     lab = con["concept"].values
     pids = mat["path"].values
     on_plan = np.array([p in all_planted for p in pids])
-    truth_lab = [_concept_of(p) for p in pids[on_plan]]
+    truth_lab = [concept_of(p) for p in pids[on_plan]]
     assert adjusted_rand_score(truth_lab, lab[on_plan]) == 1.0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_planted_noise_free_exact(planted, seed):
     contrib, y = planted[("mlp", seed, True)]
-    truth = _planted_ids(y)
+    truth = planted_ids(y)
     for seed_kind in ("pred", "activity"):
         tr = path_transitions(contrib, flow_seed=seed_kind)
         top = top_paths(tr, k=32, theta=0.95)
@@ -297,34 +151,34 @@ def test_planted_noise_free_exact(planted, seed):
         mat = path_matrix(top)
         assert set(mat["path"].values) == set().union(*truth)
         con = path_concepts(mat)
-        truth_lab = [_concept_of(p) for p in mat["path"].values]
+        truth_lab = [concept_of(p) for p in mat["path"].values]
         assert adjusted_rand_score(truth_lab, con["concept"].values) == 1.0
 
 
 def test_planted_cnn_variant():
     """(a) The same blocks as conv channels: closed-form conv contributions, same paths."""
-    contrib, y = _run("cnn", 0)
+    contrib, y = run("cnn", 0)
     assert contrib.attrs["methods"][:2] == ["closed", "closed"]
     assert (contrib["logits"].values.argmax(1) == y).all()
     top = top_paths(path_transitions(contrib, flow_seed="pred"), k=16, method="exact")
-    assert [set(r) for r in top["path_id"].values] == _planted_ids(y)
+    assert [set(r) for r in top["path_id"].values] == planted_ids(y)
     mat = path_matrix(top_paths(path_transitions(contrib, flow_seed="pred"), k=32, theta=0.95))
     con = path_concepts(mat)
     assert (
-        adjusted_rand_score([_concept_of(p) for p in mat["path"].values], con["concept"].values)
+        adjusted_rand_score([concept_of(p) for p in mat["path"].values], con["concept"].values)
         == 1.0
     )
 
 
 def test_planted_residual_variant():
     """(b) Residual blocks recorded after the add: Jacobian fallback, skip edges i->i as paths."""
-    contrib, y = _run("res", 0)
+    contrib, y = run("res", 0)
     assert contrib.attrs["methods"][:2] == ["jacobian", "jacobian"]
     # bias-free piecewise-linear blocks: the fallback conserves activity exactly
     assert contrib["residual_fraction"].values[:2].max() < 1e-10
     tr = path_transitions(contrib, flow_seed="pred")
     top = top_paths(tr, k=16, method="exact")
-    assert [set(r) for r in top["path_id"].values] == _planted_ids(y)
+    assert [set(r) for r in top["path_id"].values] == planted_ids(y)
     # the skip path (i, i, i) is each sample's strongest path
     best = top["nodes"].values[:, 0]
     assert (best[:, 0] == best[:, 1]).all()
@@ -406,106 +260,6 @@ def test_bad_input(planted):
 
 
 # ------------------------------------------------------------------ 4.3 trained digits MLP
-def _digits_mlp(torch_seed: int, train: bool, x_tr, y_tr) -> nn.Module:
-    torch.manual_seed(torch_seed)
-    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
-                        nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))  # fmt: skip
-    if train:
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        xt, yt = torch.tensor(x_tr), torch.tensor(y_tr)
-        for _ in range(300):  # full batch, as in the spec
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xt), yt).backward()
-            opt.step()
-    return net.eval()
-
-
-@pytest.mark.slow
-def test_trained_digits_mlp_beats_untrained():
-    """paths.md 4.3: flow_seed='activity', K=64, theta=0.9, support>=5, tau_c=0.7; 3 seeds + control."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from netphys.experiments import concept_analysis
-    from netphys.population.paths import concept_summary
-
-    digits = load_digits()
-    x = (digits.data / 16).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, digits.target, test_size=0.5, stratify=digits.target, random_state=0
-    )
-    layers = ["1", "3", "5"]
-    kw = {"layers": layers, "labels": y_te, "k": 64, "theta": 0.9, "min_support": 5,
-              "distance_threshold": 0.7, "n_permutations": 100, "progress": False}  # fmt: skip
-    untrained = concept_summary(concept_analysis(_digits_mlp(0, False, x_tr, y_tr), x_te, **kw))
-    lines = [f"untrained: {_fmt(untrained)}"]
-    trained, nets = [], []
-    for torch_seed in (0, 1, 2):
-        net = _digits_mlp(torch_seed, True, x_tr, y_tr)
-        nets.append(net)
-        acc = float((net(torch.tensor(x_te)).argmax(1).numpy() == y_te).mean())
-        s = concept_summary(concept_analysis(net, x_te, **kw))
-        s["accuracy"] = acc
-        trained.append(s)
-        lines.append(f"seed {torch_seed}: {_fmt(s)}")
-    report = "\n".join(lines)
-    for s in trained:
-        assert s["accuracy"] > 0.9, report
-        assert s["weighted_jaccard_rho"] >= 0.3, report
-        assert s["weighted_jaccard_p"] < 0.01, report
-        assert s["nmi"] >= 0.35, report
-        assert s["nmi"] >= untrained["nmi"] + 0.15, report
-        assert s["purity"] >= untrained["purity"] + 0.1, report
-        assert s["n_paths"] == 32768
-    # diffuse flow (median coverage < 0.3): the edge-level variant is run as the spec asks
-    assert trained[0]["coverage_median"] < 0.3, report
-    edge = concept_summary(concept_analysis(nets[0], x_te, rows="edge", **kw))
-    msg = f"edge level: {_fmt(edge)}\n{report}"
-    assert edge["n_concepts"] >= 2, msg
-    assert edge["nmi"] > untrained["nmi"], msg
-
-
-def _fmt(s: dict) -> str:
-    keys = (
-        "accuracy",
-        "nmi",
-        "purity",
-        "jaccard_rho",
-        "weighted_jaccard_rho",
-        "weighted_jaccard_p",
-        "n_eff_median",
-        "coverage_median",
-        "certified_fraction",
-        "n_concepts",
-    )
-    return ", ".join(f"{k}={s[k]:.3g}" for k in keys if k in s)
-
-
-def test_concept_analysis_tree_saves_and_errors(tmp_path):
-    from netphys.experiments import concept_analysis
-    from netphys.population.paths import concept_summary
-
-    gen = np.random.default_rng(0)
-    ws, wo = _weights(gen, False)
-    x, y = _inputs(gen, False, n_per_class=10)
-    model = PlantedMLP(ws, wo).double().eval()
-    tree = concept_analysis(model, x, layers=MLP_LAYERS, labels=y, k=32, kernel=True,
-                            n_permutations=20, progress=False)  # fmt: skip
-    assert tree["flow_kernel"].shape == (40, 40)
-    assert tree["flow"]["layer_1"]["class_edge_flow"].shape == (4, WIDTH, WIDTH)
-    s = concept_summary(tree)
-    assert s["n_concepts"] == 4
-    tree.to_zarr(tmp_path / "concepts.zarr")
-    back = xr.open_datatree(tmp_path / "concepts.zarr", engine="zarr")
-    np.testing.assert_array_equal(
-        back["concepts"]["concept"].values, tree["concepts"]["concept"].values
-    )
-    with pytest.raises(ValueError, match="one entry per sample"):
-        concept_analysis(model, x, layers=MLP_LAYERS, labels=y[:5], progress=False)
-    with pytest.raises(ValueError, match="`layers` is empty"):
-        concept_analysis(model, x, layers=[], progress=False)
-    with pytest.raises(ValueError, match="`k` must be >= 1"):
-        concept_analysis(model, x, layers=MLP_LAYERS, k=0, progress=False)
 
 
 def test_effective_paths_planted(planted):
@@ -515,7 +269,7 @@ def test_effective_paths_planted(planted):
     contrib, y = planted[("mlp", 0, True)]
     ep = effective_paths(path_transitions(contrib, flow_seed="pred"), theta=0.9)
     for t, c in enumerate(y):
-        allowed = {u for f in CLASSES[c] for u in _block(f)}
+        allowed = {u for f in CLASSES[c] for u in block(f)}
         for li in range(3):
             assert set(np.flatnonzero(ep[f"layer_{li}"]["node_selected"].values[t])) == allowed
     em = edge_matrix(ep)
