@@ -15,12 +15,12 @@ from netphys.population.paths._clustering import concept_activity, path_concepts
 from netphys.population.paths._flows import effective_paths, flow_kernel, path_flow
 from netphys.population.paths._layers import layer_names
 from netphys.population.paths._matrices import as_sparse, edge_matrix, path_matrix, unit_matrix
+from netphys.population.paths._reference import selectivity_vs_reference
 from netphys.population.paths._scores import (
     class_path_overlap,
     concept_selectivity,
     path_classifier_agreement,
 )
-from netphys.population.paths._reference import selectivity_vs_reference
 from netphys.population.paths._top import top_paths
 from netphys.population.paths._transitions import mean_field_contributions, path_transitions
 
