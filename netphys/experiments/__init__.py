@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from netphys.experiments._common import json_safe, save_figure, write_json
 from netphys.experiments._models import DEMO_LAYERS, DemoCNN, load_digits_split
+from netphys.experiments.anatomy import anatomy
 from netphys.experiments.compare import compare_files, compare_recordings
 from netphys.experiments.concepts import concept_analysis, concept_report, reinitialised
 from netphys.experiments.continual import METHODS, run_continual
@@ -38,6 +39,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     # model versus mouse on files
     "compare_recordings",
     "compare_files",
+    # weight spectra of a model, per-session weights or a recording
+    "anatomy",
     # helpers
     "json_safe",
     "write_json",

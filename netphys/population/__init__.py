@@ -22,8 +22,10 @@ from netphys.population._sessions import (
 )
 from netphys.population._simulate import simulate_population
 from netphys.population._sorting import rastermap_sort
+from netphys.population._sparseness import sparseness, sparseness_summary
 from netphys.population._spectra import category_autocorrelation, correlation_matrix, eigenspectrum
 from netphys.population._svca import split_time_blocks, split_units, svca
+from netphys.population._weights import fit_power_law_tail, weight_spectra, weight_spectrum
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     # reliable variance and spectra
@@ -42,6 +44,13 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "reduced_rank_regression",
     "ReducedRankRegression",
     "svca_predict",
+    # sparseness of the code
+    "sparseness",
+    "sparseness_summary",
+    # weight spectra ("anatomy")
+    "weight_spectrum",
+    "weight_spectra",
+    "fit_power_law_tail",
     # sorting
     "rastermap_sort",
     # across sessions

@@ -7,6 +7,7 @@ concept analysis of a model is :func:`netphys.experiments.concept_analysis`.
 
 from __future__ import annotations
 
+from netphys.recorder._weights import layer_weights
 from netphys.recorder.graph import edge_contributions, node_weights
 from netphys.recorder.record import record
 from netphys.recorder.recorder import Recorder
@@ -14,6 +15,7 @@ from netphys.recorder.recorder import Recorder
 __all__ = [
     "Recorder",
     "edge_contributions",
+    "layer_weights",
     "node_weights",
     "record",
 ]
