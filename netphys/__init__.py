@@ -27,6 +27,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     # recording (torch, loaded lazily)
     "Recorder",
     "record",
+    # weight spectra of a model or recording (torch, loaded lazily)
+    "anatomy",
     # reading
     "layer_activity",
     "node_activity",
@@ -41,7 +43,11 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "__version__",
 ]
 
-_LAZY = {"Recorder": "netphys.recorder", "record": "netphys.recorder"}
+_LAZY = {
+    "Recorder": "netphys.recorder",
+    "record": "netphys.recorder",
+    "anatomy": "netphys.experiments",
+}
 
 
 def __getattr__(name: str) -> Any:
