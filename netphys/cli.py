@@ -32,9 +32,50 @@ def _continual(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 4,8,16; got {text!r}"
+        ) from None
+
+
+def _width(args: argparse.Namespace) -> int:
+    from netphys.experiments.width import run_width
+
+    out = args.out if args.out != "netphys-demo" else "netphys-width"
+    summary = run_width(
+        out,
+        widths=args.widths,
+        seeds=range(args.seed, args.seed + args.seeds),
+        epochs=args.epochs,
+        progress=not args.quiet,
+    )
+    print(f"netphys demo --experiment width: report in {out}/ (summary.json, width.png)")
+    cols = ("test_accuracy", "population_sparseness", "fraction_active", "n_concepts",
+            "n_concepts_control", "purity", "svca_alpha", "weight_alpha")  # fmt: skip
+    print("  width  " + "  ".join(f"{c:>21}" for c in cols))
+    for width, row in summary["widths"].items():
+        cells = []
+        for c in cols:
+            m, ci = row[c]["mean"], row[c]["ci95"]
+            txt = "nan" if m is None else f"{m:.3g}"
+            if ci is not None and None not in ci:
+                txt += f" [{ci[0]:.3g},{ci[1]:.3g}]"
+            cells.append(f"{txt:>21}")
+        print(f"  {width:>5}  " + "  ".join(cells))
+    for claim, res in summary["claims"].items():
+        rho = "n/a" if res["rho"] is None else f"rho={res['rho']:+.2f} p={res['p']:.3f}"
+        print(f"  claim '{claim}': {res['verdict']} ({rho})")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     if args.experiment == "continual":
         return _continual(args)
+    if args.experiment == "width":
+        return _width(args)
     from netphys.experiments.demo import run_demo
 
     summary = run_demo(
@@ -161,9 +202,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--experiment",
-        choices=["standard", "continual"],
+        choices=["standard", "continual", "width"],
         default="standard",
-        help="'continual': task 1 = digits 0-4, then task 2 = digits 5-9 (forgetting vs drift)",
+        help="'continual': task 1 = digits 0-4, then task 2 = digits 5-9 (forgetting vs drift); "
+        "'width': the CNN at several widths and seeds (sparseness, concepts, weight spectra)",
+    )
+    p.add_argument(
+        "--widths",
+        type=_int_list,
+        default=[4, 8, 16, 32],
+        help="width only: comma-separated conv1 widths (default: 4,8,16,32)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=3, help="width only: seeds per width, from --seed on"
     )
     p.add_argument(
         "--method",

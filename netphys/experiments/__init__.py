@@ -19,6 +19,7 @@ from netphys.experiments.continual import METHODS, run_continual
 from netphys.experiments.demo import run_demo, train_and_record
 from netphys.experiments.report import population_report
 from netphys.experiments.units import unit_profile
+from netphys.experiments.width import run_width
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     # the demo and its data
@@ -30,6 +31,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     # continual learning
     "run_continual",
     "METHODS",
+    # width sweep
+    "run_width",
     # reports
     "population_report",
     "concept_analysis",

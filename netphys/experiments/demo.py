@@ -36,23 +36,32 @@ def train_and_record(
     n_spontaneous: int,
     dtype: str,
     progress: bool,
+    width: int = 16,
+    path: Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train the demo CNN, recording a session before training and after every epoch."""
+    """Train the demo CNN, recording a session before training and after every epoch.
+
+    ``width`` is the demo CNN's width; the recording goes to ``path`` (default
+    ``out/recording.zarr``). The returned info holds per-session rows (``sessions``), the
+    held-out digits, and every session's Linear/Conv weight matrices (``weights``:
+    ``{session: {module: matrix}}``, see :func:`netphys.recorder.layer_weights`).
+    """
     import torch
     from tqdm.auto import tqdm
 
-    from netphys.recorder import Recorder
+    from netphys.recorder import Recorder, layer_weights
     from netphys.recorder.record import present, present_spontaneous, spontaneous_inputs
 
     torch.manual_seed(seed)
     x_tr, y_tr, x_te, y_te = load_digits_split(seed)
     xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
     xe = torch.as_tensor(x_te)
-    model = DemoCNN()
+    model = DemoCNN(width)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     noise = spontaneous_inputs(xe, n_spontaneous, kind="noise", rng=np.random.default_rng(seed))
     sessions: list[dict[str, Any]] = []
-    path = out / "recording.zarr"
+    weights: dict[int, dict[str, np.ndarray]] = {}
+    path = out / "recording.zarr" if path is None else path
     bar = tqdm(total=epochs + 1, desc="train + record", unit="session", disable=not progress)
     with Recorder(model, path, layers=DEMO_LAYERS, mode="w", dtype=dtype, seed=seed) as rec:
         for epoch in range(epochs + 1):
@@ -72,6 +81,7 @@ def train_and_record(
                         losses.append(loss.item())
                 train_loss = float(np.mean(losses))
             model.eval()
+            weights[epoch] = layer_weights(model)
             rec.session(epoch, epoch=epoch)
             for r in range(2):
                 present(rec, model, xe, labels=y_te, repeat=r, batch_size=300)
@@ -84,7 +94,7 @@ def train_and_record(
             bar.set_postfix(acc=f"{acc:.3f}")
             bar.update(1)
     bar.close()
-    return model, {"sessions": sessions, "x_test": x_te, "y_test": y_te}
+    return model, {"sessions": sessions, "x_test": x_te, "y_test": y_te, "weights": weights}
 
 
 def run_demo(

@@ -7,6 +7,7 @@ is chosen here, and in a notebook the figure shows as an image when it is the ce
 
 from __future__ import annotations
 
+from netphys.plot._anatomy import plot_anatomy_sessions, plot_weight_spectra, plot_width_sweep
 from netphys.plot._compare import plot_compare
 from netphys.plot._concepts import plot_concept_selectivity, plot_path_embedding, plot_path_raster
 from netphys.plot._experiments import plot_continual_overview, plot_session_summary
@@ -51,6 +52,10 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "plot_unit",
     # model versus mouse
     "plot_compare",
+    # sparseness and weight spectra ("anatomy")
+    "plot_weight_spectra",
+    "plot_anatomy_sessions",
+    "plot_width_sweep",
     # experiment overviews
     "plot_session_summary",
     "plot_continual_overview",
