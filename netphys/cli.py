@@ -68,6 +68,11 @@ def _width(args: argparse.Namespace) -> int:
     for claim, res in summary["claims"].items():
         rho = "n/a" if res["rho"] is None else f"rho={res['rho']:+.2f} p={res['p']:.3f}"
         print(f"  claim '{claim}': {res['verdict']} ({rho})")
+    for metric, res in summary["training_effects"].items():
+        d, p = res["mean_difference"], res["p_wilcoxon"]
+        p_txt = "n/a" if p is None else f"{p:.3g}"
+        d_txt = "n/a" if d is None else f"{d:+.3g}"
+        print(f"  training: {metric} minus {res['baseline']}: {d_txt} (Wilcoxon p={p_txt})")
     return 0
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from netphys.population._sparseness import sparseness_summary
 from netphys.population._weights import TW1_Q99, weight_spectra
 
-__all__ = ["anatomy"]
+__all__ = ["anatomy", "anatomy_report"]
 
 
 def _recording_weights(source: Any, func: str) -> dict[int, dict[str, np.ndarray]]:
@@ -109,3 +111,97 @@ def anatomy(
         f"{func}(): `source` must be a torch model, a mapping of weight matrices, a recording "
         f"path or a DataTree; got {type(source).__name__}."
     )
+
+
+_SPARSE_KEYS = ("population_sparseness", "fraction_active", "lifetime_sparseness",
+                "lifetime_kurtosis", "n_silent_units")  # fmt: skip
+_WEIGHT_KEYS = ("alpha", "xmin", "n_tail", "n_spikes", "stable_rank", "mp_edge", "lambda_max")
+
+
+def anatomy_report(
+    activity: xr.DataArray | None,
+    weights: Mapping[int, Mapping[str, Any]] | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """Sparseness and weight spectra per session: two figures and JSON-safe numbers.
+
+    The section of the demo and continual reports on the code's sparseness and the circuit's
+    anatomy, usable on its own.
+
+    Parameters
+    ----------
+    activity : xarray.DataArray or None
+        (time, unit) activity with coords ``session`` and ``condition`` along time and
+        ``layer`` along unit (:func:`netphys.layer_activity`); sparseness uses the
+        ``condition == "stimulus"`` frames. None: skip sparseness.
+    weights : mapping or None
+        ``{session: {layer: 2-D weight matrix}}``, e.g. collected with
+        :func:`netphys.recorder.layer_weights` after every epoch. None: skip weight spectra.
+    out_dir : path-like
+        Folder for ``<prefix>anatomy_sessions.png`` and ``<prefix>weight_spectra.png``.
+    prefix : str, default=""
+        File-name prefix (e.g. a method name).
+
+    Returns
+    -------
+    dict
+        ``sparseness`` and ``weights``: ``{session: {layer: numbers}}`` (sparseness:
+        population and lifetime sparseness, fraction active, lifetime kurtosis, silent units;
+        weights: alpha, xmin, n_tail, n_spikes, stable_rank, mp_edge, lambda_max), and
+        ``figures`` (``{"weight_spectra": file name, "anatomy_sessions": file name}``). NaN stays NaN: write with
+        :func:`netphys.experiments.write_json` (NaN -> null).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> w = {s: {"fc": rng.standard_normal((40, 20))} for s in (0, 1)}
+    >>> sorted(anatomy_report(None, w, tempfile.mkdtemp())["weights"]["1"]["fc"])[:3]
+    ['alpha', 'lambda_max', 'mp_edge']
+    """
+    from netphys.experiments._common import save_figure
+    from netphys.plot import plot_anatomy_sessions, plot_weight_spectra
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"sparseness": {}, "weights": {}, "figures": {}}
+    sp = wt = None
+    if activity is not None:
+        sp = sparseness_summary(activity, by=("session", "layer"), condition="stimulus")
+        result["sparseness"] = _rows(sp, _SPARSE_KEYS)
+    if weights:
+        wt = weight_spectra(dict(weights))
+        result["weights"] = _rows(wt, _WEIGHT_KEYS)
+        name = f"{prefix}weight_spectra.png"
+        result["figures"]["weight_spectra"] = save_figure(plot_weight_spectra(wt), out / name)
+    if sp is not None:
+        name = f"{prefix}anatomy_sessions.png"
+        fig = plot_anatomy_sessions(sp, wt)
+        result["figures"]["anatomy_sessions"] = save_figure(fig, out / name)
+    return result
+
+
+def _rows(ds: xr.Dataset, keys: Sequence[str]) -> dict[str, Any]:
+    return {
+        str(s): {
+            str(layer): {k: ds[k].sel(session=s, layer=layer).item() for k in keys}
+            for layer in ds["layer"].values
+        }
+        for s in ds["session"].values
+    }
+
+
+def session_means(report: Mapping[str, Any], session: Any) -> dict[str, float]:
+    """Mean over layers of one session's sparseness and (fitted) weight exponents."""
+    out: dict[str, float] = {}
+    sp = report.get("sparseness", {}).get(str(session), {})
+    for key in ("population_sparseness", "fraction_active"):
+        vals = [v[key] for v in sp.values() if np.isfinite(v[key])]
+        out[key] = float(np.mean(vals)) if vals else float("nan")
+    wt = report.get("weights", {}).get(str(session), {})
+    alphas = [v["alpha"] for v in wt.values() if np.isfinite(v["alpha"])]
+    out["weight_alpha"] = float(np.mean(alphas)) if alphas else float("nan")
+    out["weight_n_spikes"] = float(sum(v["n_spikes"] for v in wt.values())) if wt else float("nan")
+    return out

@@ -120,7 +120,7 @@ def _run_method(
     import torch
 
     from netphys.experiments.concepts import concept_analysis
-    from netphys.recorder import Recorder
+    from netphys.recorder import Recorder, layer_weights
     from netphys.recorder.record import present, present_spontaneous
 
     torch.manual_seed(seed)
@@ -140,6 +140,7 @@ def _run_method(
     te1 = yte < 5
     sessions: list[dict[str, Any]] = []
     trees: dict[int, Any] = {}
+    weights: dict[int, dict[str, np.ndarray]] = {}
     ref = epochs
     ewc: dict[str, Any] | None = None
     path = out / f"{method}.zarr"
@@ -168,6 +169,7 @@ def _run_method(
                         replay_batch=cfg["replay_batch"], ewc=ewc if task == 2 else None,
                     )  # fmt: skip
             model.eval()
+            weights[s] = layer_weights(model)
             rec.session(s, epoch=s)
             present(rec, model, probe_x, labels=probe_y, stimulus=data["probe_idx"],
                     batch_size=500)  # fmt: skip
@@ -186,7 +188,8 @@ def _run_method(
             bar.set_postfix(task1=f"{acc1:.2f}", task2=f"{acc2:.2f}")
             bar.update(1)
     bar.close()
-    return {"sessions": sessions, "trees": trees, "path": path, "reference": ref}
+    return {"sessions": sessions, "trees": trees, "path": path, "reference": ref,
+            "weights": weights}  # fmt: skip
 
 
 def _analyse(run: dict[str, Any], method: str, out: Path, *, seed: int) -> dict[str, Any]:
@@ -212,6 +215,10 @@ def _analyse(run: dict[str, Any], method: str, out: Path, *, seed: int) -> dict[
         "alignment": save_figure(sp.plot_subspace_alignment(pca), out / f"{method}_alignment.png"),
         "spectra": save_figure(sp.plot_spectrum_over_sessions(spec), out / f"{method}_spectra.png"),
     }
+    from netphys.experiments.anatomy import anatomy_report, session_means
+
+    anat = anatomy_report(act, run["weights"], out, prefix=f"{method}_")
+    figures.update(anat["figures"])
     persist = {s: concept_persistence(run["trees"][ref], tree) for s, tree in run["trees"].items()}
     if persist:
         last = max(persist)
@@ -231,6 +238,7 @@ def _analyse(run: dict[str, Any], method: str, out: Path, *, seed: int) -> dict[
             pca_alpha=float(spec["pca_alpha"].sel(session=s)),
             svca_alpha=float(spec["svca_alpha"].sel(session=s)),
             reliable_fraction=float(spec["reliable_fraction"].sel(session=s)),
+            **session_means(anat, s),
         )
         if s in persist:
             p = persist[s]
@@ -240,7 +248,8 @@ def _analyse(run: dict[str, Any], method: str, out: Path, *, seed: int) -> dict[
                 concepts_changed=float(p["fraction_changed"]),
                 concepts_lost=float(p["fraction_lost"]),
             )
-    return {"figures": figures, "drift": drift, "pca": pca, "svca": rel, "spectra": spec}
+    return {"figures": figures, "drift": drift, "pca": pca, "svca": rel, "spectra": spec,
+            "anatomy": anat}  # fmt: skip
 
 
 _METRICS = {
@@ -366,6 +375,7 @@ def run_continual(
             "sessions": s,
             "forgetting": s[epochs]["task1_accuracy"] - s[-1]["task1_accuracy"],
             "figures": res["figures"],
+            "anatomy": {k: v for k, v in res["anatomy"].items() if k != "figures"},
         }
     overview = plot_continual_overview(results, _METRICS, reference=epochs)
     figures = {"overview": save_figure(overview, out / "overview.png")}

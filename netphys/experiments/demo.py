@@ -148,7 +148,7 @@ def run_demo(
     act = netphys.layer_activity(rec).load()  # ~200 MB: analyses run in memory
     sessions = info["sessions"]
     figures: dict[str, str] = {}
-    steps = ["summary", "raster"] + (["population", "concepts"] if analyses else [])
+    steps = ["summary", "raster", "anatomy"] + (["population", "concepts"] if analyses else [])
     bar = tqdm(steps, desc="report", disable=not progress)
     for step in bar:
         bar.set_postfix(step=step)
@@ -156,6 +156,8 @@ def run_demo(
             _session_numbers(act, sessions)
         elif step == "raster":
             figures["raster"] = _raster(act, epochs, seed, out)
+        elif step == "anatomy":
+            info["anatomy"] = _anatomy(act, info, out, sessions, figures)
         elif step == "population":
             info["population"] = _population(rec, act, out, seed, sessions, figures)
         else:
@@ -177,6 +179,7 @@ def run_demo(
         "figures": figures,
         "population": info.get("population"),
         "concepts": info.get("concepts"),
+        "anatomy": {k: v for k, v in info["anatomy"].items() if k != "figures"},
     }
     write_report_html(
         out / "report.html",
@@ -233,6 +236,25 @@ def _raster(act: Any, epochs: int, seed: int, out: Path) -> str:
     )
     ax.set_xlabel("digit shown (frames grouped by label)")
     return save_figure(fig, out / "raster.png", dpi=80)
+
+
+def _anatomy(
+    act: Any,
+    info: dict[str, Any],
+    out: Path,
+    sessions: list[dict[str, Any]],
+    figures: dict[str, str],
+) -> dict[str, Any]:
+    """Sparseness and weight spectra per session; their layer means into the session rows."""
+    from netphys.experiments.anatomy import anatomy_report, session_means
+
+    res = anatomy_report(act, info["weights"], out)
+    figures.update(res["figures"])
+    for s in sessions:
+        means = session_means(res, s["session"])
+        s["population_sparseness"] = means["population_sparseness"]
+        s["weight_alpha"] = means["weight_alpha"]
+    return res
 
 
 def _population(

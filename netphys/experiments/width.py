@@ -36,9 +36,23 @@ WIDTH_CLAIMS = {
     "sparser codes": ("population_sparseness", +1, "population sparseness grows with width"),
     "sparser codes (fraction active)": (
         "fraction_active", -1, "fraction of units active per frame falls with width"),
+    "sparser codes (beyond the untrained network)": (
+        "population_sparseness_gain", +1,
+        "trained minus session-0 population sparseness grows with width"),
     "more concepts": ("n_concepts", +1, "number of concepts grows with width"),
+    "more concepts (beyond the re-initialised control)": (
+        "n_concepts_gain", +1, "trained minus control concepts grows with width"),
     "heavier tails": ("weight_alpha", -1, "weight-spectrum tail exponent falls with width"),
 }  # fmt: skip
+
+#: Training effects tested over all runs (trained value, its untrained or control baseline).
+TRAINING_EFFECTS = {
+    "population_sparseness": "population_sparseness_init",
+    "fraction_active": "fraction_active_init",
+    "n_concepts": "n_concepts_control",
+    "purity": "purity_control",
+    "weight_alpha": "weight_alpha_init",
+}
 
 
 def _check_list(values: Any, *, name: str, minimum: int) -> list[int]:
@@ -174,6 +188,8 @@ def _run_one(out: Path, width: int, seed: int, cfg: dict[str, Any]) -> dict[str,
         "weight_alpha": wts["weight_alpha"],
         "weight_alpha_init": wts["weight_alpha_init"],
         "weight_n_spikes": wts["weight_n_spikes"],
+        "population_sparseness_gain": final["population_sparseness"] - init["population_sparseness"],
+        "n_concepts_gain": conc["trained"]["n_concepts"] - conc["control"]["n_concepts"],
         "detail": {"sparseness_layers": final["layers"], "concepts": conc,
                    "weights": wts["layers"], "n_units_svca": final["n_units_svca"]},
     }  # fmt: skip
@@ -189,7 +205,8 @@ METRICS = (
     "test_accuracy", "population_sparseness", "fraction_active", "lifetime_sparseness",
     "population_sparseness_init", "fraction_active_init", "n_concepts", "n_concepts_control",
     "purity", "purity_control", "svca_alpha", "reliable_fraction_128", "weight_alpha",
-    "weight_alpha_init", "weight_n_spikes", "n_units",
+    "weight_alpha_init", "weight_n_spikes", "n_units", "population_sparseness_gain",
+    "n_concepts_gain",
 )  # fmt: skip
 
 
@@ -239,6 +256,18 @@ def _claims(table: xr.Dataset) -> dict[str, Any]:
     return out
 
 
+def _training(table: xr.Dataset) -> dict[str, Any]:
+    """Trained minus baseline over all runs: mean difference and Wilcoxon signed-rank p."""
+    out = {}
+    for metric, base in TRAINING_EFFECTS.items():
+        d = (table[metric] - table[base]).values.ravel()
+        d = d[np.isfinite(d)]
+        p = float(stats.wilcoxon(d).pvalue) if d.size >= 3 and np.any(d != 0) else None
+        out[metric] = {"baseline": base, "mean_difference": float(d.mean()) if d.size else None,
+                       "n_runs": int(d.size), "p_wilcoxon": p}  # fmt: skip
+    return out
+
+
 def run_width(
     out_dir: str | Path = "netphys-width",
     *,
@@ -282,7 +311,9 @@ def run_width(
     dict
         The JSON summary: ``runs`` (one row per width and seed), ``widths`` (per width and
         metric: mean, 95% t-interval over seeds, n), ``claims`` (per claim: Spearman rho and
-        p of the metric against width over all runs, and a verdict), ``figures``,
+        p of the metric against width over all runs, and a verdict; the claims are also tested
+        against the untrained network and the re-initialised control), ``training_effects``
+        (trained minus baseline over all runs, Wilcoxon signed-rank p), ``figures``,
         ``settings``, ``seconds``.
 
     Examples
@@ -333,6 +364,7 @@ def run_width(
             str(w): {m: _interval(table[m].sel(width=w).values) for m in METRICS} for w in widths_l
         },
         "claims": _claims(table),
+        "training_effects": _training(table),
         "figures": figures,
         "settings": {
             **cfg,

@@ -29,6 +29,8 @@ def test_run_continual_short(tmp_path):
     assert ref["tuning_correlation_to_reference"] == pytest.approx(1.0)
     assert ref["concepts_kept"] == 1.0
     assert "concepts_lost" in ft["sessions"][2]
+    assert "weight_alpha" in ft["sessions"][2] and "population_sparseness" in ft["sessions"][2]
+    assert set(ft["anatomy"]["weights"]) == {"0", "1", "2"}
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["methods"]["replay"]["forgetting"] == pytest.approx(rp["forgetting"])
     for res in (ft, rp):

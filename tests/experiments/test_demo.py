@@ -33,6 +33,16 @@ def test_demo_records_and_reports(tmp_path):
     assert set(np.unique(rec["condition"].values)) == {"stimulus", "spontaneous"}
     np.testing.assert_array_equal(np.unique(rec["repeat"].values), [0, 1])
     assert "graph/act1--act2" in rec.groups or "/graph/act1--act2" in rec.groups
+    # sparseness and weight spectra per session (issue 15)
+    assert (out / summary["figures"]["weight_spectra"]).exists()
+    assert (out / summary["figures"]["anatomy_sessions"]).exists()
+    anat = on_disk["anatomy"]
+    assert set(anat["weights"]) == {"0", "1"}
+    assert set(anat["weights"]["1"]) == {"conv1", "conv2", "fc1", "fc2"}
+    assert set(anat["sparseness"]["1"]) == set(netphys.experiments.DEMO_LAYERS)
+    frac = anat["sparseness"]["1"]["act3"]["fraction_active"]
+    assert 0 < frac < 1
+    assert 0 <= s1["population_sparseness"] <= 1
 
 
 @pytest.mark.slow
