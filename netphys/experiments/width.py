@@ -118,7 +118,7 @@ def _concepts(model: Any, x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, 
     from netphys.experiments.concepts import concept_analysis, reinitialised
     from netphys.population.paths import concept_summary
 
-    out = {}
+    out: dict[str, Any] = {}
     for name, net in (("trained", model), ("control", reinitialised(model, torch_seed=seed))):
         tree = concept_analysis(
             net, x, layers=DEMO_LAYERS, labels=y, n_permutations=0, progress=False, rng=seed
@@ -235,7 +235,7 @@ def _interval(values: np.ndarray) -> dict[str, Any]:
 
 def _claims(table: xr.Dataset) -> dict[str, Any]:
     """Spearman correlation of each claim's metric with width over all runs, and a verdict."""
-    out = {}
+    out: dict[str, Any] = {}
     w = np.broadcast_to(table["width"].values[:, None], table["test_accuracy"].shape)
     for claim, (metric, sign, text) in WIDTH_CLAIMS.items():
         v = table[metric].values
@@ -258,7 +258,7 @@ def _claims(table: xr.Dataset) -> dict[str, Any]:
 
 def _training(table: xr.Dataset) -> dict[str, Any]:
     """Trained minus baseline over all runs: mean difference and Wilcoxon signed-rank p."""
-    out = {}
+    out: dict[str, Any] = {}
     for metric, base in TRAINING_EFFECTS.items():
         d = (table[metric] - table[base]).values.ravel()
         d = d[np.isfinite(d)]
@@ -331,7 +331,7 @@ def run_width(
     func = "run_width"
     widths_l = _check_list(widths, name="widths", minimum=1)
     seeds_l = _check_list(seeds, name="seeds", minimum=0)
-    cfg = {
+    cfg: dict[str, Any] = {
         "epochs": check_int(epochs, func=func, name="epochs", minimum=1),
         "n_spontaneous": check_int(n_spontaneous, func=func, name="n_spontaneous", minimum=0),
         "n_concept_samples": check_int(n_concept_samples, func=func, name="n_concept_samples",

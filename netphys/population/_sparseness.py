@@ -259,7 +259,7 @@ def sparseness_summary(
     func = "sparseness_summary"
     da = check_population(activity, func=func, min_samples=2, min_units=2)
     if condition is not None:
-        _groups(da, "condition", da.dims[0], func)
+        _groups(da, "condition", str(da.dims[0]), func)
         da = da.isel({da.dims[0]: np.asarray(da["condition"].values).astype(str) == condition})
     by = [by] if isinstance(by, str) else list(by)
     for name in by:
@@ -275,7 +275,7 @@ def sparseness_summary(
         raise ValueError(
             f"{func}(): `by` takes at most one frame coord and one unit coord; got {by}."
         )
-    frame_groups = _groups(da, sample_by[0], da.dims[0], func) if sample_by else [None]
+    frame_groups = _groups(da, sample_by[0], str(da.dims[0]), func) if sample_by else [None]
     unit_groups = _groups(da, unit_by[0], "unit", func) if unit_by else [None]
     names = ("lifetime_sparseness", "population_sparseness", "fraction_active",
              "lifetime_kurtosis", "n_silent_units", "n_frames", "n_units")  # fmt: skip

@@ -64,7 +64,7 @@ def _check_matrix(weights: Any, *, func: str, name: str) -> np.ndarray:
 def _check_sigma2(sigma2: Any, func: str) -> float | None:
     if sigma2 is None:
         return None
-    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not sigma2 > 0:
+    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not float(sigma2) > 0:
         raise ValueError(
             f"{func}(): `sigma2` must be None (estimated from the bulk) or a positive number; "
             f"got {sigma2!r}."

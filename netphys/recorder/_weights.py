@@ -15,7 +15,8 @@ _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def _matrix(module: nn.Module) -> np.ndarray:
     """``(out, in * prod(kernel))`` float64 copy of a Linear or Conv weight."""
-    arr = module.weight.detach().to("cpu", torch.float64).numpy()
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    arr = weight.detach().to("cpu", torch.float64).numpy()
     return np.array(arr.reshape(arr.shape[0], -1))
 
 
