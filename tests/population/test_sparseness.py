@@ -131,7 +131,7 @@ def test_bad_input() -> None:
         sparseness(np.array([[1.0, -1.0], [0.0, 2.0]]))
     x = np.ones((5, 3))
     x[2, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN or inf .first at sample 2"):
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at sample 2\)"):
         sparseness(x)
     with pytest.raises(ValueError, match="must be 2-D"):
         sparseness(np.ones(5))
@@ -141,5 +141,7 @@ def test_bad_input() -> None:
         sparseness(np.ones((5, 3)), threshold=-1)
     with pytest.raises(TypeError, match="`threshold` must be a real number"):
         sparseness(np.ones((5, 3)), threshold="0")
-    with pytest.raises(ValueError, match="`by` entry 'session' must be a coord along 'time' or 'unit'"):
+    with pytest.raises(
+        ValueError, match="`by` entry 'session' must be a coord along 'time' or 'unit'"
+    ):
         sparseness_summary(np.ones((5, 3)), by=["session"])
