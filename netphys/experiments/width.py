@@ -43,6 +43,8 @@ WIDTH_CLAIMS = {
     "more concepts (beyond the re-initialised control)": (
         "n_concepts_gain", +1, "trained minus control concepts grows with width"),
     "heavier tails": ("weight_alpha", -1, "weight-spectrum tail exponent falls with width"),
+    "heavier tails (fc1, same size at every width)": (
+        "weight_alpha_fc1", -1, "fc1 tail exponent falls with width"),
 }  # fmt: skip
 
 #: Training effects tested over all runs (trained value, its untrained or control baseline).
@@ -188,6 +190,7 @@ def _run_one(out: Path, width: int, seed: int, cfg: dict[str, Any]) -> dict[str,
         "weight_alpha": wts["weight_alpha"],
         "weight_alpha_init": wts["weight_alpha_init"],
         "weight_n_spikes": wts["weight_n_spikes"],
+        "weight_alpha_fc1": wts["layers"]["fc1"]["alpha"],
         "population_sparseness_gain": final["population_sparseness"] - init["population_sparseness"],
         "n_concepts_gain": conc["trained"]["n_concepts"] - conc["control"]["n_concepts"],
         "detail": {"sparseness_layers": final["layers"], "concepts": conc,
@@ -206,7 +209,7 @@ METRICS = (
     "population_sparseness_init", "fraction_active_init", "n_concepts", "n_concepts_control",
     "purity", "purity_control", "svca_alpha", "reliable_fraction_128", "weight_alpha",
     "weight_alpha_init", "weight_n_spikes", "n_units", "population_sparseness_gain",
-    "n_concepts_gain",
+    "n_concepts_gain", "weight_alpha_fc1",
 )  # fmt: skip
 
 
@@ -371,7 +374,7 @@ def run_width(
             "widths": widths_l,
             "seeds": seeds_l,
             "sparseness": "stimulus frames of the last session, mean over layers",
-            "weight_alpha": "mean tail exponent over layers with >= 10 eigenvalues",
+            "weight_alpha": "mean tail exponent over layers with >= 20 eigenvalues (fc1; conv2 from width 10 on); weight_alpha_fc1: fc1 alone (64 eigenvalues at every width)",
             "concepts": f"first {cfg['n_concept_samples']} held-out digits, "
             "control = re-initialised copy",
         },

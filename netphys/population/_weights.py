@@ -25,7 +25,8 @@ __all__ = ["fit_power_law_tail", "weight_spectra", "weight_spectrum"]
 #: 99th percentile of the Tracy-Widom (beta = 1) law of the largest eigenvalue.
 TW1_Q99 = 2.02
 _ALPHA_RANGE = (1.0, 1000.0)
-_MIN_TAIL_VALUES = 10
+#: Fewer positive values than this give no tail fit (NaN): the exponent would be noise.
+_MIN_TAIL_VALUES = 20
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def fit_power_law_tail(values: Any, *, xmin: float | None = None) -> xr.Dataset:
     -------
     xarray.Dataset
         0-d ``alpha`` (density exponent), ``alpha_error`` (``(alpha - 1) / sqrt(n_tail)``),
-        ``xmin``, ``ks_distance``, ``n_tail``. All NaN (``n_tail`` 0) when fewer than 10
+        ``xmin``, ``ks_distance``, ``n_tail``. All NaN (``n_tail`` 0) when fewer than 20
         positive values remain.
 
     Raises
@@ -263,7 +264,7 @@ def weight_spectrum(
         (``sigma2 * (1 + sqrt(M / N)) ** 2``), ``spike_threshold``, ``n_spikes``,
         ``lambda_max``, ``stable_rank`` (``sum(eig) / max(eig)``), and the tail fit of
         :func:`fit_power_law_tail`: ``alpha``, ``alpha_error``, ``xmin``, ``ks_distance``,
-        ``n_tail`` (NaN when the matrix has fewer than 10 eigenvalues).
+        ``n_tail`` (NaN when the matrix has fewer than 20 eigenvalues).
 
     Raises
     ------
