@@ -140,7 +140,9 @@ def anatomy_report(
         ``{session: {layer: 2-D weight matrix}}``, e.g. collected with
         :func:`netphys.recorder.layer_weights` after every epoch. None: skip weight spectra.
     out_dir : path-like
-        Folder for ``<prefix>anatomy_sessions.png`` and ``<prefix>weight_spectra.png``.
+        Folder for ``<prefix>anatomy_sessions.png``, ``<prefix>weight_spectra.png`` and
+        ``<prefix>weight_spectra.zarr`` (the :func:`netphys.population.weight_spectra`
+        Dataset, eigenvalues included; ``xarray.open_zarr`` opens it).
     prefix : str, default=""
         File-name prefix (e.g. a method name).
 
@@ -150,7 +152,8 @@ def anatomy_report(
         ``sparseness`` and ``weights``: ``{session: {layer: numbers}}`` (sparseness:
         population and lifetime sparseness, fraction active, lifetime kurtosis, silent units;
         weights: alpha, xmin, n_tail, n_spikes, stable_rank, mp_edge, lambda_max), and
-        ``figures`` (``{"weight_spectra": file name, "anatomy_sessions": file name}``). NaN stays NaN: write with
+        ``figures`` (``{"weight_spectra": file name, "anatomy_sessions": file name}``) and
+        ``weight_spectra_store`` (the Zarr store's name) when ``weights`` is given. NaN stays NaN: write with
         :func:`netphys.experiments.write_json` (NaN -> null).
 
     Examples
@@ -174,6 +177,12 @@ def anatomy_report(
     if weights:
         wt = weight_spectra(dict(weights))
         result["weights"] = _rows(wt, _WEIGHT_KEYS)
+        # the full spectra (ESD per layer and session) beside the report, plain Zarr v3
+        store = f"{prefix}weight_spectra.zarr"
+        wt.assign_coords(layer=wt["layer"].values.astype(object)).to_zarr(
+            out / store, mode="w", consolidated=False
+        )
+        result["weight_spectra_store"] = store
         name = f"{prefix}weight_spectra.png"
         result["figures"]["weight_spectra"] = save_figure(plot_weight_spectra(wt), out / name)
     if sp is not None:

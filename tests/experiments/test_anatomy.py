@@ -84,6 +84,11 @@ def test_report_section(tmp_path) -> None:
     for name in res["figures"].values():
         assert (tmp_path / name).stat().st_size > 0
     assert set(res["sparseness"]["1"]) == {"a", "b"}
+    stored = xr.open_zarr(tmp_path / res["weight_spectra_store"], consolidated=False)
+    np.testing.assert_allclose(
+        stored["eigenvalue"].sel(session=1, layer="fc").values,
+        weight_spectrum(w[1]["fc"])["eigenvalue"].values,
+    )
     means = session_means(res, 1)
     assert means["population_sparseness"] == pytest.approx(
         np.mean([res["sparseness"]["1"][k]["population_sparseness"] for k in "ab"])
