@@ -54,7 +54,7 @@ def _width(args: argparse.Namespace) -> int:
     )
     print(f"netphys demo --experiment width: report in {out}/ (summary.json, width.png)")
     cols = ("test_accuracy", "population_sparseness", "fraction_active", "n_concepts",
-            "n_concepts_control", "purity", "svca_alpha", "weight_alpha")  # fmt: skip
+            "n_concepts_control", "purity", "svca_alpha", "weight_alpha_fc1")  # fmt: skip
     print("  width  " + "  ".join(f"{c:>21}" for c in cols))
     for width, row in summary["widths"].items():
         cells = []

@@ -148,7 +148,7 @@ _WIDTH_PANELS = (
     ("n_concepts", "n_concepts_control", "number of concepts"),
     ("purity", "purity_control", "concept purity"),
     ("svca_alpha", None, "SVCA reliable-variance α"),
-    ("weight_alpha", "weight_alpha_init", "weight ESD tail α"),
+    ("weight_alpha_fc1", "weight_alpha_fc1_init", "fc1 weight ESD tail α"),
     ("weight_n_spikes", None, "weight eigenvalues above MP edge"),
 )
 

@@ -25,11 +25,11 @@ def _table(trend: dict[str, float], rng: np.random.Generator) -> xr.Dataset:
 
 
 def test_claim_verdicts_follow_planted_trends(rng: np.random.Generator) -> None:
-    t = _table({"population_sparseness": 1.0, "n_concepts": -1.0, "weight_alpha": -1.0}, rng)
+    t = _table({"population_sparseness": 1.0, "n_concepts": -1.0, "weight_alpha_fc1": -1.0}, rng)
     claims = _claims(t)
     assert claims["sparser codes"]["verdict"] == "holds"
     assert claims["more concepts"]["verdict"] == "contradicted"
-    assert claims["heavier tails"]["verdict"] == "holds"
+    assert claims["heavier tails (fc1)"]["verdict"] == "holds"
     assert claims["sparser codes"]["rho"] > 0.95  # ties: three seeds per width
     t["weight_alpha_init"] = t["weight_alpha"] + 3.0 + 0.1 * rng.standard_normal((4, 3))
     eff = _training(t)["weight_alpha"]
@@ -66,7 +66,7 @@ def test_cli_width_tiny(tmp_path, capsys) -> None:
     argv = ["demo", "--experiment", "width", "--widths", "2,3", "--seeds", "1", "--epochs", "1"]
     assert main([*argv, "--quiet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "claim 'heavier tails'" in printed
+    assert "claim 'heavier tails (fc1)'" in printed
     text = (out / "summary.json").read_text()
     summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert [(r["width"], r["seed"]) for r in summary["runs"]] == [(2, 0), (3, 0)]
