@@ -20,6 +20,7 @@ __all__ = [
     "check_int",
     "check_labels",
     "check_magnitude",
+    "check_matrix",
     "check_population",
     "check_positive_float",
     "renamed_argument",
@@ -264,3 +265,42 @@ def renamed_argument(
         stacklevel=3,
     )
     return old_value
+
+
+def check_matrix(weights: Any, *, func: str, name: str) -> np.ndarray:
+    """Return ``weights`` as a finite, non-empty 2-D float64 array (a copy).
+
+    Examples
+    --------
+    >>> check_matrix([[1, 2], [3, 4]], func="f", name="w").dtype
+    dtype('float64')
+    """
+    if isinstance(weights, (xr.Dataset, dict)):
+        raise TypeError(
+            f"{func}(): `{name}` must be one 2-D weight matrix; got {type(weights).__name__}. "
+            "For several layers use `weight_spectra({name: matrix, ...})`."
+        )
+    try:
+        w = np.array(weights, dtype=np.float64)  # a copy: the input is never modified
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{func}(): `{name}` must be a real 2-D array; got {type(weights).__name__}."
+        ) from exc
+    if w.ndim != 2:
+        raise ValueError(
+            f"{func}(): `{name}` must be 2-D (out x in); got shape {w.shape}. Reshape conv "
+            "kernels (out, in, kh, kw) to `w.reshape(w.shape[0], -1)`, or use "
+            "`netphys.recorder.layer_weights(model)`."
+        )
+    if w.size == 0:
+        raise ValueError(
+            f"{func}(): `{name}` is empty (shape {w.shape}); a layer needs at least one input "
+            "and one output. Leave empty layers out."
+        )
+    if not np.isfinite(w).all():
+        n_bad = int((~np.isfinite(w)).sum())
+        raise ValueError(
+            f"{func}(): `{name}` holds {n_bad} NaN or inf values (shape {w.shape}); the model's "
+            "weights diverged or were not initialised. Check training, or leave the layer out."
+        )
+    return w

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_population
+from netphys._validation import check_population, check_positive_float
 from netphys.population._stream import iter_sample_chunks
 
 __all__ = ["sparseness", "sparseness_summary"]
@@ -29,20 +29,7 @@ _FUNC = "sparseness"
 
 
 def _check_threshold(threshold: Any, func: str) -> float:
-    import numbers
-
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(
-            f"{func}(): `threshold` must be a real number; got {type(threshold).__name__}. "
-            "Pass e.g. `threshold=0.0` (a response counts as active when above it)."
-        )
-    value = float(threshold)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(
-            f"{func}(): `threshold` must be finite and >= 0; got {value}. Use e.g. "
-            "`threshold=0.0` (any positive response is active)."
-        )
-    return value
+    return check_positive_float(threshold, func=func, name="threshold", allow_zero=True)
 
 
 def _vinje_gallant(mean: np.ndarray, mean_sq: np.ndarray, n: int) -> np.ndarray:

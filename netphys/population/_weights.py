@@ -20,6 +20,8 @@ import numpy as np
 import xarray as xr
 from scipy import integrate, optimize
 
+from netphys._validation import check_matrix, check_positive_float
+
 __all__ = ["fit_power_law_tail", "weight_spectra", "weight_spectrum"]
 
 #: 99th percentile of the Tracy-Widom (beta = 1) law of the largest eigenvalue.
@@ -30,47 +32,8 @@ _MIN_TAIL_VALUES = 20
 
 
 # -- checks ------------------------------------------------------------------------------------
-def _check_matrix(weights: Any, *, func: str, name: str) -> np.ndarray:
-    if isinstance(weights, (xr.Dataset, Mapping)):
-        raise TypeError(
-            f"{func}(): `{name}` must be one 2-D weight matrix; got {type(weights).__name__}. "
-            "For several layers use `weight_spectra({name: matrix, ...})`."
-        )
-    try:
-        w = np.array(weights, dtype=np.float64)  # a copy: the input is never modified
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{func}(): `{name}` must be a real 2-D array; got {type(weights).__name__}."
-        ) from exc
-    if w.ndim != 2:
-        raise ValueError(
-            f"{func}(): `{name}` must be 2-D (out x in); got shape {w.shape}. Reshape conv "
-            "kernels (out, in, kh, kw) to `w.reshape(w.shape[0], -1)`, or use "
-            "`netphys.recorder.layer_weights(model)`."
-        )
-    if w.size == 0:
-        raise ValueError(
-            f"{func}(): `{name}` is empty (shape {w.shape}); a layer needs at least one input "
-            "and one output. Leave empty layers out."
-        )
-    if not np.isfinite(w).all():
-        n_bad = int((~np.isfinite(w)).sum())
-        raise ValueError(
-            f"{func}(): `{name}` holds {n_bad} NaN or inf values (shape {w.shape}); the model's "
-            "weights diverged or were not initialised. Check training, or leave the layer out."
-        )
-    return w
-
-
 def _check_sigma2(sigma2: Any, func: str) -> float | None:
-    if sigma2 is None:
-        return None
-    if isinstance(sigma2, bool) or not isinstance(sigma2, numbers.Real) or not float(sigma2) > 0:
-        raise ValueError(
-            f"{func}(): `sigma2` must be None (estimated from the bulk) or a positive number; "
-            f"got {sigma2!r}."
-        )
-    return float(sigma2)
+    return None if sigma2 is None else check_positive_float(sigma2, func=func, name="sigma2")
 
 
 # -- Marchenko-Pastur --------------------------------------------------------------------------
@@ -299,7 +262,7 @@ def weight_spectrum(
     (0, 1.0)
     """
     func = "weight_spectrum"
-    w = _check_matrix(weights, func=func, name="weights")
+    w = check_matrix(weights, func=func, name="weights")
     s2 = _check_sigma2(sigma2, func)
     if isinstance(tw_quantile, bool) or not isinstance(tw_quantile, numbers.Real):
         raise TypeError(f"{func}(): `tw_quantile` must be a number; got {tw_quantile!r}.")
@@ -373,7 +336,7 @@ def weight_spectra(
 
 
 def _layer_row(w: Any, name: str, tw_quantile: float) -> dict[str, Any]:
-    return _spectrum_kernel(_check_matrix(w, func="weight_spectra", name=name), None, tw_quantile)
+    return _spectrum_kernel(check_matrix(w, func="weight_spectra", name=name), None, tw_quantile)
 
 
 def _layers(weights: Mapping[Any, Any], func: str, tw_quantile: float) -> xr.Dataset:

@@ -139,7 +139,7 @@ def test_bad_input() -> None:
         sparseness(np.ones((5, 1)))
     with pytest.raises(ValueError, match="`threshold` must be finite and >= 0"):
         sparseness(np.ones((5, 3)), threshold=-1)
-    with pytest.raises(TypeError, match="`threshold` must be a real number"):
+    with pytest.raises(TypeError, match="`threshold` must be a number"):
         sparseness(np.ones((5, 3)), threshold="0")
     with pytest.raises(
         ValueError, match="`by` entry 'session' must be a coord along 'time' or 'unit'"

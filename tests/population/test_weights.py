@@ -138,7 +138,7 @@ def test_bad_input() -> None:
         weight_spectra({})
     with pytest.raises(ValueError, match="same layers"):
         weight_spectra({0: {"a": np.ones((3, 3))}, 1: {"b": np.ones((3, 3))}})
-    with pytest.raises(ValueError, match="`sigma2` must be None"):
+    with pytest.raises(ValueError, match="`sigma2` must be finite and > 0"):
         weight_spectrum(np.eye(3), sigma2=-1.0)
     with pytest.raises(ValueError, match="non-empty 1-D"):
         fit_power_law_tail(np.ones((3, 3)))
