@@ -75,5 +75,5 @@ def test_cli_width_tiny(tmp_path, capsys) -> None:
         assert (out / r["recording"]).is_dir()
         assert r["detail"]["weights"]["fc1"]["n_eigenvalues"] == 64
     assert (out / summary["figures"]["width"]).stat().st_size > 0
-    table = xr.open_zarr(out / "width.zarr")
+    table = xr.open_zarr(out / "width.zarr", consolidated=False)
     assert dict(table.sizes) == {"width": 2, "seed": 1}
