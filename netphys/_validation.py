@@ -303,4 +303,5 @@ def check_matrix(weights: Any, *, func: str, name: str) -> np.ndarray:
             f"{func}(): `{name}` holds {n_bad} NaN or inf values (shape {w.shape}); the model's "
             "weights diverged or were not initialised. Check training, or leave the layer out."
         )
+    check_magnitude(w, func=func, name=name)
     return w

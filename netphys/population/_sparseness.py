@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_population, check_positive_float
+from netphys._validation import check_magnitude, check_population, check_positive_float
 from netphys.population._stream import iter_sample_chunks
 
 __all__ = ["sparseness", "sparseness_summary"]
@@ -74,6 +74,7 @@ def _sparseness_kernel(
                 f"{_FUNC}(): `activity` holds NaN or inf (first at sample {bad}). Drop or fill "
                 "those frames first, e.g. `activity.fillna(0)` or `.dropna('time')`."
             )
+        check_magnitude(block, func=_FUNC)
         minimum = min(minimum, float(block.min()))
         mean = block.mean(axis=1)
         mean_sq = (block**2).mean(axis=1)

@@ -133,6 +133,8 @@ def test_bad_input() -> None:
     x[2, 1] = np.nan
     with pytest.raises(ValueError, match=r"NaN or inf \(first at sample 2\)"):
         sparseness(x)
+    with pytest.raises(ValueError, match="holds values up to 1e"):
+        sparseness(np.full((4, 3), 1e200))
     with pytest.raises(ValueError, match="must be 2-D"):
         sparseness(np.ones(5))
     with pytest.raises(ValueError, match="at least 2 units"):

@@ -134,6 +134,8 @@ def test_bad_input() -> None:
         weight_spectrum(w)
     with pytest.raises(ValueError, match=r"weights\['fc'\]` holds 1 NaN"):
         weight_spectra({"fc": w})
+    with pytest.raises(ValueError, match=r"`weights\['big'\]` holds values up to 1e"):
+        weight_spectra({"big": np.full((3, 3), 1e200)})
     with pytest.raises(ValueError, match="non-empty mapping"):
         weight_spectra({})
     with pytest.raises(ValueError, match="same layers"):
