@@ -109,7 +109,8 @@ def _figures(summary: dict[str, Any], prefix: str, captions: dict[str, tuple[str
 
 def _session_table(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = ("session", "train_loss", "test_accuracy", "mean_activity",
-            "mean_spontaneous_activity", "fraction_active", "pca_alpha", "svca_alpha")  # fmt: skip
+            "mean_spontaneous_activity", "fraction_active", "pca_alpha", "svca_alpha",
+            "population_sparseness", "weight_alpha")  # fmt: skip
     return [{k: s.get(k) for k in keys} for s in sessions]
 
 
@@ -171,4 +172,39 @@ def demo_sections(summary: dict[str, Any]) -> list[ReportSection]:
         sections.append(ReportSection(
             "Concepts", text, figures=_figures(summary, "concepts/", _concept_captions(con), titles)
         ))  # fmt: skip
+    if "anatomy_sessions" in summary["figures"]:
+        sections.append(_anatomy_section(summary))
     return sections
+
+
+def _anatomy_section(summary: dict[str, Any]) -> ReportSection:
+    """Sparseness of the code and weight spectra of the layers, per session."""
+    figs = [
+        ReportFigure(
+            summary["figures"]["anatomy_sessions"],
+            "sparseness and weight spectra per session",
+            "Per recorded layer and session (held-out digits): population sparseness "
+            "(Vinje-Gallant, 0 dense, 1 one unit active), the share of units above 0 per "
+            "frame, the median unit's kurtosis; per weight layer: the power-law tail exponent "
+            "alpha of the eigenvalues of W^T W / N and the number of eigenvalues above the "
+            "Marchenko-Pastur edge of a random matrix of the same shape and scale.",
+            "Whether training makes the code sparser than in session 0, and whether it pulls "
+            "eigenvalues out of the random bulk (spikes, falling alpha: a heavier tail).",
+        )
+    ]
+    if "weight_spectra" in summary["figures"]:
+        figs.append(ReportFigure(
+            summary["figures"]["weight_spectra"],
+            f"weight spectra, session {summary['sessions'][-1]['session']}",
+            "Histogram of each layer's eigenvalues (log-log) with the Marchenko-Pastur "
+            "density of a random matrix of that shape and scale (blue), the spike threshold "
+            "(dashed) and the fitted power-law tail (red). No alpha below 20 eigenvalues.",
+            "Eigenvalues beyond the dashed line, and a straight (power-law) tail.",
+        ))  # fmt: skip
+    return ReportSection(
+        "Sparseness and weight spectra",
+        "The coding sparseness and the 'anatomy' of the circuit per session "
+        "(netphys.population.sparseness, netphys.anatomy); numbers in summary.json under "
+        "anatomy, layer means in the session table (population_sparseness, weight_alpha).",
+        figures=figs,
+    )
