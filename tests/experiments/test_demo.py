@@ -19,11 +19,21 @@ def test_demo_records_and_reports(tmp_path):
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["n_frames"] == summary["n_frames"] == 2 * (2 * 899 + 100)
     assert {f.name for f in out.glob("*.png")} >= {"raster.png", "sessions.png"}
-    assert summary["figures"] == {"raster": "raster.png", "sessions": "sessions.png"}
+    assert summary["figures"] == {
+        "raster": "raster.png",
+        "sessions": "sessions.png",
+        "weight_spectra": "weight_spectra.png",
+        "anatomy_sessions": "anatomy_sessions.png",
+    }
     from tests.experiments.test_html import check_report
 
     checker = check_report(out / "report.html")
-    assert checker.figures == ["sessions.png", "raster.png"]
+    assert checker.figures == [
+        "sessions.png",
+        "raster.png",
+        "anatomy_sessions.png",
+        "weight_spectra.png",
+    ]
     # per-unit pages show the digits: the held-out inputs are stored with the recording
     assert netphys.io.read_stimuli(out / "recording.zarr").shape == (899, 8, 8)
     s0, s1 = summary["sessions"]
