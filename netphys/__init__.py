@@ -40,6 +40,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "plot",
     "recorder",
     "experiments",
+    "variability",
     "__version__",
 ]
 
@@ -53,7 +54,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    if name in ("io", "population", "plot", "recorder", "experiments"):
+    if name in ("io", "population", "plot", "recorder", "experiments", "variability"):
         return import_module(f"netphys.{name}")
     raise AttributeError(f"module 'netphys' has no attribute {name!r}")
 

@@ -163,6 +163,9 @@ def _info(args: argparse.Namespace) -> int:
         else []
     )
     print(f"  sessions: {sessions}")
+    from netphys.variability import describe
+
+    print(f"  variability: {describe(attrs.get('variability'))}")
     for name in attrs.get("layers", []):
         ds = tree[f"layers/{name}"]
         print(

@@ -16,6 +16,7 @@ import xarray as xr
 
 from netphys._validation import as_rng, check_int
 from netphys.errors import NetphysWarning
+from netphys.population._conventions import check_convention, paper_fit_range, warn_identical_grams
 from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 from netphys.population._stream import iter_unit_chunks, top_eigh
 
@@ -132,9 +133,12 @@ def _check_responses(responses: Any, func: str) -> tuple[Any, xr.DataArray | Non
 
 
 def _grams(
-    data: Any, center: bool, chunk_size: int | None, progress: bool | None, func: str
+    data: Any, center: bool | str, chunk_size: int | None, progress: bool | None, func: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Accumulate G11 = R1R1ᵀ, G22 = R2R2ᵀ, G21 = R2R1ᵀ (float64) over unit chunks."""
+    """Accumulate G11 = R1R1ᵀ, G22 = R2R2ᵀ, G21 = R2R1ᵀ (float64) over unit chunks.
+
+    ``center``: True centres each unit per repeat; "pooled" over both repeats together.
+    """
     n_stim, n_units = data.shape[1], data.shape[2]
     g11, g22, g21 = (np.zeros((n_stim, n_stim)) for _ in range(3))
     constant = np.zeros(n_units, dtype=bool)
@@ -150,7 +154,9 @@ def _grams(
             )
         const = np.ptp(block.reshape(-1, block.shape[2]), axis=0) == 0
         constant[start:stop] = const
-        if center:
+        if center == "pooled":
+            block -= block.mean(axis=(0, 1), keepdims=True)
+        elif center:
             block -= block.mean(axis=1, keepdims=True)
         block[:, :, const] = 0.0
         r1, r2 = block[0], block[1]
@@ -182,11 +188,12 @@ def cvpca(
     *,
     n_components: int | None = None,
     n_shuffles: int = 10,
-    fit_range: tuple[int, int] = (11, 500),
+    fit_range: tuple[int, int] | None = None,
     center: bool = True,
     chunk_size: int | None = None,
     progress: bool | None = None,
     rng: Any = None,
+    convention: str = "netphys",
 ) -> xr.Dataset:
     """Estimate the signal eigenspectrum by cross-validated PCA over two repeats.
 
@@ -201,19 +208,25 @@ def cvpca(
         DataArray dims ('repeat', sample, 'unit') with ``repeat`` of size 2 (see
         :func:`repeat_responses`); numpy- or dask-backed (read in unit chunks).
     n_components : int or None, default=None
-        Number of dimensions; None means ``min(1024, n_stimuli - 1, n_units)``.
+        Number of dimensions; None means ``min(1024, n_stimuli - 1, n_units)`` (with
+        ``convention="paper"``: ``min(n_stimuli, n_units)``, all of them).
     n_shuffles : int, default=10
         Repeat-swap shuffles to average; 0 gives the single unshuffled estimate.
-    fit_range : tuple of int, default=(11, 500)
-        1-based dimensions of the power-law fit.
+    fit_range : tuple of int, optional
+        1-based dimensions of the power-law fit; default ``(11, 500)`` (paper:
+        ``(11, min(500, n - 2))``, fitted on ``log|ss|``, see :func:`fit_power_law`).
     center : bool, default=True
-        Subtract each unit's mean over stimuli, per repeat.
+        Subtract each unit's mean over stimuli, per repeat (ignored with "paper").
     chunk_size : int or None, default=None
         Units per chunk; None uses the dask chunks or about 64 MiB.
     progress : bool or None, default=None
         Show tqdm progress bars; None shows them only for large inputs.
     rng : int, numpy.random.Generator or None, default=None
         Randomness of the shuffles.
+    convention : {"netphys", "paper"}, default="netphys"
+        "paper" reproduces ``shuffledSpectrum.m``/``loadProc2800.m``: each unit centred over
+        all presentations pooled, the uncentred Grams, every component, the paper's power-law
+        fit.
 
     Returns
     -------
@@ -231,7 +244,20 @@ def cvpca(
     Warns
     -----
     NetphysWarning
-        When constant units are dropped.
+        When constant units are dropped, or when the two repeats are identical (a noise-free
+        model: signal variance is then all the variance).
+
+    Differences from the papers
+    ---------------------------
+    - Centring: netphys centres each unit per repeat (so a change of mean between repeats is
+      not signal); the reference centres over both repeats pooled and then uses the
+      uncentred Gram, which can add one mean-like dimension.
+    - Components: netphys keeps at most ``min(1024, n_stimuli - 1, n_units)`` (one is lost to
+      centring); the reference computes all of them and normalises the spectrum over all.
+    - Power law: netphys stops the fit before the first non-positive value; the reference fits
+      ``log|ss|`` over ``11 : min(500, n - 2)`` (see :func:`fit_power_law`).
+    - Preprocessing the reference did before cvPCA (z-scoring by spontaneous statistics,
+      removing 32 spontaneous PCs) is the caller's choice and is not done here.
 
     Notes
     -----
@@ -254,9 +280,12 @@ def cvpca(
     True
     """
     func = "cvpca"
+    paper = check_convention(convention, func=func) == "paper"
     data, da, sample_dim = _check_responses(responses, func)
     n_shuffles = check_int(n_shuffles, func=func, name="n_shuffles", minimum=0)
-    fit_start, fit_stop = _check_fit_range(fit_range, func=func)
+    fit_start, fit_stop = _check_fit_range((11, 500) if fit_range is None else fit_range, func=func)
+    center_mode: bool | str = "pooled" if paper else center
+    center = bool(center) and not paper
     if chunk_size is not None:
         check_int(chunk_size, func=func, name="chunk_size", minimum=1)
     gen = as_rng(rng, func=func)
@@ -269,7 +298,8 @@ def cvpca(
                 f"{func}(): `n_components`={n_components} exceeds min(stimuli"
                 f"{' - 1' if center else ''}, units) = {limit}. Ask for at most {limit}."
             )
-    g11, g22, g21, constant = _grams(data, center, chunk_size, progress, func)
+    g11, g22, g21, constant = _grams(data, center_mode, chunk_size, progress, func)
+    warn_identical_grams(g11, g21, g22, func=func)
     n_dropped = int(constant.sum())
     if n_dropped:
         warnings.warn(
@@ -283,7 +313,9 @@ def cvpca(
             f"{func}(): only {n_units - n_dropped} non-constant unit(s) remain, fewer than the "
             f"{n_components} components requested. Ask for at most {max(limit, 0)}."
         )
-    k = n_components if n_components is not None else min(1024, limit)
+    k = n_components if n_components is not None else (limit if paper else min(1024, limit))
+    if paper and fit_range is None:
+        fit_start, fit_stop = paper_fit_range(k)
     if n_shuffles == 0:
         shuffles = _signal_variance(g11, g21, k)[None]
     else:
@@ -294,7 +326,7 @@ def cvpca(
             shuffles[i] = _signal_variance(s11, s21, k)
     shuffles /= n_stim
     ss = shuffles.mean(axis=0)
-    fit = _power_law_kernel(ss, fit_start, fit_stop)
+    fit = _power_law_kernel(ss, fit_start, fit_stop, absolute=paper)
     variables: dict[str, Any] = {
         "signal_variance": ("component", ss, {"long_name": "cross-validated signal variance"}),
         "spectrum": ("component", ss / ss.sum()),
@@ -314,7 +346,8 @@ def cvpca(
         attrs={
             "method": "cvpca",
             "n_shuffles": n_shuffles,
-            "center": int(center),
+            "center": "pooled" if paper else int(center),
             "sample_dim": sample_dim,
+            "convention": convention,
         },
     )

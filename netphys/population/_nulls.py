@@ -10,6 +10,7 @@ import xarray as xr
 
 from netphys._validation import as_rng, check_int, check_population, check_positive_float
 from netphys.errors import NetphysWarning
+from netphys.population._conventions import bin_frames, check_convention, paper_null_bins
 
 __all__ = ["shuffle_null"]
 
@@ -26,10 +27,11 @@ def shuffle_null(
     activity: Any,
     *,
     min_shift: int = 1000,
-    max_units: int = 2000,
+    max_units: int | None = 2000,
     bins: Any = None,
     significance: float = 0.05,
     rng: Any = None,
+    convention: str = "netphys",
 ) -> xr.Dataset:
     """Compare pairwise correlations with a null from independently circularly shifted units.
 
@@ -44,8 +46,9 @@ def shuffle_null(
         Continuous activity (numpy or dask; the used units are loaded into memory).
     min_shift : int, default=1000
         Minimum shift in samples either way; choose it above the autocorrelation time.
-    max_units : int, default=2000
-        With more units, a random subset of this many is used (all pairs among it).
+    max_units : int or None, default=2000
+        With more units, a random subset of this many is used (all pairs among it); None uses
+        every unit.
     bins : array-like or None, default=None
         Histogram bin edges; None means ``-1 .. 1`` in steps of 0.005.
     significance : float, default=0.05
@@ -54,6 +57,10 @@ def shuffle_null(
         units).
     rng : int, numpy.random.Generator or None, default=None
         Randomness of the shifts and of the unit subset.
+    convention : {"netphys", "paper"}, default="netphys"
+        "paper" reproduces ``pcAnalysis.m``: frames averaged into 1.2 s bins (when the frame
+        rate is known), shifts uniform in ``[min_shift, T - min_shift - 1]``, every unit, and
+        (unless ``bins`` is given) the histogram edges ``-0.3 : 0.001 : 0.75``.
 
     Returns
     -------
@@ -75,6 +82,16 @@ def shuffle_null(
     NetphysWarning
         When constant units are dropped.
 
+    Differences from the papers
+    ---------------------------
+    - Binning: netphys uses the samples it is given; the reference bins to 1.2 s first.
+    - Units: netphys samples at most ``max_units`` units (all pairs among them, so the cost
+      stays bounded); the reference uses every neuron.
+    - Shifts: netphys draws from ``[min_shift, T - min_shift]`` (symmetric); the reference's
+      ``randi(T - 2000) + 999`` gives ``[1000, T - 1001]``.
+    - Histogram: netphys bins ``-1 .. 1`` by 0.005 (covers every correlation); the reference
+      ``-0.3 : 0.001 : 0.75``.
+
     References
     ----------
     Stringer, Pachitariu et al. (2019) Spontaneous behaviors drive multidimensional, brainwide
@@ -88,14 +105,22 @@ def shuffle_null(
     435
     """
     func = "shuffle_null"
+    paper = check_convention(convention, func=func) == "paper"
     da = check_population(activity, func=func, min_samples=2, min_units=2)
     min_shift = check_int(min_shift, func=func, name="min_shift", minimum=1)
-    max_units = check_int(max_units, func=func, name="max_units", minimum=2)
+    if max_units is not None:
+        max_units = check_int(max_units, func=func, name="max_units", minimum=2)
+    bin_k = 1
+    if paper:
+        da, bin_k = bin_frames(da)
+        max_units = None
+        if bins is None:
+            bins = paper_null_bins()
     significance = check_positive_float(significance, func=func, name="significance")
     if significance >= 1:
         raise ValueError(f"{func}(): `significance` must be in (0, 1); got {significance}.")
     n_time, n_units = da.shape
-    if n_time < 2 * min_shift:
+    if n_time < 2 * min_shift + int(paper):
         raise ValueError(
             f"{func}(): `activity` has {n_time} samples along '{da.dims[0]}', too short for "
             f"`min_shift`={min_shift} (needs at least 2 * min_shift = {2 * min_shift}). Lower "
@@ -108,7 +133,7 @@ def shuffle_null(
         )
     gen = as_rng(rng, func=func)
     units = np.arange(n_units)
-    if n_units > max_units:
+    if max_units is not None and n_units > max_units:
         units = np.sort(gen.choice(n_units, size=max_units, replace=False))
     x = np.array((da.isel(unit=units) if len(units) < n_units else da).values, dtype=np.float64)
     if not np.isfinite(x).all():
@@ -127,7 +152,8 @@ def shuffle_null(
     if x.shape[1] < 2:
         raise ValueError(f"{func}(): fewer than two non-constant units remain.")
     z = _zscore(x)
-    shifts = np.asarray(gen.integers(min_shift, n_time - min_shift + 1, size=z.shape[1]))
+    top = n_time - min_shift + (0 if paper else 1)  # exclusive upper bound of the shifts
+    shifts = np.asarray(gen.integers(min_shift, top, size=z.shape[1]))
     rows = (np.arange(n_time)[:, None] - shifts[None, :]) % n_time
     zs = np.take_along_axis(z, rows, axis=0)
     iu = np.triu_indices(z.shape[1], k=1)
@@ -156,5 +182,11 @@ def shuffle_null(
             "bin_edge": ("edge", edges),
         },
         coords={"bin": centres, "percentile": list(_PERCENTILES), "unit": used},
-        attrs={"method": "shuffle_null", "min_shift": min_shift, "significance": significance},
+        attrs={
+            "method": "shuffle_null",
+            "min_shift": min_shift,
+            "significance": significance,
+            "convention": convention,
+            "bin_frames": bin_k,
+        },
     )

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from netphys.population._conventions import check_convention, paper_fit_range
+
 __all__ = ["fit_power_law"]
 
 _FUNC = "fit_power_law"
@@ -26,10 +28,14 @@ def _check_fit_range(fit_range: Any, *, func: str) -> tuple[int, int]:
     return start, stop
 
 
-def _power_law_kernel(ss: np.ndarray, start: int, stop: int) -> dict[str, Any]:
+def _power_law_kernel(
+    ss: np.ndarray, start: int, stop: int, *, absolute: bool = False
+) -> dict[str, Any]:
     """Weighted log-log fit of ``ss`` over 1-based components ``start..stop`` (clipped).
 
     Returns NaN alpha when fewer than two positive points remain. Never modifies ``ss``.
+    ``absolute=True`` fits ``log|ss|`` over the whole range, as ``get_powerlaw.m`` does
+    (non-positive values are counted in ``n_nonpositive`` but do not stop the fit).
     """
     n_total = ss.shape[0]
     stop_c = min(stop, n_total)
@@ -48,7 +54,11 @@ def _power_law_kernel(ss: np.ndarray, start: int, stop: int) -> dict[str, Any]:
     seg = ss[start - 1 : stop_c]
     nonpos = ~(seg > 0)  # NaN counts as non-positive
     out["n_nonpositive"] = int(nonpos.sum())
-    if nonpos.any():
+    if absolute:
+        ss = np.abs(ss)
+        if not np.all(ss[start - 1 : stop_c] > 0):
+            return out  # log 0 (or NaN) inside the range: no fit
+    elif nonpos.any():
         stop_c = start - 1 + int(np.argmax(nonpos))  # stop before the first non-positive value
     out["fit_stop"] = stop_c
     if stop_c - start + 1 < 2:
@@ -60,10 +70,11 @@ def _power_law_kernel(ss: np.ndarray, start: int, stop: int) -> dict[str, Any]:
     lhs = design.T @ (w[:, None] * design)
     rhs = design.T @ (w * y)
     alpha, intercept = np.linalg.solve(lhs, rhs)
-    # r2 as in get_powerlaw.m: squared correlation of log n and log ss at <=100 log-spaced points
-    idx = np.unique(np.round(np.geomspace(start, stop_c, 100)).astype(int))
+    # r2 as in get_powerlaw.m: squared correlation of log n and log ss at 100 log-spaced
+    # points of the range, rounded to integers; repeated points are kept (counted twice)
+    idx = np.round(np.geomspace(start, stop_c, 100)).astype(int)
     ln, ly = np.log(idx.astype(float)), np.log(ss[idx - 1])
-    r2 = float(np.corrcoef(ln, ly)[0, 1] ** 2) if len(idx) > 2 else 1.0
+    r2 = float(np.corrcoef(ln, ly)[0, 1] ** 2) if len(np.unique(idx)) > 2 else 1.0
     out.update(
         alpha=float(alpha),
         intercept=float(intercept),
@@ -88,7 +99,9 @@ def power_law_variables(fit: dict[str, Any], *, dim: str = "component") -> dict[
     }
 
 
-def fit_power_law(spectrum: Any, *, fit_range: tuple[int, int] = (11, 500)) -> xr.Dataset:
+def fit_power_law(
+    spectrum: Any, *, fit_range: tuple[int, int] | None = None, convention: str = "netphys"
+) -> xr.Dataset:
     """Fit a power law ``s_n ∝ n^-alpha`` to a spectrum by 1/n-weighted log-log least squares.
 
     Parameters
@@ -96,9 +109,13 @@ def fit_power_law(spectrum: Any, *, fit_range: tuple[int, int] = (11, 500)) -> x
     spectrum : array-like or xarray.DataArray, 1-D
         Variance per component, component 1 first. Negative or zero values are allowed; the fit
         stops before the first non-positive value inside the range.
-    fit_range : tuple of int, default=(11, 500)
+    fit_range : tuple of int, optional
         First and last 1-based component numbers included (like MATLAB ``11:500``), clipped to
-        the length of ``spectrum``.
+        the length of ``spectrum``. Default: ``(11, 500)``; with ``convention="paper"``
+        ``(11, min(500, n - 2))``.
+    convention : {"netphys", "paper"}, default="netphys"
+        "paper" fits ``log|s_n|`` over the whole range like ``get_powerlaw.m`` (non-positive
+        values are folded in by the absolute value instead of ending the fit).
 
     Returns
     -------
@@ -116,8 +133,17 @@ def fit_power_law(spectrum: Any, *, fit_range: tuple[int, int] = (11, 500)) -> x
     -----
     With ``y_n = log s_n``, design ``X = [-log n, 1]`` and weights ``w_n = 1/n`` (equal weight per
     log-decade), ``(alpha, b) = argmin Σ w_n (y_n - X_n·(alpha, b))²``. ``r2`` is the squared
-    correlation of ``log n`` and ``log s_n`` at up to 100 log-spaced points in the range, as in
-    the reference ``get_powerlaw.m``. The input is never modified.
+    correlation of ``log n`` and ``log s_n`` at 100 log-spaced points of the range rounded to
+    integers, repeated points kept, as in the reference ``get_powerlaw.m``. The input is never
+    modified.
+
+    Differences from the papers
+    ---------------------------
+    - netphys stops the fit before the first non-positive value of the range (reported in
+      ``fit_stop`` and ``n_nonpositive``); ``get_powerlaw.m`` takes ``log|s_n|`` and so folds
+      negative noise-tail values into the fit. ``convention="paper"`` does the same.
+    - The default range is ``(11, 500)`` clipped to the spectrum; the reference stops at
+      ``min(500, n - 2)`` (``statsShuffledPCA.m``) and the Python notebook fits 12..500.
 
     References
     ----------
@@ -131,7 +157,8 @@ def fit_power_law(spectrum: Any, *, fit_range: tuple[int, int] = (11, 500)) -> x
     >>> round(float(fit["alpha"]), 6)
     1.0
     """
-    start, stop = _check_fit_range(fit_range, func=_FUNC)
+    paper = check_convention(convention, func=_FUNC) == "paper"
+    start, stop = _check_fit_range((11, 500) if fit_range is None else fit_range, func=_FUNC)
     dim = "component"
     if isinstance(spectrum, xr.DataArray):
         if spectrum.ndim != 1:
@@ -143,7 +170,9 @@ def fit_power_law(spectrum: Any, *, fit_range: tuple[int, int] = (11, 500)) -> x
     ss = np.array(spectrum, dtype=np.float64)  # a copy: the input is never modified
     if ss.ndim != 1:
         raise ValueError(f"{_FUNC}(): `spectrum` must be 1-D; got shape {ss.shape}.")
-    fit = _power_law_kernel(ss, start, stop)
+    if paper and fit_range is None:
+        start, stop = paper_fit_range(len(ss))
+    fit = _power_law_kernel(ss, start, stop, absolute=paper)
     if not np.isfinite(fit["alpha"]):
         raise ValueError(
             f"{_FUNC}(): fewer than two positive values of `spectrum` in components "
@@ -155,4 +184,5 @@ def fit_power_law(spectrum: Any, *, fit_range: tuple[int, int] = (11, 500)) -> x
     coords = {dim: np.arange(1, len(ss) + 1)}
     if isinstance(spectrum, xr.DataArray) and dim in spectrum.coords:
         coords = {dim: spectrum[dim].values}
-    return xr.Dataset(variables, coords=coords, attrs={"method": "fit_power_law", "weights": "1/n"})
+    attrs = {"method": "fit_power_law", "weights": "1/n", "convention": convention}
+    return xr.Dataset(variables, coords=coords, attrs=attrs)

@@ -10,7 +10,8 @@ import xarray as xr
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from netphys._validation import SAMPLE_DIMS, as_rng, check_int
+from netphys._validation import SAMPLE_DIMS, as_rng, check_int, check_population
+from netphys.population._conventions import PAPER, bin_frames, check_convention
 from netphys.population._svca import split_time_blocks, svca
 
 __all__ = ["ReducedRankRegression", "reduced_rank_regression", "svca_predict"]
@@ -19,13 +20,20 @@ _DEFAULT_LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 # ------------------------------------------------------------------------------- kernel -----
-def _rrr_fit(x: np.ndarray, y: np.ndarray, lam: float) -> dict[str, np.ndarray]:
+def _rrr_fit(
+    x: np.ndarray, y: np.ndarray, lam: float, *, intercept: bool = True
+) -> dict[str, np.ndarray]:
     """Closed-form ridge RRR, all ranks at once.
 
     ``Cxx = cov(X) + lam I``, ``K = Cxx^-1/2``, ``M = Cyx K = D S Cᵀ``; x weights ``b = K C``,
     y weights ``a = D S``; the rank-r prediction is ``(X - x̄) b[:, :r] a[:, :r]ᵀ + ȳ``.
+    ``intercept=False`` uses uncentred second moments and no means (the papers' RRR on
+    whole-recording-centred data).
     """
-    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    if intercept:
+        x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    else:
+        x_mean, y_mean = np.zeros(x.shape[1]), np.zeros(y.shape[1])
     xc, yc = x - x_mean, y - y_mean
     denom = max(x.shape[0] - 1, 1)
     cxx = xc.T @ xc / denom + lam * np.eye(x.shape[1])
@@ -375,6 +383,7 @@ def svca_predict(
     n_components: int | None = None,
     block_length: int = 60,
     rng: Any = 1,
+    convention: str = "netphys",
     **svca_options: Any,
 ) -> xr.Dataset:
     """Predict the SVC time courses from behaviour and report the reliable variance explained.
@@ -401,6 +410,12 @@ def svca_predict(
         Block length of the SVCA time split and of the inner split.
     rng : int, numpy.random.Generator or None, default=1
         Randomness of the splits.
+    convention : {"netphys", "paper"}, default="netphys"
+        "paper" reproduces ``predictPCsFromAllBeh.m``: activity lagged one frame after
+        behaviour, both averaged into 1.2 s bins (when the frame rate is known), SVCA with
+        ``convention="paper"``, behaviour z-scored over the whole recording and multiplied by
+        10, fixed ``lambda = 0.15`` (``lambdas`` ignored), no intercept, ranks 1, 2, 3, 4, 8,
+        ..., 128 (unless ``ranks`` is given).
     **svca_options
         Further options of :func:`svca`.
 
@@ -410,14 +425,30 @@ def svca_predict(
         The :func:`svca` variables (without projections), plus along (rank, component):
         ``explained_reliable_variance``, ``explained_fraction`` (of each SVC's reliable
         variance), ``explained_total_fraction`` (of its total variance),
-        ``cumulative_explained_fraction`` (cumulative explained over cumulative reliable);
-        along ``rank``: ``explained_fraction_128``; (rank, unit_set): ``lam``.
+        ``cumulative_explained_fraction`` (cumulative explained over cumulative reliable),
+        ``cumulative_explained_total_fraction`` (cumulative explained over cumulative total
+        variance: the papers' curve); along ``rank``: ``explained_fraction_128``;
+        (rank, unit_set): ``lam``.
 
     Raises
     ------
     ValueError
         As :func:`svca` and :func:`reduced_rank_regression`, or when ``behaviour`` does not
         match ``activity`` in length.
+
+    Differences from the papers
+    ---------------------------
+    - lambda: netphys chooses it per rank on an inner split of the training blocks; the
+      reference fixes 0.15 (on behaviour z-scored and multiplied by 10), a value picked after
+      looking at test results in ``incNeurFacePred.m``.
+    - Behaviour scaling: netphys z-scores with train statistics (no test statistic enters the
+      fit) and fits an intercept; the reference z-scores over the whole recording, scales by
+      10 and fits none.
+    - Lag and bins: netphys pairs sample t with sample t; the reference lags activity one
+      frame after behaviour and bins to 1.2 s.
+    - Summary curves: ``cumulative_explained_fraction`` is over reliable variance; the
+      papers plot ``cumulative_explained_total_fraction`` (over total variance).
+    - SVCA itself follows ``convention`` (see :func:`svca`).
 
     Examples
     --------
@@ -428,6 +459,7 @@ def svca_predict(
     True
     """
     func = "svca_predict"
+    paper = check_convention(convention, func=func) == "paper"
     gen = as_rng(rng, func=func)
     x, _ = _as_matrix(behaviour, func=func, name="behaviour")
     n_samples = (
@@ -440,18 +472,29 @@ def svca_predict(
             f"{func}(): `behaviour` has {len(x)} samples but `activity` has {n_samples}. "
             "Align them first (same frames, same order)."
         )
+    if paper:
+        activity, x = _paper_lag_and_bin(activity, x, func)
     res = svca(
         activity,
         n_components=n_components,
         block_length=block_length,
         rng=gen,
         keep_projections=True,
+        convention=convention,
         **svca_options,
     )
     k = res.sizes["component"]
+    if paper and ranks is None:
+        ranks = [r for r in PAPER["rrr_ranks"] if r <= min(x.shape[1], k)]
     ranks_l = _check_ranks(ranks, min(x.shape[1], k), func=func)
+    if paper:
+        lambdas = (PAPER["rrr_lambda"],)
     lams = _check_lambdas(lambdas, func=func)
     is_train = res["is_train"].values
+    if paper:
+        xs = (x - x.mean(0)) / np.where(x.std(0, ddof=1) > 0, x.std(0, ddof=1), 1.0)
+        xs = xs * PAPER["rrr_scale"]
+        return _paper_rrr(res, xs, ranks_l, is_train)
     xs = _standardize(x, is_train)
     inner = split_time_blocks(
         int(is_train.sum()),
@@ -474,6 +517,13 @@ def svca_predict(
             )
         )
     unexplained = np.einsum("rtk,rtk->rk", residuals[0], residuals[1]) / int((~is_train).sum())
+    return _explained(res, unexplained, chosen, ranks_l)
+
+
+def _explained(
+    res: xr.Dataset, unexplained: np.ndarray, chosen: np.ndarray, ranks_l: list[int]
+) -> xr.Dataset:
+    """Label the explained reliable variance per (rank, SVC)."""
     rel, tot = res["reliable_variance"].values, res["total_variance"].values
     explained = rel[None] - unexplained
     out = res.drop_vars(["projection_1", "projection_2"])
@@ -485,8 +535,42 @@ def svca_predict(
             ("rank", "component"),
             np.cumsum(explained, 1) / np.cumsum(rel)[None],
         )
+        out["cumulative_explained_total_fraction"] = (
+            ("rank", "component"),
+            np.cumsum(explained, 1) / np.cumsum(tot)[None],
+        )
         out["explained_fraction_128"] = ("rank", explained[:, :128].sum(1) / rel[:128].sum())
     out["lam"] = (("rank", "unit_set_id"), chosen)
     out = out.assign_coords(rank=ranks_l, unit_set_id=[1, 2])
     out.attrs["method"] = "svca_predict"
+    return out
+
+
+def _paper_lag_and_bin(activity: Any, x: np.ndarray, func: str) -> tuple[xr.DataArray, np.ndarray]:
+    """Activity one frame after behaviour (``tdelay = 1``), both in 1.2 s bins."""
+    da = check_population(activity, func=func, min_samples=4)
+    lag = PAPER["rrr_lag"]
+    da = da.isel({da.dims[0]: slice(lag, None)})
+    x = x[: len(x) - lag]
+    da, k = bin_frames(da)
+    n = da.shape[0]
+    x = x[: n * k].reshape(n, k, -1).mean(axis=1)
+    return da, x
+
+
+def _paper_rrr(
+    res: xr.Dataset, xs: np.ndarray, ranks_l: list[int], is_train: np.ndarray
+) -> xr.Dataset:
+    """Fixed-lambda RRR without intercept, per unit set, on the train bins."""
+    lam = PAPER["rrr_lambda"]
+    residuals = []
+    for name in ("projection_1", "projection_2"):
+        y = res[name].values
+        fit = _rrr_fit(xs[is_train], y[is_train], lam, intercept=False)
+        residuals.append(
+            np.stack([y[~is_train] - _rrr_predict(fit, xs[~is_train], r) for r in ranks_l])
+        )
+    unexplained = np.einsum("rtk,rtk->rk", residuals[0], residuals[1]) / int((~is_train).sum())
+    out = _explained(res, unexplained, np.full((len(ranks_l), 2), lam), ranks_l)
+    out.attrs["convention"] = "paper"
     return out

@@ -23,6 +23,14 @@ from netphys._validation import (
     check_positive_float,
 )
 from netphys.errors import NetphysWarning
+from netphys.population._conventions import (
+    PAPER,
+    bin_frames,
+    check_convention,
+    paper_fit_range,
+    paper_strip_split,
+    warn_identical_repeats,
+)
 from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
 from netphys.population._stream import iter_sample_chunks, top_eigh
 
@@ -214,6 +222,25 @@ def split_units(
     return sets, method
 
 
+def _paper_split(da: xr.DataArray, func: str) -> np.ndarray:
+    py = _unit_coord(da, "pos_y")
+    if py is None:
+        raise ValueError(
+            f"{func}(): `convention='paper'` uses the papers' 16-strip split along the unit "
+            "coord 'pos_y' (pixels), which `activity` lacks. Add it with "
+            "`.assign_coords(pos_y=('unit', y))` or use the default convention."
+        )
+    sets = paper_strip_split(py, n_strips=PAPER["n_strips"], gap=PAPER["strip_gap_px"])
+    if (sets == 1).sum() == 0 or (sets == 2).sum() == 0:
+        raise ValueError(
+            f"{func}(): the papers' strip split (16 strips of floor(max(pos_y)/16) px, 10-px "
+            f"gaps) left a unit set empty ({int((sets == 1).sum())} and "
+            f"{int((sets == 2).sum())} units; max pos_y {py.max():.1f}). It needs pos_y in "
+            "pixels spanning well over 160 px; use the default convention otherwise."
+        )
+    return sets
+
+
 # -------------------------------------------------------------------------------- kernels ----
 class _Fitter:
     """Streams the train frames of one population for the SVCA fit."""
@@ -226,13 +253,19 @@ class _Fitter:
         idx2: np.ndarray,
         chunk_size: int | None,
         progress: bool | None,
+        fixed_mean: np.ndarray | None = None,
     ) -> None:
         self.da, self.is_train, self.idx1, self.idx2 = da, is_train, idx1, idx2
         self.chunk_size, self.progress = chunk_size, progress
-        first = next(iter_sample_chunks(da, chunk_size=1))[2][0]
-        # NaN/inf in this frame is reported by the statistics pass
-        # shifting by one frame avoids cancellation in sum(ab) - n*ma*mb
-        self.shift = np.where(np.isfinite(first), first, 0.0)
+        # fixed_mean: centre on it (the paper's whole-recording mean), not on the train mean
+        self.fixed = fixed_mean is not None
+        if fixed_mean is not None:
+            self.shift = fixed_mean
+        else:
+            first = next(iter_sample_chunks(da, chunk_size=1))[2][0]
+            # NaN/inf in this frame is reported by the statistics pass
+            # shifting by one frame avoids cancellation in sum(ab) - n*ma*mb
+            self.shift = np.where(np.isfinite(first), first, 0.0)
         self.n_train = int(is_train.sum())
 
     def chunks(self, desc: str) -> Any:
@@ -274,7 +307,7 @@ def _dense_fit(fitter: _Fitter, k_req: int | None) -> dict[str, Any]:
         s2 += b.sum(axis=0)
     _stats_rows_outside_train(fitter, stats)
     n = fitter.n_train
-    m1, m2 = s1 / n, s2 / n
+    m1, m2 = (s1 / n, s2 / n) if not fitter.fixed else (0.0 * s1, 0.0 * s2)
     cov -= n * np.outer(m1, m2)
     mean = fitter.shift.copy()
     mean[fitter.idx1] += m1
@@ -314,14 +347,19 @@ def _top_svd_dense(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _randomized_fit(
-    fitter: _Fitter, k: int | None, n_oversamples: int, n_power_iter: int, gen: np.random.Generator
+    fitter: _Fitter,
+    k: int | None,
+    n_oversamples: int | None,
+    n_power_iter: int,
+    gen: np.random.Generator,
 ) -> dict[str, Any]:
     """Randomized SVD of the implicit train cross-covariance (Halko et al. 2011)."""
     n_units = fitter.da.shape[1]
     idx1, idx2 = fitter.idx1, fitter.idx2
     n1, n2 = len(idx1), len(idx2)
     k_eff = k if k is not None else min(1024, n1, n2, fitter.n_train - 1)
-    n_cols = min(k_eff + n_oversamples, n1, n2)
+    extra = max(32, k_eff) if n_oversamples is None else n_oversamples
+    n_cols = min(k_eff + extra, n1, n2)
     stats = {"min": np.full(n_units, np.inf), "max": np.full(n_units, -np.inf)}
     omega = gen.standard_normal((n2, n_cols))
     y = np.zeros((n1, n_cols))
@@ -334,7 +372,7 @@ def _randomized_fit(
         s2 += b.sum(axis=0)
     _stats_rows_outside_train(fitter, stats)
     n = fitter.n_train
-    m1, m2 = s1 / n, s2 / n
+    m1, m2 = (s1 / n, s2 / n) if not fitter.fixed else (0.0 * s1, 0.0 * s2)
     y -= n * np.outer(m1, m2 @ omega)
 
     def times_c(mat: np.ndarray, transpose: bool, desc: str) -> np.ndarray:
@@ -416,15 +454,16 @@ def svca(
     n_strips: int = 16,
     strip_gap: float = 0.0,
     n_squares: int = 8,
-    fit_range: tuple[int, int] = (11, 500),
+    fit_range: tuple[int, int] | None = None,
     svd_solver: str = "auto",
     max_cov_bytes: int = 2**30,
-    n_oversamples: int = 32,
-    n_power_iter: int = 3,
+    n_oversamples: int | None = None,
+    n_power_iter: int = 5,
     keep_projections: bool = False,
     chunk_size: int | None = None,
     progress: bool | None = None,
     rng: Any = 1,
+    convention: str = "netphys",
 ) -> xr.Dataset:
     """Split the population into two unit sets and measure the variance they share reliably.
 
@@ -449,15 +488,20 @@ def svca(
         Fraction of blocks used to fit the components.
     n_strips, strip_gap, n_squares : int, float, int, default=16, 0.0, 8
         Options of the spatial splits, see :func:`split_units`.
-    fit_range : tuple of int, default=(11, 500)
-        1-based components of the power-law fit of the reliable spectrum.
+    fit_range : tuple of int, optional
+        1-based components of the power-law fit of the reliable spectrum; default
+        ``(11, 500)`` (paper: ``(11, min(500, n - 2))`` on ``log|ss|``).
     svd_solver : {"auto", "dense", "randomized"}, default="auto"
         "dense" forms the cross-covariance (exact); "randomized" never forms it; "auto" is dense
         when the cross-covariance fits in ``max_cov_bytes``.
     max_cov_bytes : int, default=2**30
         Memory budget of the dense cross-covariance for ``svd_solver="auto"``.
-    n_oversamples, n_power_iter : int, default=32, 3
-        Randomized SVD options (extra random vectors; power iterations, two passes each).
+    n_oversamples : int or None, default=None
+        Randomized SVD: extra random vectors beyond ``n_components``; None means
+        ``max(32, n_components)`` (the subspace is twice the requested size, so that the last
+        requested components are as exact as the first: within 1e-3 of the dense SVD).
+    n_power_iter : int, default=5
+        Randomized SVD: power iterations (two passes over the train frames each).
     keep_projections : bool, default=False
         Also return the SVC time courses of both sets for every sample (train and test).
     chunk_size : int or None, default=None
@@ -467,6 +511,11 @@ def svca(
     rng : int, numpy.random.Generator or None, default=1
         Randomness of the time split, the random unit split and the randomized SVD (the paper
         used seed 1 for every analysis).
+    convention : {"netphys", "paper"}, default="netphys"
+        "paper" reproduces ``peerPC_cov.m``/``SVCA.m``: frames averaged into 1.2 s bins (when
+        the frame rate is known), the 16-strip split along ``pos_y`` with 10-px gaps (needs
+        ``pos_y`` in pixels), each unit centred on its whole-recording mean, and the paper's
+        power-law fit; ``split``, ``n_strips``, ``strip_gap`` are then ignored.
 
     Returns
     -------
@@ -488,7 +537,23 @@ def svca(
     Warns
     -----
     NetphysWarning
-        When constant units are dropped (they are reported in ``is_constant``).
+        When constant units are dropped (they are reported in ``is_constant``), or when frames
+        of the same stimulus are identical across repeats (a noise-free model).
+
+    Differences from the papers
+    ---------------------------
+    - Centring: netphys subtracts each unit's mean over the *train* samples, so no test-set
+      statistic enters the fit; the reference subtracts the whole-recording mean.
+    - Unit split: netphys's "auto" split is a checkerboard over (``pos_x``, ``pos_y``) (or
+      strips over ``pos_y`` scaled to the units' range, without gaps by default), which suits
+      feature maps; the reference uses 16 strips of ``floor(max(y)/16)`` px from pixel 1 with
+      the last 10 px of each strip dropped (a neuropil no-man's-land).
+    - Binning: netphys analyses the samples it is given; the reference first averages frames
+      into 1.2 s bins.
+    - Scale: variances are means over test samples (the reference sums; ratios unchanged).
+    - Power law: netphys stops before the first non-positive reliable variance; the reference
+      fits ``log|ss|`` (see :func:`fit_power_law`).
+    With ``convention="paper"`` all of these follow the reference.
 
     Notes
     -----
@@ -510,10 +575,16 @@ def svca(
     True
     """
     func = "svca"
+    paper = check_convention(convention, func=func) == "paper"
     da = check_population(activity, func=func, min_samples=4, min_units=2)
     check_choice(svd_solver, _SOLVERS, func=func, name="svd_solver")
-    fit_start, fit_stop = _check_fit_range(fit_range, func=func)
-    check_int(n_oversamples, func=func, name="n_oversamples", minimum=0)
+    fit_start, fit_stop = _check_fit_range((11, 500) if fit_range is None else fit_range, func=func)
+    warn_identical_repeats(da, func=func)
+    bin_k = 1
+    if paper:
+        da, bin_k = bin_frames(da)
+    if n_oversamples is not None:
+        check_int(n_oversamples, func=func, name="n_oversamples", minimum=0)
     check_int(n_power_iter, func=func, name="n_power_iter", minimum=0)
     if chunk_size is not None:
         check_int(chunk_size, func=func, name="chunk_size", minimum=1)
@@ -522,15 +593,18 @@ def svca(
     is_train = split_time_blocks(
         n_samples, block_length=block_length, train_fraction=train_fraction, rng=gen, func=func
     )
-    unit_set, method = split_units(
-        da,
-        split=split,
-        n_strips=n_strips,
-        strip_gap=strip_gap,
-        n_squares=n_squares,
-        rng=gen,
-        func=func,
-    )
+    if paper:
+        unit_set, method = _paper_split(da, func), "paper-strips"
+    else:
+        unit_set, method = split_units(
+            da,
+            split=split,
+            n_strips=n_strips,
+            strip_gap=strip_gap,
+            n_squares=n_squares,
+            rng=gen,
+            func=func,
+        )
     idx1, idx2 = np.flatnonzero(unit_set == 1), np.flatnonzero(unit_set == 2)
     n_train = int(is_train.sum())
     limit = min(len(idx1), len(idx2), n_train - 1)
@@ -545,7 +619,8 @@ def svca(
     solver = svd_solver
     if solver == "auto":
         solver = "dense" if len(idx1) * len(idx2) * 8 <= max_cov_bytes else "randomized"
-    fitter = _Fitter(da, is_train, idx1, idx2, chunk_size, progress)
+    whole_mean = np.asarray(da.mean(da.dims[0]).values, dtype=np.float64) if paper else None
+    fitter = _Fitter(da, is_train, idx1, idx2, chunk_size, progress, fixed_mean=whole_mean)
     if solver == "dense":
         fit = _dense_fit(fitter, n_components)
     else:
@@ -583,6 +658,8 @@ def svca(
     )
     unit_set = unit_set.copy()
     unit_set[is_constant] = 0
+    if paper and fit_range is None:
+        fit_start, fit_stop = paper_fit_range(k)
     return _label(
         da,
         proj,
@@ -598,7 +675,10 @@ def svca(
             "train_fraction": float(train_fraction),
             "n_power_iter": int(n_power_iter),
             "seed": int(rng) if isinstance(rng, (int, np.integer)) else -1,
+            "convention": convention,
+            "bin_frames": bin_k,
         },
+        absolute=paper,
     )
 
 
@@ -611,13 +691,14 @@ def _label(
     is_train: np.ndarray,
     fit_range: tuple[int, int],
     attrs: dict[str, Any],
+    absolute: bool = False,
 ) -> xr.Dataset:
     sample_dim = str(da.dims[0])
     rel, tot = proj["reliable"], proj["total"]
     k = len(rel)
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = rel / tot
-    fit = _power_law_kernel(rel, *fit_range)
+    fit = _power_law_kernel(rel, *fit_range, absolute=absolute)
     variables: dict[str, Any] = {
         "reliable_variance": ("component", rel, {"long_name": "reliable variance per SVC"}),
         "total_variance": ("component", tot, {"long_name": "total variance per SVC"}),

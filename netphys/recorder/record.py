@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from netphys.errors import NetphysWarning
 from netphys.recorder.recorder import Recorder
 
 __all__ = ["present", "present_spontaneous", "record"]
@@ -140,6 +142,7 @@ def record(
     dtype: str = "float32",
     max_units: int | Mapping[str, int] | None = None,
     seed: int = 0,
+    variability: Any = None,
     progress: bool = True,
     **recorder_options: Any,
 ) -> Path:
@@ -169,6 +172,10 @@ def record(
         Session id of these frames (default: 0, or the next one when appending).
     mode : {"w-", "w", "a"}, default="w-"
         Refuse an existing path, overwrite it, or append a session to it.
+    variability : spec, list of specs, dict or str, optional
+        Trial-to-trial variability (see :mod:`netphys.variability`), fresh on every repeat and
+        seeded by ``seed``; input noise takes its ``signal_std`` from ``data`` when unset.
+        None (default) records the noise-free model: repeats are then identical (warned).
     dtype, max_units, seed, **recorder_options
         Passed to :class:`netphys.Recorder`.
     progress : bool, default=True
@@ -184,6 +191,12 @@ def record(
     ValueError
         On empty data, labels of the wrong length, or a bad ``repeats``/``n_spontaneous``.
 
+    Warns
+    -----
+    NetphysWarning
+        When ``repeats > 1`` without ``variability``: the repeats are identical, so
+        cross-validated analyses (cvPCA, SVCA) find all variance reliable by construction.
+
     Examples
     --------
     >>> import torch, netphys
@@ -198,6 +211,14 @@ def record(
         raise ValueError(f"record(): `n_spontaneous` must be an int >= 0; got {n_spontaneous!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"record(): `batch_size` must be an int >= 1; got {batch_size!r}.")
+    if repeats > 1 and variability is None:
+        warnings.warn(
+            f"record(): {repeats} repeats without `variability`: a model in eval mode gives "
+            "identical repeats, so cvPCA/SVCA find every variance reliable. Pass e.g. "
+            "`variability=netphys.variability.Poisson(rate=10, frame_time=0.1)`.",
+            NetphysWarning,
+            stacklevel=2,
+        )
     rng = np.random.default_rng(seed)
     try:
         device = next(model.parameters()).device
@@ -214,8 +235,10 @@ def record(
             dtype=dtype,
             max_units=max_units,
             seed=seed,
+            variability=variability,
             **recorder_options,
         ) as rec:
+            rec.variability.resolve_input_scale(x)
             rec.session(session)
             total = repeats * x.shape[0] + n_spontaneous
             bar = tqdm(total=total, disable=not progress, desc="recording", unit="frame")

@@ -26,6 +26,7 @@ from netphys.recorder._layers import (
     resolve_layers,
 )
 from netphys.recorder._staging import Block, BlockPool, WriterThread
+from netphys.recorder._variability import VariabilityHooks
 
 __all__ = ["Recorder"]
 
@@ -90,6 +91,11 @@ class Recorder:
     store_weights : bool, default=True
         Store per-session node-to-node weights between consecutive layers (where the modules
         allow it).
+    variability : spec, list of specs, dict or str, optional
+        Sources of trial-to-trial variability applied to every recorded forward call (see
+        :mod:`netphys.variability`: ``InputNoise``, ``Jitter``, ``Dropout``, ``Poisson``),
+        drawn from a generator seeded with ``seed`` and stored in the root attrs under
+        ``"variability"``. None (default): noise-free, bit-exact activity.
     compression : {"lz4", "zstd", "none"} or None, default="lz4"
         Codec of unit activity: lz4 is fast, zstd smaller, "none" the cheapest on CPU (use it
         when the model is so fast that compression cannot keep up).
@@ -128,8 +134,12 @@ class Recorder:
         store_weights: bool = True,
         compression: str | None = "lz4",
         writer: str = "auto",
+        variability: Any = None,
     ) -> None:
         self.layers = resolve_layers(model, layers)
+        self.variability = VariabilityHooks(
+            model, variability, seed=seed, layers=self.layers, active=self._variability_active
+        )
         if dtype not in _DTYPES:
             raise ValueError(f"Recorder: `dtype` must be 'float32' or 'float16'; got {dtype!r}.")
         if isinstance(max_units, Mapping):
@@ -205,6 +215,7 @@ class Recorder:
                 "compression": self.compression,
                 "writer": self.writer,
             },
+            "variability": self.variability.attrs(),
         }
         self._store = RecordingWriter(
             self.path,
@@ -238,6 +249,7 @@ class Recorder:
             self._handles.append(
                 self.model.register_forward_hook(self._root_post, with_kwargs=True)
             )
+            self.variability.attach()  # unit hooks before the recording hooks: they see its output
             for name in self.layers:
                 self._handles.append(modules[name].register_forward_hook(self._layer_hook(name)))
         except BaseException:
@@ -262,7 +274,9 @@ class Recorder:
                 writer_error = self._writer.error
         finally:
             if self._store is not None and writer_error is None:
-                self._store.root.attrs.update({"frames_committed": self._store.frames})
+                self._store.root.attrs.update(
+                    {"frames_committed": self._store.frames, "variability": self.variability.attrs()}
+                )
                 self._store.close(status="complete")
         if writer_error is not None and _error is None:
             self._writer.raise_if_failed()  # type: ignore[union-attr]
@@ -271,6 +285,10 @@ class Recorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self.variability.detach()
+
+    def _variability_active(self) -> bool:
+        return self._open and self._in_forward and not self._suspended
 
     # -- user controls -----------------------------------------------------------------
     def session(
