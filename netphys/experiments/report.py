@@ -219,7 +219,12 @@ def _cvpca(stim: xr.DataArray, opts: dict[str, Any]) -> tuple[xr.Dataset, dict[s
     if resp.sizes["stimulus"] < 10:
         raise ValueError(f"only {resp.sizes['stimulus']} stimuli shown twice (need 10)")
     cv = cvpca(resp, n_shuffles=5, rng=opts["rng"], fit_range=opts["fit_range"])
-    return cv, {**_fit_numbers(cv), "n_stimuli": int(resp.sizes["stimulus"])}
+    numbers = {
+        **_fit_numbers(cv),
+        "n_stimuli": int(resp.sizes["stimulus"]),
+        "signal_fraction": float(cv["signal_fraction"]),
+    }
+    return cv, numbers
 
 
 def _svca(

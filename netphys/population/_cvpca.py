@@ -233,7 +233,9 @@ def cvpca(
     xarray.Dataset
         Along ``component`` (1-based): ``signal_variance`` (mean over shuffles, per stimulus),
         ``spectrum`` (``signal_variance`` / its sum), ``fitted``; ``signal_variance_shuffles``
-        (shuffle, component); 0-d ``alpha``, ``intercept``, ``r2``, ``fit_start``, ``fit_stop``,
+        (shuffle, component); 0-d ``total_variance`` (summed over units, mean of the two
+        repeats, per stimulus), ``signal_fraction`` (summed ``signal_variance`` over
+        ``total_variance``: 1 for a noise-free recording), ``alpha``, ``intercept``, ``r2``, ``fit_start``, ``fit_stop``,
         ``n_nonpositive``, ``n_dropped``; ``is_constant`` along ``unit``.
 
     Raises
@@ -326,11 +328,14 @@ def cvpca(
             shuffles[i] = _signal_variance(s11, s21, k)
     shuffles /= n_stim
     ss = shuffles.mean(axis=0)
+    total = float(np.trace(g11) + np.trace(g22)) / (2 * n_stim)
     fit = _power_law_kernel(ss, fit_start, fit_stop, absolute=paper)
     variables: dict[str, Any] = {
         "signal_variance": ("component", ss, {"long_name": "cross-validated signal variance"}),
         "spectrum": ("component", ss / ss.sum()),
         "signal_variance_shuffles": (("shuffle", "component"), shuffles),
+        "total_variance": ((), total, {"long_name": "total variance (mean of the repeats)"}),
+        "signal_fraction": ((), float(ss.sum() / total) if total > 0 else np.nan),
         "n_dropped": ((), n_dropped),
         "is_constant": ("unit", constant),
     }

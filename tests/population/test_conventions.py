@@ -205,7 +205,9 @@ def test_shuffle_null_paper_matches_reference() -> None:
 
 # ----------------------------------------------------------------- randomized SVCA ----
 def test_randomized_svca_returns_every_component_like_the_dense_svd() -> None:
-    sim = simulate_population(400, 700, alpha=1.0, snr=1.0, rng=0)
+    # SVCs 97-128 of 128 have close singular values here: with the old defaults (32 extra
+    # vectors, 3 power iterations) the total variance of some was 2 % off
+    sim = simulate_population(600, 700, alpha=1.0, snr=0.5, rng=0)
     kw = {"n_components": 128, "block_length": 10, "split": "random", "rng": 0}
     dense = svca(sim["activity"], svd_solver="dense", **kw)
     rand = svca(sim["activity"], svd_solver="randomized", **kw)
