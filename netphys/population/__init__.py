@@ -11,6 +11,7 @@ from __future__ import annotations
 from netphys.population._calcium import INDICATOR_TAU, simulate_calcium
 from netphys.population._compare import COMPARE_SCALARS, compare
 from netphys.population._cvpca import cvpca, repeat_responses
+from netphys.population._deconvolve import deconvolve
 from netphys.population._nulls import shuffle_null
 from netphys.population._powerlaw import fit_power_law
 from netphys.population._rrr import ReducedRankRegression, reduced_rank_regression, svca_predict
@@ -62,6 +63,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "compare",
     "COMPARE_SCALARS",
     "simulate_calcium",
+    "deconvolve",
     "INDICATOR_TAU",
     # simulation
     "simulate_population",

@@ -8,7 +8,8 @@ import numpy as np
 import scipy.signal
 import xarray as xr
 
-from netphys._validation import as_rng, check_population, check_positive_float
+from netphys._validation import as_rng, check_choice, check_population, check_positive_float
+from netphys.population._deconvolve import _oasis_ar1
 
 __all__ = ["INDICATOR_TAU", "simulate_calcium"]
 
@@ -53,6 +54,7 @@ def _simulate(
     neuropil: float,
     threshold: float,
     rng: np.random.Generator,
+    deconvolution: str = "threshold",
 ) -> dict[str, np.ndarray]:
     """Kernel on a (time, unit) float64 array; returns F, neuropil, dff, spks, calcium."""
     r = np.maximum(x, 0.0)
@@ -92,8 +94,14 @@ def _simulate(
         if high.any()
         else (np.std(dff, axis=0, keepdims=True))
     )
-    s = np.where(s > threshold * sigma * np.sqrt(1.0 + g * g), s, 0.0)
-    s = np.maximum(s, 0.0)
+    if deconvolution == "oasis":
+        c_hat = np.column_stack([_oasis_ar1(dff[:, i], g, 0.0) for i in range(dff.shape[1])])
+        s = c_hat.copy()
+        s[1:] -= g * c_hat[:-1]
+        s = np.where(s > threshold * sigma, np.maximum(s, 0.0), 0.0)
+    else:
+        s = np.where(s > threshold * sigma * np.sqrt(1.0 + g * g), s, 0.0)
+        s = np.maximum(s, 0.0)
     return {"F": f_raw, "neuropil": f_neu, "dff": dff, "spks": s, "calcium": c_n}
 
 
@@ -108,6 +116,7 @@ def simulate_calcium(
     baseline: float = 100.0,
     threshold: float = 2.0,
     rng: Any = None,
+    deconvolution: str = "threshold",
 ) -> xr.Dataset:
     """Image unit activity through a calcium indicator: F, neuropil and deconvolved spks.
 
@@ -134,6 +143,11 @@ def simulate_calcium(
         Deconvolved values below ``threshold`` noise standard deviations are set to 0.
     rng : int, numpy.random.Generator or None, default=None
         Randomness for the noise.
+    deconvolution : {"threshold", "oasis"}, default="threshold"
+        How ``spks`` is recovered from dF/F: "threshold" inverts the AR(1) filter and
+        thresholds; "oasis" solves the non-negative AR(1) problem exactly (see
+        :func:`deconvolve`, as suite2p does) and then zeroes events below ``threshold`` noise
+        standard deviations.
 
     Returns
     -------
@@ -175,6 +189,7 @@ def simulate_calcium(
     baseline = check_positive_float(baseline, func=func, name="baseline")
     threshold = check_positive_float(threshold, func=func, name="threshold", allow_zero=True)
     gen = as_rng(rng, func=func)
+    check_choice(deconvolution, ("threshold", "oasis"), func=func, name="deconvolution")
     x = np.asarray(da.values, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError(
@@ -191,6 +206,7 @@ def simulate_calcium(
         neuropil=neuropil,
         threshold=threshold,
         rng=gen,
+        deconvolution=deconvolution,
     )
     dims = da.dims
     long = {
@@ -223,6 +239,7 @@ def simulate_calcium(
         "neuropil": neuropil,
         "gain": gain,
         "baseline": baseline,
+        "deconvolution": deconvolution,
         "format": "simulated-calcium",
         "activity_variable": "spks",
     }
