@@ -77,6 +77,9 @@ def _as_population(
             da = da.isel(unit=np.flatnonzero(keep))
     values = np.asarray(da.values, dtype=np.float64)
     out = xr.DataArray(values, dims=("time", "unit"))
+    for key in ("stimulus", "repeat"):
+        if key in da.coords and da[key].dims == (sample,):
+            out = out.assign_coords({key: ("time", np.asarray(da[key].values))})
     return out, info
 
 
@@ -183,6 +186,8 @@ def compare(
     min_shift: int | None = None,
     n_raster_frames: int = 500,
     sort: bool = True,
+    n_boot: int = 10,
+    boot_fraction: float = 0.8,
     rng: Any = 0,
 ) -> xr.Dataset:
     """Run the same population analyses on two recordings at matched numbers of units and frames.
@@ -213,6 +218,12 @@ def compare(
         Frames kept in the sorted rasters.
     sort : bool, default=True
         Sort raster units with rastermap (else keep the subsample order).
+    n_boot : int, default=10
+        Neuron subsamples for the intervals: every number is recomputed on ``n_boot`` random
+        subsets of ``boot_fraction`` of the matched units (same frames) and its 2.5-97.5 %
+        range is returned as ``<name>_ci``. 0 skips them.
+    boot_fraction : float, default=0.8
+        Fraction of the matched units in each subsample.
     rng : int, numpy.random.Generator or None, default=0
         Randomness of the subsampling and of every analysis.
 
@@ -229,7 +240,13 @@ def compare(
         the total SVC variance), ``eigen_variance`` (explained variance ratio); along
         (``recording``, ``corr_bin``): ``corr_real``, ``corr_null`` (normalised histograms);
         ``raster`` (``recording``, ``raster_unit``, ``raster_time``): z-scored activity sorted by
-        rastermap. Attrs: ``n_units``, ``n_frames``, ``block_length``, ``min_shift``, sources.
+        rastermap; ``<scalar>_ci`` (``recording``, ``bound``) neuron-subsample intervals.
+        When both recordings carry ``stimulus`` and ``repeat`` coords and share at least 4
+        stimuli shown twice: 0-d ``rsa``, ``rsa_ceiling``, ``rsa_normalised``, ``cka``,
+        ``cka_ceiling``, ``cka_normalised`` (see :func:`netphys.population._similarity.similarity`)
+        with ``_ci`` intervals. Attrs: ``n_units``, ``n_frames``, ``block_length``,
+        ``min_shift``, sources, ``matching`` (how the two were matched, in words) and
+        ``caveats`` (numbers that are not meaningful here, in words).
 
     Raises
     ------
@@ -256,9 +273,14 @@ def compare(
     if len(labels) != 2 or len(set(labels)) != 2:
         raise ValueError(f"{func}(): `labels` must be two different names; got {labels!r}.")
     pops, infos = [], []
+    n_boot = check_int(n_boot, func=func, name="n_boot", minimum=0)
+    if not 0 < boot_fraction <= 1:
+        raise ValueError(f"{func}(): `boot_fraction` must be in (0, 1]; got {boot_fraction}.")
+    das = []
     for x, name in ((a, "a"), (b, "b")):
         da, info = _as_population(x, func=func, name=name, cells_only=cells_only)
         pops.append(da.values)
+        das.append(da)
         infos.append(info)
     t_avail = min(p.shape[0] for p in pops)
     usable = [int(np.sum(np.all(np.isfinite(p), axis=0) & (np.std(p, axis=0) > 0))) for p in pops]
@@ -300,6 +322,8 @@ def compare(
         )
         for x in blocks
     ]
+    boots = _bootstrap(blocks, n, n_boot, boot_fraction, seed, bl, ms)
+    sim = _similarity_block(das, n, n_boot, boot_fraction, seed)
     rec = list(labels)
     data: dict[str, Any] = {}
     for key, _, _ in COMPARE_SCALARS:
@@ -329,9 +353,14 @@ def compare(
         ("recording", "raster_unit", "raster_time"),
         np.stack([r["raster"] for r in analyses]).astype(np.float32),
     )
+    for key, _, _ in COMPARE_SCALARS[2:]:
+        data[f"{key}_ci"] = (("recording", "bound"), boots.get(key, np.full((2, 2), np.nan)))
+    for key, value in sim.items():
+        data[key] = ((), value) if not key.endswith("_ci") else ("bound", value)
     ds = xr.Dataset(
         data,
         coords={
+            "bound": ["low", "high"],
             "recording": rec,
             "component": np.arange(1, data["eigen_variance"][1].shape[1] + 1),
             "svc": np.arange(1, data["svca_reliable"][1].shape[1] + 1),
@@ -347,9 +376,100 @@ def compare(
             "source_b": infos[1]["source"],
             "format_a": infos[0]["format"],
             "format_b": infos[1]["format"],
+            "n_boot": int(n_boot),
+            "matching": (
+                f"both cut to N={n} units (random, non-constant) and T={t} contiguous frames "
+                f"(random start), units z-scored; SVCA blocks of {bl} frames; intervals over "
+                f"{n_boot} subsamples of {boot_fraction:.0%} of the units"
+            ),
+            "caveats": _caveats(analyses, n, t, rec, sim),
         },
     )
     ds["svca_reliable"].attrs["long_name"] = "reliable variance per SVC / total SVC variance"
     ds["eigen_variance"].attrs["long_name"] = "explained variance ratio"
     ds["raster"].attrs["long_name"] = "z-scored activity, rastermap order"
     return ds
+
+
+def _bootstrap(
+    blocks: list[np.ndarray], n: int, n_boot: int, fraction: float, seed: int, bl: int, ms: int
+) -> dict[str, np.ndarray]:
+    """2.5-97.5 % ranges of every scalar over random subsets of the matched units."""
+    if n_boot == 0:
+        return {}
+    m = max(8, int(round(fraction * n)))
+    gen = np.random.default_rng(seed + 1)
+    keys = [k for k, _, _ in COMPARE_SCALARS[2:]]
+    values = {k: np.full((2, n_boot), np.nan) for k in keys}
+    for i in range(n_boot):
+        pick = np.sort(gen.choice(n, size=min(m, n), replace=False))  # same units' slots
+        for r, x in enumerate(blocks):
+            res = _analyse(
+                x[:, :n][:, pick], seed=seed, block_length=bl, min_shift=ms,
+                n_raster_frames=1, sort=False,
+            )  # fmt: skip
+            for k in keys:
+                values[k][r, i] = res[k]
+    return {k: np.nanpercentile(v, [2.5, 97.5], axis=1).T for k, v in values.items()}
+
+
+def _similarity_block(
+    das: list[xr.DataArray], n: int, n_boot: int, fraction: float, seed: int
+) -> dict[str, Any]:
+    """RSA and CKA over the shared stimuli, at N matched units, with subsample intervals."""
+    from netphys.population._similarity import shared_stimuli, similarity, split_repeats
+
+    ids = shared_stimuli(das[0], das[1])
+    if ids is None:
+        return {}
+    gen = np.random.default_rng(seed + 2)
+    halves = []
+    for da in das:
+        vals = np.asarray(da.values)
+        ok = np.all(np.isfinite(vals), axis=0) & (np.std(vals, axis=0) > 0)
+        usable = np.flatnonzero(ok)
+        pick = np.sort(gen.choice(usable, size=min(n, len(usable)), replace=False))
+        halves.append(
+            split_repeats(vals[:, pick], da["stimulus"].values, da["repeat"].values, ids)
+        )
+    out: dict[str, Any] = similarity(halves[0], halves[1])
+    if n_boot:
+        m = max(4, int(round(fraction * halves[0].shape[2])))
+        draws = []
+        for _ in range(n_boot):
+            sub = [h[:, :, np.sort(gen.choice(h.shape[2], min(m, h.shape[2]), replace=False))]
+                   for h in halves]  # fmt: skip
+            draws.append(similarity(sub[0], sub[1]))
+        for key in ("rsa", "rsa_ceiling", "cka", "cka_ceiling"):
+            out[f"{key}_ci"] = np.nanpercentile([d[key] for d in draws], [2.5, 97.5])
+    return out
+
+
+def _caveats(
+    analyses: list[dict[str, Any]], n: int, t: int, rec: list[str], sim: dict[str, Any]
+) -> list[str]:
+    """Plain-language warnings about numbers that are not meaningful at this N and T."""
+    out = []
+    if n < 100:
+        out.append(
+            f"only {n} units per recording (fewer than 100): spectra, exponents and reliable "
+            "fractions are dominated by sampling noise"
+        )
+    k = min(n // 2, t // 2)
+    if _fit_range(k)[0] < 11:
+        out.append(
+            f"at most {k} SVCs/components: the power law is fitted over {_fit_range(k)}, not "
+            "the papers' 11..500; exponents are not comparable to published values"
+        )
+    for lab, res in zip(rec, analyses, strict=True):
+        for key in ("svca_alpha", "eigen_alpha"):
+            if not np.isfinite(res[key]):
+                out.append(f"{lab}: {key} is NaN (too few positive values in the fit range)")
+    if not sim:
+        out.append(
+            "no representational similarity: the two recordings do not share stimulus ids "
+            "shown at least twice"
+        )
+    elif sim.get("rsa_ceiling", 1.0) < 0.2 or not np.isfinite(sim.get("rsa_ceiling", np.nan)):
+        out.append("RSA noise ceiling below 0.2: the RDMs are too noisy to compare")
+    return out

@@ -17,7 +17,7 @@ def pair():
 
 def test_plot(pair):
     a, b = pair
-    fig = plot_compare(compare(a, b, n_units=40, n_frames=400, sort=False, rng=0))
+    fig = plot_compare(compare(a, b, n_units=40, n_frames=400, sort=False, n_boot=0, rng=0))
     assert len(fig.axes) == 6
 
 
