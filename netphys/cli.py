@@ -185,8 +185,20 @@ def _recover(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from netphys.experiments.compare import compare_files
 
+    session = args.session if args.session in ("last", "all") else int(args.session)
     table = compare_files(
-        args.a, args.b, args.out, n_units=args.n_units, n_frames=args.n_frames, rng=args.seed
+        args.a,
+        args.b,
+        args.out,
+        n_units=args.n_units,
+        n_frames=args.n_frames,
+        session=session,
+        condition=args.condition,
+        layers=args.layers.split(",") if args.layers else None,
+        calcium=args.calcium,
+        cells_only=not args.all_rois,
+        n_boot=args.n_boot,
+        rng=args.seed,
     )
     print(table)
     print(f"written: {args.out}/compare.png, {args.out}/compare.json")
@@ -252,6 +264,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n-units", type=int, default=None)
     p.add_argument("--n-frames", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--session", default="last", help="session id, 'last' (default) or 'all'")
+    p.add_argument("--condition", default="stimulus", help="stimulus (default), spontaneous or all")
+    p.add_argument("--layers", default=None, help="comma-separated model layers (default: all)")
+    p.add_argument(
+        "--calcium",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="image a model through the calcium model at the mouse's frame rate (auto: when "
+        "the other side is calcium imaging)",
+    )
+    p.add_argument("--all-rois", action="store_true", help="keep non-cell ROIs (suite2p)")
+    p.add_argument("--n-boot", type=int, default=10, help="neuron subsamples for intervals")
     p.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     if args.command in ("demo", "compare", "units"):

@@ -217,9 +217,7 @@ def parse_variability(variability: Any) -> list[Variability]:
     kinds = [s.kind for s in specs]
     twice = sorted({k for k in kinds if kinds.count(k) > 1})
     if twice:
-        raise ValueError(
-            f"{_FUNC}: kind(s) {twice} given more than once; give each source once."
-        )
+        raise ValueError(f"{_FUNC}: kind(s) {twice} given more than once; give each source once.")
     return specs
 
 

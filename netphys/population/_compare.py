@@ -187,7 +187,7 @@ def compare(
     n_raster_frames: int = 500,
     sort: bool = True,
     n_boot: int = 10,
-    boot_fraction: float = 0.8,
+    boot_fraction: float = 0.5,
     rng: Any = 0,
 ) -> xr.Dataset:
     """Run the same population analyses on two recordings at matched numbers of units and frames.
@@ -220,10 +220,14 @@ def compare(
         Sort raster units with rastermap (else keep the subsample order).
     n_boot : int, default=10
         Neuron subsamples for the intervals: every number is recomputed on ``n_boot`` random
-        subsets of ``boot_fraction`` of the matched units (same frames) and its 2.5-97.5 %
-        range is returned as ``<name>_ci``. 0 skips them.
-    boot_fraction : float, default=0.8
-        Fraction of the matched units in each subsample.
+        subsets of ``boot_fraction`` of the matched units (same frames); ``<name>_ci`` is the
+        full-N value plus the 2.5 and 97.5 % deviations of the subsample values from their
+        median. 0 skips them.
+    boot_fraction : float, default=0.5
+        Fraction of the matched units in each subsample. Half-samples without replacement
+        spread about as much as independent draws of all N units would (for means, exactly:
+        the variance of a mean of N/2 of N units around the full mean is that of a mean of N
+        fresh units), so the interval describes the uncertainty from sampling the neurons.
     rng : int, numpy.random.Generator or None, default=0
         Randomness of the subsampling and of every analysis.
 
@@ -323,6 +327,8 @@ def compare(
         for x in blocks
     ]
     boots = _bootstrap(blocks, n, n_boot, boot_fraction, seed, bl, ms)
+    for key, ci in boots.items():  # centre the subsample spread on the full-N value
+        boots[key] = ci + np.array([r[key] for r in analyses])[:, None]
     sim = _similarity_block(das, n, n_boot, boot_fraction, seed)
     rec = list(labels)
     data: dict[str, Any] = {}
@@ -380,7 +386,8 @@ def compare(
             "matching": (
                 f"both cut to N={n} units (random, non-constant) and T={t} contiguous frames "
                 f"(random start), units z-scored; SVCA blocks of {bl} frames; intervals over "
-                f"{n_boot} subsamples of {boot_fraction:.0%} of the units"
+                f"{n_boot} subsamples of {boot_fraction:.0%} of the units, centred on the "
+                "full-N value"
             ),
             "caveats": _caveats(analyses, n, t, rec, sim),
         },
@@ -397,20 +404,26 @@ def _bootstrap(
     """2.5-97.5 % ranges of every scalar over random subsets of the matched units."""
     if n_boot == 0:
         return {}
-    m = max(8, int(round(fraction * n)))
+    m = max(4, round(fraction * n))
     gen = np.random.default_rng(seed + 1)
     keys = [k for k, _, _ in COMPARE_SCALARS[2:]]
     values = {k: np.full((2, n_boot), np.nan) for k in keys}
     for i in range(n_boot):
         pick = np.sort(gen.choice(n, size=min(m, n), replace=False))  # same units' slots
         for r, x in enumerate(blocks):
-            res = _analyse(
-                x[:, :n][:, pick], seed=seed, block_length=bl, min_shift=ms,
-                n_raster_frames=1, sort=False,
-            )  # fmt: skip
+            try:
+                res = _analyse(
+                    x[:, :n][:, pick], seed=seed, block_length=bl, min_shift=ms,
+                    n_raster_frames=1, sort=False,
+                )  # fmt: skip
+            except ValueError:  # too few units in a subsample for an analysis: no interval
+                continue
             for k in keys:
                 values[k][r, i] = res[k]
-    return {k: np.nanpercentile(v, [2.5, 97.5], axis=1).T for k, v in values.items()}
+    return {
+        k: np.nanpercentile(v, [2.5, 97.5], axis=1).T - np.nanmedian(v, axis=1)[:, None]
+        for k, v in values.items()
+    }
 
 
 def _similarity_block(
@@ -429,19 +442,18 @@ def _similarity_block(
         ok = np.all(np.isfinite(vals), axis=0) & (np.std(vals, axis=0) > 0)
         usable = np.flatnonzero(ok)
         pick = np.sort(gen.choice(usable, size=min(n, len(usable)), replace=False))
-        halves.append(
-            split_repeats(vals[:, pick], da["stimulus"].values, da["repeat"].values, ids)
-        )
+        halves.append(split_repeats(vals[:, pick], da["stimulus"].values, da["repeat"].values, ids))
     out: dict[str, Any] = similarity(halves[0], halves[1])
     if n_boot:
-        m = max(4, int(round(fraction * halves[0].shape[2])))
+        m = max(4, round(fraction * halves[0].shape[2]))
         draws = []
         for _ in range(n_boot):
             sub = [h[:, :, np.sort(gen.choice(h.shape[2], min(m, h.shape[2]), replace=False))]
                    for h in halves]  # fmt: skip
             draws.append(similarity(sub[0], sub[1]))
         for key in ("rsa", "rsa_ceiling", "cka", "cka_ceiling"):
-            out[f"{key}_ci"] = np.nanpercentile([d[key] for d in draws], [2.5, 97.5])
+            vals = [d[key] for d in draws]
+            out[f"{key}_ci"] = out[key] + np.nanpercentile(vals, [2.5, 97.5]) - np.nanmedian(vals)
     return out
 
 
@@ -461,10 +473,12 @@ def _caveats(
             f"at most {k} SVCs/components: the power law is fitted over {_fit_range(k)}, not "
             "the papers' 11..500; exponents are not comparable to published values"
         )
-    for lab, res in zip(rec, analyses, strict=True):
-        for key in ("svca_alpha", "eigen_alpha"):
-            if not np.isfinite(res[key]):
-                out.append(f"{lab}: {key} is NaN (too few positive values in the fit range)")
+    out += [
+        f"{lab}: {key} is NaN (too few positive values in the fit range)"
+        for lab, res in zip(rec, analyses, strict=True)
+        for key in ("svca_alpha", "eigen_alpha")
+        if not np.isfinite(res[key])
+    ]
     if not sim:
         out.append(
             "no representational similarity: the two recordings do not share stimulus ids "

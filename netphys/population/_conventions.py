@@ -124,7 +124,7 @@ def paper_strip_split(pos_y: np.ndarray, *, n_strips: int = 16, gap: float = 10)
     [1, 1, 0, 2, 2, 0]
     """
     y = np.round(np.asarray(pos_y, dtype=np.float64)).astype(np.int64)
-    nby = int(math.floor(y.max() / n_strips)) if y.size else 0
+    nby = math.floor(y.max() / n_strips) if y.size else 0
     sets = np.zeros(y.shape, dtype=np.int8)
     if nby < 1:
         return sets
@@ -191,9 +191,10 @@ def _warn_identical(func: str, *, stacklevel: int = 3) -> None:
 def warn_identical_grams(g11: np.ndarray, g21: np.ndarray, g22: np.ndarray, *, func: str) -> bool:
     """Warn when the repeats' Grams coincide (R1 == R2 up to round-off)."""
     scale = max(float(np.abs(g11).max(initial=0.0)), 1e-300)
-    if np.abs(g21 - g11).max(initial=0.0) <= 1e-12 * scale and np.abs(
-        g22 - g11
-    ).max(initial=0.0) <= 1e-12 * scale:
+    if (
+        np.abs(g21 - g11).max(initial=0.0) <= 1e-12 * scale
+        and np.abs(g22 - g11).max(initial=0.0) <= 1e-12 * scale
+    ):
         _warn_identical(func, stacklevel=4)
         return True
     return False

@@ -88,7 +88,9 @@ def _spearman_brown(r: float) -> float:
 
 def _self_agreement(halves: np.ndarray) -> tuple[float, float]:
     """Split-half reliability of a system's RDM (Spearman-Brown) and of its CKA."""
-    r_rdm = rsa(rdm(halves[[0, 0]], crossvalidated=False), rdm(halves[[1, 1]], crossvalidated=False))
+    r_rdm = rsa(
+        rdm(halves[[0, 0]], crossvalidated=False), rdm(halves[[1, 1]], crossvalidated=False)
+    )
     return _spearman_brown(r_rdm), linear_cka(halves[0], halves[1])
 
 
@@ -151,4 +153,3 @@ def shared_stimuli(a: xr.DataArray, b: xr.DataArray, *, min_stimuli: int = 4) ->
         ids.append({int(v) for v, c in zip(s, reps, strict=True) if c >= 2})
     common = np.array(sorted(ids[0] & ids[1]))
     return common if len(common) >= min_stimuli else None
-

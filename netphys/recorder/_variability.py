@@ -138,7 +138,7 @@ class VariabilityHooks:
                 if spec.signal_std is None:
                     self.resolve_input_scale(x)
                     spec = next(s for s in self.specs if isinstance(s, InputNoise))
-                std = spec.noise_std
+                std = spec.noise_std or 0.0
                 noise = torch.randn(
                     x.shape, generator=self._gen(x.device), device=x.device, dtype=x.dtype
                 )

@@ -275,7 +275,10 @@ class Recorder:
         finally:
             if self._store is not None and writer_error is None:
                 self._store.root.attrs.update(
-                    {"frames_committed": self._store.frames, "variability": self.variability.attrs()}
+                    {
+                        "frames_committed": self._store.frames,
+                        "variability": self.variability.attrs(),
+                    }
                 )
                 self._store.close(status="complete")
         if writer_error is not None and _error is None:

@@ -21,8 +21,6 @@ def test_plot(pair):
     assert len(fig.axes) == 6
 
 
-
-
 def test_plot_refuses_other_input(pair):
     with pytest.raises(TypeError, match="plot_compare"):
         plot_compare(pair[0])

@@ -193,10 +193,11 @@ def test_shuffle_null_paper_matches_reference() -> None:
     shifts = res["shift"].values
     assert shifts.min() >= 1000
     assert shifts.max() <= nt - 1001
-    null = []
-    for i in range(12):
-        for j in range(i + 1, 12):
-            null.append(np.corrcoef(x[:, i], np.roll(x[:, j], shifts[j]))[0, 1])
+    null = [
+        np.corrcoef(x[:, i], np.roll(x[:, j], shifts[j]))[0, 1]
+        for i in range(12)
+        for j in range(i + 1, 12)
+    ]
     edges = np.round(np.arange(-0.3, 0.75 + 0.0005, 0.001), 6)
     np.testing.assert_allclose(res["bin_edge"].values, edges)
     np.testing.assert_array_equal(res["null_count"].values, np.histogram(null, edges)[0])
