@@ -22,7 +22,9 @@ def _continual(args: argparse.Namespace) -> int:
         method=args.method,
         seed=args.seed,
         progress=not args.quiet,
+        variability=None if args.no_variability else "default",
     )
+    print(f"  variability: {summary['variability_description']}")
     print(f"netphys demo --experiment continual: report in {out}/ (summary.json, overview.png)")
     for method, res in summary["methods"].items():
         acc = [round(float(x["task1_accuracy"]), 2) for x in res["sessions"]]
@@ -90,8 +92,10 @@ def _demo(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         analyses=not args.no_analyses,
         progress=not args.quiet,
+        variability=None if args.no_variability else "default",
     )
     print(f"netphys demo: {summary['n_units']} units x {summary['n_frames']} frames recorded")
+    print(f"  variability: {summary['variability_description']}")
     print(f"  recording: {summary['recording']}")
     print("  session  epoch  test_acc  mean_act  frac_active  pca_alpha")
     for s in summary["sessions"]:
@@ -220,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--no-analyses", action="store_true", help="record and first report only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-variability",
+        action="store_true",
+        help="record the noise-free model (default: Poisson spiking units, so repeats differ)",
+    )
     p.add_argument(
         "--experiment",
         choices=["standard", "continual", "width"],

@@ -77,3 +77,9 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     y = digits.target.astype("int64")
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, stratify=y, random_state=seed)
     return x_tr, y_tr, x_te, y_te
+
+
+#: Trial-to-trial variability of the demo and continual recordings: spiking units (Poisson
+#: counts at 20 Hz per unit of activity in 100 ms frames) on every recorded layer, so that
+#: repeats differ like a mouse's and cvPCA/SVCA separate signal from noise.
+DEMO_VARIABILITY: list[dict[str, Any]] = [{"kind": "poisson", "rate": 20.0, "frame_time": 0.1}]

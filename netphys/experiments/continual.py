@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from netphys.experiments._common import json_safe, save_figure, write_json
-from netphys.experiments._models import DEMO_LAYERS, DemoCNN, load_digits_split
+from netphys.experiments._models import DEMO_LAYERS, DEMO_VARIABILITY, DemoCNN, load_digits_split
+from netphys.variability import describe, parse_variability, to_json
 
 __all__ = ["METHODS", "run_continual"]
 
@@ -147,7 +148,10 @@ def _run_method(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=2 * epochs + 1, desc=method, unit="session", disable=not progress)
-    with Recorder(model, path, layers=DEMO_LAYERS, mode="w", dtype="float32", seed=seed) as rec:
+    with Recorder(
+        model, path, layers=DEMO_LAYERS, mode="w", dtype="float32", seed=seed,
+        variability=cfg["variability"],
+    ) as rec:  # fmt: skip
         opt = None
         for s in range(2 * epochs + 1):
             task = 0 if s == 0 else (1 if s <= epochs else 2)
@@ -287,6 +291,7 @@ def run_continual(
     ewc_lambda: float = 5000.0,
     concepts: bool = True,
     progress: bool = True,
+    variability: Any = "default",
 ) -> dict[str, Any]:
     """Run the continual-learning experiment, record every epoch and write the report.
 
@@ -315,6 +320,9 @@ def run_continual(
         concept persistence against the reference.
     progress : bool, default=True
         Show progress bars.
+    variability : "default", None or a spec, default="default"
+        Trial-to-trial variability of the recordings (:mod:`netphys.variability`); "default"
+        is Poisson spiking units on the recorded layers, None the noise-free model.
 
     Returns
     -------
@@ -355,7 +363,9 @@ def run_continual(
         "probe_x": x_te[pidx], "probe_y": y_te[pidx], "probe_idx": pidx,
         "noise": spontaneous_inputs(torch.as_tensor(x_te), n_spont, kind="noise", rng=rng),
     }  # fmt: skip
-    cfg = {"lr": 3e-3, "batch_size": 32, "replay_batch": 16, "n_replay_per_class": n_replay,
+    if isinstance(variability, str) and variability == "default":
+        variability = DEMO_VARIABILITY
+    cfg = {"variability": variability, "lr": 3e-3, "batch_size": 32, "replay_batch": 16, "n_replay_per_class": n_replay,
            "ewc_lambda": lam, "concepts": bool(concepts), "concept_k": 16}  # fmt: skip
     results: dict[str, dict[str, Any]] = {}
     threads = torch.get_num_threads()
@@ -385,6 +395,14 @@ def run_continual(
         "epochs_per_task": epochs,
         "reference_session": epochs,
         "seed": seed,
+        "variability": {"sources": to_json(parse_variability(variability)), "seed": seed}
+        if variability is not None
+        else None,
+        "variability_description": describe(
+            {"sources": to_json(parse_variability(variability)), "seed": seed}
+            if variability is not None
+            else None
+        ),
         "layers": DEMO_LAYERS,
         "n_probe_frames": len(pidx),
         "n_spontaneous": n_spont,

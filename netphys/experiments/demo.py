@@ -20,7 +20,12 @@ import numpy as np
 from netphys.experiments._common import json_safe, save_figure, write_json
 from netphys.experiments._demo_report import demo_sections
 from netphys.experiments._html import write_report_html
-from netphys.experiments._models import DEMO_LAYERS, DemoCNN, load_digits_split
+from netphys.experiments._models import (
+    DEMO_LAYERS,
+    DEMO_VARIABILITY,
+    DemoCNN,
+    load_digits_split,
+)
 from netphys.io._stimuli import write_stimuli
 
 __all__ = ["DEMO_LAYERS", "DemoCNN", "load_digits_split", "run_demo", "train_and_record"]
@@ -38,6 +43,7 @@ def train_and_record(
     progress: bool,
     width: int = 16,
     path: Path | None = None,
+    variability: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the demo CNN, recording a session before training and after every epoch.
 
@@ -63,7 +69,9 @@ def train_and_record(
     weights: dict[int, dict[str, np.ndarray]] = {}
     path = out / "recording.zarr" if path is None else path
     bar = tqdm(total=epochs + 1, desc="train + record", unit="session", disable=not progress)
-    with Recorder(model, path, layers=DEMO_LAYERS, mode="w", dtype=dtype, seed=seed) as rec:
+    with Recorder(
+        model, path, layers=DEMO_LAYERS, mode="w", dtype=dtype, seed=seed, variability=variability
+    ) as rec:
         for epoch in range(epochs + 1):
             train_loss = float("nan")
             if epoch > 0:
@@ -106,6 +114,7 @@ def run_demo(
     dtype: str = "float32",
     analyses: bool = True,
     progress: bool = True,
+    variability: Any = "default",
 ) -> dict[str, Any]:
     """Train, record and report; return the summary written to ``OUT/summary.json``.
 
@@ -125,22 +134,36 @@ def run_demo(
         Run the population and concept analyses (False: recording and first report only).
     progress : bool, default=True
         Show progress bars.
+    variability : "default", None or a spec, default="default"
+        Trial-to-trial variability of the recording (see :mod:`netphys.variability`);
+        "default" is ``DEMO_VARIABILITY`` (Poisson spiking units), None the noise-free model
+        (repeats identical: cvPCA signal fraction 1 by construction).
 
     Returns
     -------
     dict
         The JSON summary: per-session numbers, ``figures`` (name -> path relative to
-        ``OUT``; one base for every figure), ``report`` (the HTML page).
+        ``OUT``; one base for every figure), ``report`` (the HTML page), ``variability``
+        (the stored spec) and ``variability_description``.
     """
     from tqdm.auto import tqdm
 
     import netphys
+    from netphys.variability import describe
 
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(variability, str) and variability == "default":
+        variability = DEMO_VARIABILITY
     model, info = train_and_record(
-        out, epochs=epochs, seed=seed, n_spontaneous=n_spontaneous, dtype=dtype, progress=progress
+        out,
+        epochs=epochs,
+        seed=seed,
+        n_spontaneous=n_spontaneous,
+        dtype=dtype,
+        progress=progress,
+        variability=variability,
     )
     # the held-out digits, so that per-unit pages show a unit's preferred digits
     write_stimuli(out / "recording.zarr", info["x_test"][:, 0])
@@ -175,6 +198,8 @@ def run_demo(
         "layers": DEMO_LAYERS,
         "n_units": int(act.sizes["unit"]),
         "n_frames": int(act.sizes["time"]),
+        "variability": rec.attrs.get("variability"),
+        "variability_description": describe(rec.attrs.get("variability")),
         "sessions": sessions,
         "figures": figures,
         "population": info.get("population"),
@@ -184,7 +209,8 @@ def run_demo(
     write_report_html(
         out / "report.html",
         title="netphys demo: a CNN on scikit-learn's digits, recorded like a mouse",
-        intro=_INTRO.format(epochs=epochs, n_units=summary["n_units"], n_spont=n_spontaneous),
+        intro=_INTRO.format(epochs=epochs, n_units=summary["n_units"], n_spont=n_spontaneous)
+        + f" Trial-to-trial variability: {summary['variability_description']}.",
         sections=demo_sections(summary),
     )
     summary["seconds"] = round(time.time() - t0, 1)
@@ -273,6 +299,10 @@ def _population(
     with warnings.catch_warnings():
         # dead ReLU units are expected here; each result reports them (is_constant)
         warnings.filterwarnings("ignore", message=".*constant unit", category=NetphysWarning)
+        # without variability the repeats are identical: summary.json says so instead
+        warnings.filterwarnings(
+            "ignore", message=".*repeats are identical", category=NetphysWarning
+        )
         popsum = population_report(act, behaviour=beh, out_dir=out / "population", rng=seed)
     for s in sessions:
         numbers = popsum["sessions"].get(str(s["session"]), {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -420,10 +421,14 @@ def _bootstrap(
                 continue
             for k in keys:
                 values[k][r, i] = res[k]
-    return {
-        k: np.nanpercentile(v, [2.5, 97.5], axis=1).T - np.nanmedian(v, axis=1)[:, None]
-        for k, v in values.items()
-    }
+    out = {}
+    for k, v in values.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+            ci = np.nanpercentile(v, [2.5, 97.5], axis=1).T - np.nanmedian(v, axis=1)[:, None]
+        ci[np.isfinite(v).sum(axis=1) < n_boot / 2] = np.nan  # mostly undefined: no interval
+        out[k] = ci
+    return out
 
 
 def _similarity_block(
