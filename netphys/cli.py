@@ -106,13 +106,17 @@ def _demo(args: argparse.Namespace) -> int:
         )
     pop = (summary.get("population") or {}).get("sessions", {})
     if pop:
-        print("  session  svca_alpha  reliable_frac_128  behaviour_explains  category_index")
+        print(
+            "  session  svca_alpha  reliable_frac_128  cvpca_signal_frac  behaviour_explains  "
+            "category_index"
+        )
         for key, n in pop.items():
             svca, rrr = n.get("svca", {}), n.get("behaviour_rrr", {})
             cat = n.get("category_autocorrelation", {})
+            signal = (n.get("cvpca") or {}).get("signal_fraction", float("nan"))
             print(
                 f"  {key:>7}  {svca.get('alpha', float('nan')):10.2f}  "
-                f"{svca.get('reliable_fraction_128', float('nan')):17.2f}  "
+                f"{svca.get('reliable_fraction_128', float('nan')):17.2f}  {signal:17.2f}  "
                 f"{rrr.get('best_explained_fraction_128', float('nan')):18.2f}  "
                 f"{cat.get('index', float('nan')):14.2f}"
             )

@@ -21,6 +21,7 @@ from netphys.population._sessions import (
     subspace_alignment,
     tuning_drift,
 )
+from netphys.population._similarity import linear_cka, rdm, rsa, similarity
 from netphys.population._simulate import simulate_population
 from netphys.population._sorting import rastermap_sort
 from netphys.population._sparseness import sparseness, sparseness_summary
@@ -62,6 +63,10 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     # model versus mouse
     "compare",
     "COMPARE_SCALARS",
+    "similarity",
+    "rdm",
+    "rsa",
+    "linear_cka",
     "simulate_calcium",
     "deconvolve",
     "INDICATOR_TAU",

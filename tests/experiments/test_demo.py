@@ -40,6 +40,7 @@ def test_demo_records_and_reports(tmp_path):
     assert s0["test_accuracy"] < 0.3 < 0.8 < s1["test_accuracy"]  # chance before, learned after
     rec = netphys.open_recording(out / "recording.zarr")
     assert rec.attrs["status"] == "complete"
+    assert rec.attrs["variability"] == on_disk["variability"]  # stored and reported
     assert set(np.unique(rec["condition"].values)) == {"stimulus", "spontaneous"}
     np.testing.assert_array_equal(np.unique(rec["repeat"].values), [0, 1])
     assert "graph/act1--act2" in rec.groups or "/graph/act1--act2" in rec.groups
@@ -77,6 +78,16 @@ def test_demo_with_analyses(tmp_path):
     # significance against the untrained control: the control is not all starred
     sig = on_disk["concepts"]["significance"]["untrained"]
     assert sig["n_significant"] <= max(1, 0.1 * sig["n_concepts"])
+    # recorded with spiking units: repeats differ, so cvPCA finds noise as well as signal
+    assert summary["variability"]["sources"][0]["kind"] == "poisson"
+    assert "poisson(rate=20.0" in summary["variability_description"]
+    fractions = [
+        n["cvpca"]["signal_fraction"]
+        for n in summary["population"]["sessions"].values()
+        if "signal_fraction" in n.get("cvpca", {})
+    ]
+    assert fractions
+    assert all(0.0 < f < 0.99 for f in fractions), fractions
 
 
 def test_cli_info_recover_and_errors(tmp_path, capsys):
