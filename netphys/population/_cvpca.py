@@ -235,8 +235,9 @@ def cvpca(
         ``spectrum`` (``signal_variance`` / its sum), ``fitted``; ``signal_variance_shuffles``
         (shuffle, component); 0-d ``total_variance`` (summed over units, mean of the two
         repeats, per stimulus), ``signal_fraction`` (summed ``signal_variance`` over
-        ``total_variance``: 1 for a noise-free recording), ``alpha``, ``intercept``, ``r2``, ``fit_start``, ``fit_stop``,
-        ``n_nonpositive``, ``n_dropped``; ``is_constant`` along ``unit``.
+        ``total_variance``: 1 for a noise-free recording when every component is kept),
+        ``alpha``, ``intercept``, ``r2``, ``fit_start``, ``fit_stop``, ``n_nonpositive``,
+        ``n_dropped``; ``is_constant`` along ``unit``.
 
     Raises
     ------
