@@ -121,7 +121,7 @@ def paper_strip_split(pos_y: np.ndarray, *, n_strips: int = 16, gap: float = 10)
     Examples
     --------
     >>> paper_strip_split(np.array([1, 5, 20, 25, 40, 45]), n_strips=2, gap=10).tolist()
-    [1, 1, 0, 2, 2, 0]
+    [1, 1, 0, 2, 0, 0]
     """
     y = np.round(np.asarray(pos_y, dtype=np.float64)).astype(np.int64)
     nby = math.floor(y.max() / n_strips) if y.size else 0
