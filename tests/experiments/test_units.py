@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 import netphys  # noqa: E402
 from netphys.cli import main  # noqa: E402
+from netphys.errors import NetphysWarning  # noqa: E402
 from netphys.experiments import unit_profile  # noqa: E402
 from netphys.io._stimuli import write_stimuli  # noqa: E402
 from netphys.plot import plot_unit  # noqa: E402
@@ -30,7 +31,10 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.
     x = gen.standard_normal((N, 4)).astype("float32")
     labels = np.arange(N) % 3
     path = tmp_path_factory.mktemp("units") / "rec.zarr"
-    netphys.record(model, x, path, labels=labels, repeats=REPEATS, n_spontaneous=5, progress=False)
+    with pytest.warns(NetphysWarning, match="without `variability`"):  # planted: noise-free
+        netphys.record(
+            model, x, path, labels=labels, repeats=REPEATS, n_spontaneous=5, progress=False
+        )
     netphys.record(model, 2 * x, path, labels=labels, mode="a", n_spontaneous=5, progress=False)
     return path, x, labels
 

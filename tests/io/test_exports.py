@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 pynwb = pytest.importorskip("pynwb")
 
 import netphys  # noqa: E402
+from netphys.errors import NetphysWarning  # noqa: E402
 from netphys.io import to_pynapple, write_nwb  # noqa: E402
 
 
@@ -22,8 +23,9 @@ def rec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.nn.Linear(5, 3),
     )  # fmt: skip
     path = tmp_path_factory.mktemp("exp") / "rec.zarr"
-    netphys.record(model, torch.randn(8, 4), path, labels=np.arange(8) % 3, repeats=2,
-                   n_spontaneous=4, progress=False)  # fmt: skip
+    with pytest.warns(NetphysWarning, match="without `variability`"):  # noise-free repeats
+        netphys.record(model, torch.randn(8, 4), path, labels=np.arange(8) % 3, repeats=2,
+                       n_spontaneous=4, progress=False)  # fmt: skip
     return path
 
 

@@ -10,6 +10,7 @@ import pytest
 import xarray as xr
 
 import netphys
+from netphys.errors import NetphysWarning
 from netphys.io.recording import FORMAT_VERSION, FRAME_FIELDS
 
 torch = pytest.importorskip("torch")
@@ -23,9 +24,11 @@ def rec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
     path = tmp_path_factory.mktemp("fmt") / "rec.zarr"
     labels = np.array([0, 1, 2, 0, 1, 2])
-    netphys.record(
-        model, torch.randn(6, 4), path, labels=labels, repeats=2, n_spontaneous=3, progress=False
-    )
+    with pytest.warns(NetphysWarning, match="without `variability`"):  # noise-free repeats
+        netphys.record(
+            model, torch.randn(6, 4), path, labels=labels, repeats=2, n_spontaneous=3,
+            progress=False,
+        )  # fmt: skip
     return path
 
 
