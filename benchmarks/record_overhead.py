@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import netphys
-from netphys.experiments.demo import _model_class
+from netphys.experiments._models import DemoCNN
 
 
 def wide_cnn() -> nn.Module:
@@ -237,7 +237,7 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, netphys {netphys.__version__}"
     )
     if args.only in (None, "demo"):
-        bench("demo CNN (digits 8x8)", _model_class()(), (1, 8, 8), _with_frames(args, 65536))
+        bench("demo CNN (digits 8x8)", DemoCNN(), (1, 8, 8), _with_frames(args, 65536))
     if args.only in (None, "wide"):
         bench("wide CNN (32x32)", wide_cnn(), (3, 32, 32), _with_frames(args, 4096))
 

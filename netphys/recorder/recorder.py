@@ -206,13 +206,7 @@ class Recorder:
                 "writer": self.writer,
             },
         }
-        self._store = RecordingWriter(
-            self.path,
-            mode=self.mode,
-            chunk_frames=self.chunk_frames or 1024,
-            attrs=provenance,
-            compression=self.compression,
-        )
+        self._store = self._make_store(provenance)
         self._frame = self._store.frames
         existing = self._store.root["session"]
         self._session = int(existing[:].max()) if existing.shape[0] else -1
@@ -245,6 +239,16 @@ class Recorder:
             raise
         self._open = True
         return self
+
+    def _make_store(self, provenance: dict[str, Any]) -> Any:
+        """The store writer (DistributedRecorder overrides this with a per-rank writer)."""
+        return RecordingWriter(
+            self.path,
+            mode=self.mode,
+            chunk_frames=self.chunk_frames or 1024,
+            attrs=provenance,
+            compression=self.compression,
+        )
 
     def close(self, *, _error: BaseException | None = None) -> None:
         """Flush every complete frame, stop the writer, remove the hooks, finalise the store."""
