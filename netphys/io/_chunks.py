@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numcodecs import Blosc
+from numcodecs import Blosc  # type: ignore[import-untyped]
 from zarr.codecs import BloscCodec, BytesCodec
 
 __all__ = ["ChunkWriter", "direct_spec"]
@@ -160,7 +160,8 @@ class ChunkWriter:
             part = full
         else:
             part = np.ascontiguousarray(part, dtype=spec.dtype)
-        data = memoryview(part).cast("B") if spec.codec is None else spec.codec.encode(part)
+        raw: Any = part
+        data = memoryview(raw).cast("B") if spec.codec is None else spec.codec.encode(part)
         path = spec.folder / spec.encode_key((t, *idx))
         _atomic_write(path, data)
         return len(data)

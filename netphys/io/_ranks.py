@@ -123,7 +123,7 @@ class RankWriter:
         barrier()
         _wait_for(self.path / _RANKS / str(self.rank) / "zarr.json", "this rank's record")
         root = zarr.open_group(self.path, mode="r", zarr_format=3, use_consolidated=False)
-        rattrs = dict(root.attrs)
+        rattrs: dict[str, Any] = dict(root.attrs)
         if int(rattrs.get("world_size", -1)) != self.world_size:
             raise RecordingError(
                 f"DistributedRecorder: {str(self.path)!r} was recorded by "
@@ -133,14 +133,14 @@ class RankWriter:
         self._chunk = int(rattrs["chunk_frames"])
         self.root = _RootView(root)
         for name in rattrs.get("layers", []):
-            g = root[f"layers/{name}"]
+            g: Any = root[f"layers/{name}"]
             self._layer_specs[name] = {
                 "n_units": g["activity"].shape[1],
                 "n_nodes": g["nodes"].shape[1],
                 "dtype": str(g["activity"].dtype),
             }
         if "behaviour" in root:
-            self._behaviour_width = root["behaviour/logits"].shape[1]
+            self._behaviour_width = int(root["behaviour/logits"].shape[1])  # type: ignore[union-attr]
         record = _read_group_attrs(self.path / _RANKS / str(self.rank))
         self._slots = [int(s) for s in record.get("slots", [])]
         self._nframes = [int(n) for n in record.get("frames", [])]
@@ -367,7 +367,7 @@ def finalize(path: str | os.PathLike[str], *, status: str = "complete") -> dict[
     """
     p = Path(path)
     root = zarr.open_group(p, mode="r+", zarr_format=3, use_consolidated=False)
-    attrs = dict(root.attrs)
+    attrs: dict[str, Any] = dict(root.attrs)
     world, c = int(attrs["world_size"]), int(attrs["chunk_frames"])
     records = [_read_group_attrs(p / _RANKS / str(r)) for r in range(world)]
     slots = {int(s) for rec in records for s in rec.get("slots", [])}

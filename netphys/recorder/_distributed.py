@@ -127,8 +127,7 @@ class DistributedRecorder(Recorder):
 
         After a restart with ``mode="a"``, skip these samples to resume without duplicates.
         """
-        root = zarr.open_group(self.path, mode="r", zarr_format=3, use_consolidated=False)
-        stim = np.asarray(root["stimulus"][:])
-        ranks = np.asarray(root["rank"][:])
+        stim = np.asarray(zarr.open_array(self.path / "stimulus", mode="r", zarr_format=3)[:])
+        ranks = np.asarray(zarr.open_array(self.path / "rank", mode="r", zarr_format=3)[:])
         keep = ranks >= 0 if all_ranks else ranks == self.rank
         return np.sort(stim[keep])
