@@ -421,18 +421,17 @@ def _merge_conditions(root: zarr.Group, records: list[dict[str, Any]], c: int) -
     return vocab
 
 
-def drop_padding(tree: xr.DataTree) -> xr.DataTree:
-    """Remove padding rows (``rank == -1``) of a rank-interleaved recording from every node."""
-    if "rank" not in tree.variables:
-        return tree
-    ranks = np.asarray(tree["rank"].values)
+def drop_padding(tree: xr.DataTree, ranks: np.ndarray) -> xr.DataTree:
+    """Add the ``rank`` coordinate and remove padding rows (``rank == -1``) from every node."""
+    ranks = np.asarray(ranks).astype("int16")
     keep = np.flatnonzero(ranks >= 0)
     nodes = {}
     for node in tree.subtree:
         ds = node.to_dataset(inherit=False)
+        if node is tree:
+            ds = ds.assign_coords(rank=("time", ranks, {"long_name": "writing rank"}))
+            ds = ds.set_xindex("rank")  # indexed: every group inherits it, like the frame table
         if "time" in ds.dims:
             ds = ds.isel(time=keep)
-        if node is tree and "rank" in ds.data_vars:
-            ds = ds.set_coords("rank")
         nodes[node.path] = ds
     return xr.DataTree.from_dict(nodes)

@@ -732,7 +732,9 @@ def open_recording(
             tree[f"/{_GRAPH}/{key}"] = _open_group(p, f"{_GRAPH}/{key}", n, chunks)
     out = xr.DataTree.from_dict(tree)
     # format 3 (many ranks, netphys.io._ranks): leave out the padding rows (rank == -1)
-    return drop_padding(out) if int(attrs.get("format_version", 1)) == RANKS_FORMAT_VERSION else out
+    if int(attrs.get("format_version", 1)) == RANKS_FORMAT_VERSION:
+        out = drop_padding(out, np.asarray(zarr.open_array(p / "rank", mode="r")[:n]))
+    return out
 
 
 def _as_tree(rec: Any, func: str) -> xr.DataTree:
