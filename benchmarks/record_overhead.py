@@ -1,17 +1,21 @@
 """Recording overhead: frames/s of the bare forward pass vs forward + recording.
 
-For the demo CNN (digits, 8x8) and a wider 3-conv CNN on 32x32 inputs (114,688 units per
-image), prints frames/s of
+For the demo CNN (digits, 8x8), a wider 3-conv CNN on 32x32 inputs (114,688 units per image)
+and a ResNet-18-shaped model (random init, 32x32 inputs, its 8 residual-block outputs), prints
+frames/s of
 
-- the bare forward pass (baseline, same process),
+- the bare forward pass (baseline, same process, run between every method),
 - forward + netphys recording of all units (float16 by default),
 - a synchronous extractor: a hook that does ``.cpu()`` and ``np.save`` per batch,
-- TorchLens ``extract_dataset`` if installed,
+- TorchLens ``extract_dataset`` if installed (``pip install -e .[bench]``),
+- on a GPU: a copy-only baseline (device-to-host copies into pinned buffers, no writing),
 
-with each one's ratio to the bare pass, the MB/s written and the peak resident memory.
-Runs on the GPU when one is present (``--device cuda``).
+with each one's ratio to the bare pass (wall clock, and process CPU time: on a shared machine
+the CPU ratio is the steadier one), the MB/s written and the extra peak resident memory.
+Methods are interleaved with bare runs; the summary gives medians over ``--repeats``.
 
-Usage: ``python benchmarks/record_overhead.py [--frames 4096] [--batch 256] [--device cpu]``
+Usage: ``python benchmarks/record_overhead.py [--frames N] [--batch 256] [--device cpu|cuda]
+[--only demo|wide|resnet] [--zarr-writes]``
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import torch
 from torch import nn
 
 import netphys
-from netphys.experiments.demo import _model_class
+from netphys.experiments._models import DemoCNN
+from netphys.io import _chunks as chunks
+from netphys.recorder._layers import default_layers
 
 
 def wide_cnn() -> nn.Module:
@@ -43,6 +49,40 @@ def wide_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(64, 10),
     )
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.short(x))
+
+
+def resnet18() -> nn.Module:
+    """ResNet-18 shape (2-2-2-2 basic blocks, 64-512 channels), CIFAR-style 32x32 stem."""
+    blocks, cin = [], 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        blocks += [_Block(cin, cout, stride), _Block(cout, cout, 1)]
+        cin = cout
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 10),
+    )  # fmt: skip
+
+
+def cpu_s() -> float:
+    return time.process_time()
 
 
 def peak_rss_reset() -> None:
@@ -64,86 +104,106 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_bare(model: nn.Module, x: torch.Tensor, batch: int, device: torch.device) -> float:
-    t = time.perf_counter()
+def _timed(fn, n: int, device: torch.device, out: Path | None = None) -> dict[str, float]:
+    """Run ``fn``; frames/s (wall and CPU), MB/s written to ``out`` and extra peak RSS."""
+    peak_rss_reset()
+    rss0 = peak_rss_mb()
+    c, t = cpu_s(), time.perf_counter()
+    fn()
+    sync(device)
+    wall, cpu = time.perf_counter() - t, cpu_s() - c
+    size = 0 if out is None else sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"fps": n / wall, "cpu": cpu, "mbs": size / wall / 1e6, "rss": peak_rss_mb() - rss0}
+
+
+def run_bare(model, x, batch, device) -> None:
     with torch.no_grad():
         for s in range(0, len(x), batch):
             model(x[s : s + batch].to(device, non_blocking=True))
-    sync(device)
-    return len(x) / (time.perf_counter() - t)
 
 
-def run_netphys(
-    model, x, batch, device, layers, dtype, folder, compression="lz4", writer="auto"
-) -> tuple[float, float]:
-    path = folder / "rec.zarr"
-    t = time.perf_counter()
+def run_netphys(model, x, batch, device, layers, dtype, path, compression, writer) -> None:
     with (
         torch.no_grad(),
         netphys.Recorder(
-            model,
-            path,
-            layers=layers,
-            dtype=dtype,
-            mode="w",
-            store_weights=False,
-            compression=compression,
-            writer=writer,
+            model, path, layers=layers, dtype=dtype, mode="w", store_weights=False,
+            compression=compression, writer=writer,
         ) as rec,
-    ):
+    ):  # fmt: skip
         for s in range(0, len(x), batch):
             rec.annotate(stimulus=np.arange(s, min(s + batch, len(x))))
             model(x[s : s + batch].to(device, non_blocking=True))
-    sync(device)
-    dt = time.perf_counter() - t
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return len(x) / dt, size / dt / 1e6
 
 
-def run_sync_extractor(model, x, batch, device, layers, dtype, folder) -> tuple[float, float]:
-    """The obvious extractor: a hook doing .cpu() + np.save for each layer and batch."""
+def _hooks(model, layers, fn):
     mods = dict(model.named_modules())
-    out = folder / "npy"
+    return [mods[n].register_forward_hook(lambda m, a, o, n=n: fn(n, o)) for n in layers]
+
+
+def run_sync_extractor(model, x, batch, device, layers, dtype, out: Path) -> None:
+    """The obvious extractor: a hook doing .cpu() + np.save for each layer and batch."""
     out.mkdir(exist_ok=True)
-    counter = {"k": 0}
-    handles = []
     np_dtype = np.float16 if dtype == "float16" else np.float32
-    for name in layers:
+    k = {"batch": 0}
 
-        def hook(m, a, o, name=name):
-            arr = o.detach().cpu().numpy().reshape(o.shape[0], -1).astype(np_dtype)
-            np.save(out / f"{name}_{counter['k']}.npy", arr)
+    def save(name, o):
+        arr = o.detach().cpu().numpy().reshape(o.shape[0], -1).astype(np_dtype)
+        np.save(out / f"{name}_{k['batch']}.npy", arr)
 
-        handles.append(mods[name].register_forward_hook(hook))
-    t = time.perf_counter()
-    with torch.no_grad():
-        for s in range(0, len(x), batch):
-            model(x[s : s + batch].to(device))
-            counter["k"] += 1
-    sync(device)
-    dt = time.perf_counter() - t
-    for h in handles:
-        h.remove()
-    size = sum(f.stat().st_size for f in out.iterdir())
-    return len(x) / dt, size / dt / 1e6
-
-
-def run_torchlens(model, x, batch, layers, folder) -> float | None:
+    handles = _hooks(model, layers, save)
     try:
-        import torchlens  # noqa: F401
-    except ImportError:
-        return None
+        with torch.no_grad():
+            for s in range(0, len(x), batch):
+                model(x[s : s + batch].to(device))
+                k["batch"] += 1
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_copy_only(model, x, batch, device, layers, dtype) -> None:
+    """GPU limit without writing: device-to-host copies into pinned buffers, then sync."""
+    tdt = torch.float16 if dtype == "float16" else torch.float32
+    bufs: dict[str, torch.Tensor] = {}
+
+    def copy(name, o):
+        flat = o.detach().reshape(o.shape[0], -1).to(tdt)
+        if name not in bufs or bufs[name].shape != flat.shape:
+            bufs[name] = torch.empty(flat.shape, dtype=tdt, pin_memory=True)
+        bufs[name].copy_(flat, non_blocking=True)
+
+    handles = _hooks(model, layers, copy)
+    try:
+        with torch.no_grad():
+            for s in range(0, len(x), batch):
+                model(x[s : s + batch].to(device, non_blocking=True))
+        sync(device)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_torchlens(model, x, batch, layers, dtype, out: Path) -> None:
     from torchlens import extract_dataset  # type: ignore[attr-defined]
 
-    t = time.perf_counter()
-    extract_dataset(model, x, layers, batch_size=batch, output_dir=str(folder / "tl"))
-    return len(x) / (time.perf_counter() - t)
+    tdt = torch.float16 if dtype == "float16" else torch.float32
+    extract_dataset(
+        model, x, list(layers), batch_size=batch, output_dir=str(out), progress=False, dtype=tdt
+    )
 
 
-def bench(name: str, model: nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -> None:
+def _has_torchlens() -> bool:
+    try:
+        import torchlens  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> None:
     device = torch.device(args.device)
     model = model.to(device).eval()
-    layers = netphys.recorder._layers.default_layers(model)
+    layers = layers or default_layers(model)
     x = torch.randn(args.frames, *shape)
     if device.type == "cuda":
         x = x.pin_memory()
@@ -152,58 +212,54 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], args: argparse.Na
     units = sum(int(np.prod(o.shape[1:])) for o in _outputs(model, layers, x[:2].to(device)))
     print(
         f"\n{name}: {units} units per frame in {len(layers)} layers, {args.frames} frames, "
-        f"batch {args.batch}, {args.dtype}, {args.compression}, writer {args.writer}, device {device}"
+        f"batch {args.batch}, {args.dtype}, {args.compression}, writer {args.writer}, "
+        f"device {device}, direct chunk writes {chunks.ENABLED}"
     )
-    rows = []
-    for rep in range(args.repeats):
-        folder = Path(tempfile.mkdtemp(prefix="netphys-bench-"))
-        try:
-            bare = run_bare(model, x, args.batch, device)
-            peak_rss_reset()
-            base_rss = peak_rss_mb()
-            rec_fps, rec_mbs = run_netphys(
-                model,
-                x,
-                args.batch,
-                device,
-                layers,
-                args.dtype,
-                folder,
-                args.compression,
-                args.writer,
-            )
-            rec_peak = peak_rss_mb() - base_rss
-            bare2 = run_bare(model, x, args.batch, device)
-            peak_rss_reset()
-            base_rss = peak_rss_mb()
-            ext_fps, ext_mbs = run_sync_extractor(
-                model, x, args.batch, device, layers, args.dtype, folder
-            )
-            ext_peak = peak_rss_mb() - base_rss
-            tl = run_torchlens(model, x, args.batch, layers, folder)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        bare_mean = (bare + bare2) / 2
-        rows.append((bare_mean, rec_fps, rec_mbs, rec_peak, ext_fps, ext_mbs, ext_peak, tl))
+    b, n = args.batch, args.frames
+    methods = {
+        "netphys": lambda f: run_netphys(
+            model, x, b, device, layers, args.dtype, f / "rec.zarr", args.compression, args.writer
+        ),
+        "naive hook": lambda f: run_sync_extractor(
+            model, x, b, device, layers, args.dtype, f / "npy"
+        ),
+    }
+    if device.type == "cuda":
+        methods["copy only"] = lambda f: run_copy_only(model, x, b, device, layers, args.dtype)
+    if _has_torchlens() and not args.no_torchlens:
+        methods["torchlens"] = lambda f: run_torchlens(model, x, b, layers, args.dtype, f / "tl")
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in methods}
+    for _ in range(args.repeats):
+        for key, fn in methods.items():
+            folder = Path(tempfile.mkdtemp(prefix="netphys-bench-"))
+            try:
+                pre = _timed(lambda: run_bare(model, x, b, device), n, device)
+                r = _timed(lambda fn=fn, folder=folder: fn(folder), n, device, folder)
+                post = _timed(lambda: run_bare(model, x, b, device), n, device)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            r["ratio"] = r["fps"] / ((pre["fps"] + post["fps"]) / 2)
+            r["cpu_ratio"] = (pre["cpu"] + post["cpu"]) / 2 / r["cpu"]
+            r["bare"] = (pre["fps"] + post["fps"]) / 2
+            rows[key].append(r)
     print(
-        f"{'run':>4} {'bare f/s':>9} {'netphys f/s':>11} {'ratio':>6} {'MB/s':>7} {'+RSS MB':>8}"
-        f" {'sync f/s':>9} {'ratio':>6} {'MB/s':>7} {'+RSS MB':>8} {'torchlens':>9}"
+        f"{'method':>11} {'bare f/s':>9} {'f/s':>8} {'ratio':>6} {'cpu ratio':>9} {'MB/s':>7} "
+        f"{'+peak RSS MB':>12}   (medians of {args.repeats}, each between two bare runs)"
     )
-    for i, (b, r, rm, rp, e, em, ep, tl) in enumerate(rows):
-        tls = "n/a" if tl is None else f"{tl / b:.2f}x"
+    for key, rs in rows.items():
+        med = {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
         print(
-            f"{i:>4} {b:9.0f} {r:11.0f} {r / b:6.2f} {rm:7.1f} {rp:8.0f}"
-            f" {e:9.0f} {e / b:6.2f} {em:7.1f} {ep:8.0f} {tls:>9}"
+            f"{key:>11} {med['bare']:9.0f} {med['fps']:8.0f} {med['ratio']:6.2f} "
+            f"{med['cpu_ratio']:9.2f} {med['mbs']:7.1f} {med['rss']:12.0f}"
         )
-    med = np.median([r / b for b, r, *_ in rows])
-    med_e = np.median([e / b for b, _, _, _, e, *_ in rows])
-    print(f"median ratio to bare forward: netphys {med:.2f}x, sync .cpu()+np.save {med_e:.2f}x")
+        if device.type == "cuda" and "copy only" in rows and key == "netphys":
+            cp = float(np.median([r["fps"] for r in rows["copy only"]]))
+            print(f"{'':>11} netphys / copy-only: {med['fps'] / cp:.2f}")
 
 
 def _outputs(model, layers, x):
-    mods = dict(model.named_modules())
-    outs = []
-    hs = [mods[n].register_forward_hook(lambda m, a, o: outs.append(o)) for n in layers]
+    outs: list[torch.Tensor] = []
+    hs = _hooks(model, layers, lambda n, o: outs.append(o))
     with torch.no_grad():
         model(x)
     for h in hs:
@@ -211,35 +267,38 @@ def _outputs(model, layers, x):
     return outs
 
 
-def _with_frames(args: argparse.Namespace, default: int) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(args), "frames": args.frames or default})
-
-
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--frames",
-        type=int,
-        default=None,
-        help="frames per run (default: 65536 for the demo CNN, 4096 for the wide CNN)",
-    )
+    p.add_argument("--frames", type=int, default=None, help="frames per run (default per model)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--only", choices=["demo", "wide"], default=None)
+    p.add_argument("--only", choices=["demo", "wide", "resnet"], default=None)
     p.add_argument("--compression", choices=["lz4", "zstd", "none"], default="lz4")
     p.add_argument("--writer", choices=["auto", "thread", "inline"], default="auto")
+    p.add_argument(
+        "--zarr-writes", action="store_true", help="zarr's own write path (no direct chunks)"
+    )
+    p.add_argument("--no-torchlens", action="store_true")
     args = p.parse_args()
+    chunks.ENABLED = not args.zarr_writes
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, netphys {netphys.__version__}"
     )
-    if args.only in (None, "demo"):
-        bench("demo CNN (digits 8x8)", _model_class()(), (1, 8, 8), _with_frames(args, 65536))
-    if args.only in (None, "wide"):
-        bench("wide CNN (32x32)", wide_cnn(), (3, 32, 32), _with_frames(args, 4096))
+    cuda = args.device == "cuda"
+    resnet_layers = [f"{3 + i}" for i in range(8)]  # the 8 residual-block outputs
+    todo = {
+        "demo": ("demo CNN (digits 8x8)", DemoCNN(), (1, 8, 8), None, 16384),
+        "wide": ("wide CNN (32x32)", wide_cnn(), (3, 32, 32), None, 2048),
+        "resnet": ("ResNet-18 shape (32x32)", resnet18(), (3, 32, 32), resnet_layers, 512),
+    }
+    for key, (name, model, shape, layers, frames) in todo.items():
+        if args.only in (None, key):
+            n = args.frames or (frames * 16 if cuda else frames)
+            bench(name, model, shape, layers, argparse.Namespace(**{**vars(args), "frames": n}))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [  # noqa: RUF022 - grouped by topic
     # recording (torch, loaded lazily)
+    "DistributedRecorder",
     "Recorder",
     "record",
     # weight spectra of a model or recording (torch, loaded lazily)
@@ -45,6 +46,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
 ]
 
 _LAZY = {
+    "DistributedRecorder": "netphys.recorder",
     "Recorder": "netphys.recorder",
     "record": "netphys.recorder",
     "anatomy": "netphys.experiments",

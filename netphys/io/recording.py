@@ -29,6 +29,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from netphys.errors import RecordingError, RecordingFormatError
+from netphys.io._chunks import ChunkWriter, write_arrays
+from netphys.io._ranks import RANKS_FORMAT_VERSION, drop_padding, finalize
 
 __all__ = [
     "FORMAT_VERSION",
@@ -122,6 +124,34 @@ def _unit_chunk(n_units: int, chunk_frames: int, itemsize: int, target_bytes: in
     """
     target = max(1, target_bytes // max(1, chunk_frames * itemsize))
     return int(min(n_units, max(target, 64)))
+
+
+def _fit_table_chunks(writer: RecordingWriter) -> None:
+    """On a new, empty store, re-create the frame-table arrays with one block per time chunk.
+
+    The Recorder fixes ``chunk_frames`` (the block size) only at its first forward call, after
+    the root was created; table chunks equal to the block let every block be written as whole
+    chunks by :mod:`netphys.io._chunks` instead of zarr's read-modify-write of a shared chunk.
+    """
+    root, c = writer.root, int(writer.chunk_frames)
+    if writer.frames or writer._layer_specs or root["session"].chunks[0] == c:
+        return
+    for name, spec in FRAME_FIELDS.items():
+        dtype, fill = _STORED_FIELDS.get(name, spec)
+        attrs = dict(root[name].attrs)
+        del root[name]
+        root.create_array(
+            name,
+            shape=(0,),
+            dtype=dtype,
+            chunks=(c,),
+            fill_value=fill,
+            dimension_names=("time",),
+            compressors=_compressor(),
+            config=_ARRAY_CONFIG,
+            attributes=attrs,
+        )
+    writer._array_cache = {}
 
 
 class RecordingWriter:
@@ -284,6 +314,7 @@ class RecordingWriter:
         attrs: Mapping[str, Any],
     ) -> None:
         """Create the group of one recorded layer (or check it matches on append)."""
+        _fit_table_chunks(self)
         n_units = len(unit_coords["unit_id"])
         if name in self._layer_specs:
             spec = self._layer_specs[name]
@@ -364,7 +395,7 @@ class RecordingWriter:
                 name,
                 shape=(self._capacity,),
                 dtype=dtype,
-                chunks=(_TABLE_CHUNK,),
+                chunks=(self.chunk_frames,),  # one block per chunk: written directly
                 fill_value=fill,
                 dimension_names=("time",),
                 attributes={"long_name": long_name},
@@ -441,10 +472,15 @@ class RecordingWriter:
             self._capacity = -(-max(stop, self._capacity + grow) // step) * step
             for arr, _ in arrays:
                 arr.resize((self._capacity, *arr.shape[1:]))
-        for arr, values in arrays:
-            if arr is handles["condition"]:
-                values = self._condition_values(values, arr.dtype)
-            arr[start:stop] = values
+        arrays = [
+            (arr, self._condition_values(v, arr.dtype) if arr is handles["condition"] else v)
+            for arr, v in arrays
+        ]
+        # whole chunks are encoded and written directly, in one wait (netphys.io._chunks);
+        # string (vlen) arrays and unaligned starts go through zarr
+        if getattr(self, "_chunk_writer", None) is None:
+            self._chunk_writer = ChunkWriter(self.path)
+        write_arrays(self._chunk_writer, arrays, start)
         self._write_conditions()
         self.frames = stop
         self.root.attrs["frames_committed"] = stop
@@ -512,6 +548,9 @@ class RecordingWriter:
 
     def close(self, *, status: str = "complete") -> None:
         """Trim arrays to the committed length, mark ``status``, consolidate metadata."""
+        if getattr(self, "_chunk_writer", None) is not None:
+            self._chunk_writer.close()
+            self._chunk_writer = None
         self._trim()
         self.root.attrs.update({"status": status, "frames_committed": self.frames})
         with warnings.catch_warnings():
@@ -527,7 +566,7 @@ def _check_version(attrs: Mapping[str, Any], path: Any) -> None:
             f"open_recording(): {str(path)!r} is a Zarr group but not a netphys recording "
             "(no `format_version` attribute). Real data is read with `netphys.io.open_dataset`."
         )
-    if int(version) > FORMAT_VERSION:
+    if int(version) > max(FORMAT_VERSION, RANKS_FORMAT_VERSION):  # 3: multi-process
         raise RecordingFormatError(
             f"open_recording(): {str(path)!r} has format_version {version}, newer than this "
             f"netphys reads ({FORMAT_VERSION}). Upgrade with `pip install -U netphys`."
@@ -691,7 +730,11 @@ def open_recording(
     if _GRAPH in root:
         for key in root[_GRAPH].group_keys():
             tree[f"/{_GRAPH}/{key}"] = _open_group(p, f"{_GRAPH}/{key}", n, chunks)
-    return xr.DataTree.from_dict(tree)
+    out = xr.DataTree.from_dict(tree)
+    # format 3 (many ranks, netphys.io._ranks): leave out the padding rows (rank == -1)
+    if int(attrs.get("format_version", 1)) == RANKS_FORMAT_VERSION:
+        out = drop_padding(out, np.asarray(zarr.open_array(p / "rank", mode="r")[:n]))
+    return out
 
 
 def _as_tree(rec: Any, func: str) -> xr.DataTree:
@@ -825,7 +868,8 @@ def recover(path: str | os.PathLike[str]) -> dict[str, Any]:
     {'frames_committed': 2048, 'status_before': 'recording', ...}
     """
     p = Path(path)
-    _open_root(p, "recover")
+    if int(_open_root(p, "recover").attrs.get("format_version", 1)) == RANKS_FORMAT_VERSION:
+        return finalize(p, status="recovered")  # many ranks: netphys.io._ranks
     root = zarr.open_group(p, mode="r+", zarr_format=3, use_consolidated=False)
     attrs = dict(root.attrs)
     n = int(attrs.get("frames_committed", 0))
@@ -865,4 +909,3 @@ def _walk_arrays(group: zarr.Group, prefix: str = "") -> list[tuple[str, Any]]:
     for name, sub in group.groups():
         out += _walk_arrays(sub, f"{prefix}{name}/")
     return out
-

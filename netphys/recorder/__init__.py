@@ -7,12 +7,14 @@ concept analysis of a model is :func:`netphys.experiments.concept_analysis`.
 
 from __future__ import annotations
 
+from netphys.recorder._distributed import DistributedRecorder
 from netphys.recorder._weights import layer_weights
 from netphys.recorder.graph import edge_contributions, node_weights
 from netphys.recorder.record import record
 from netphys.recorder.recorder import Recorder
 
 __all__ = [
+    "DistributedRecorder",
     "Recorder",
     "edge_contributions",
     "layer_weights",

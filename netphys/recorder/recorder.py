@@ -18,6 +18,7 @@ from torch import nn
 
 from netphys.errors import RecordingError
 from netphys.io.recording import RecordingWriter
+from netphys.recorder._gpu import CopyStream
 from netphys.recorder._layers import (
     LayerLayout,
     channel_dim_for,
@@ -217,13 +218,7 @@ class Recorder:
             },
             "variability": self.variability.attrs(),
         }
-        self._store = RecordingWriter(
-            self.path,
-            mode=self.mode,
-            chunk_frames=self.chunk_frames or 1024,
-            attrs=provenance,
-            compression=self.compression,
-        )
+        self._store = self._make_store(provenance)
         self._frame = self._store.frames
         existing = self._store.root["session"]
         self._session = int(existing[:].max()) if existing.shape[0] else -1
@@ -257,6 +252,16 @@ class Recorder:
             raise
         self._open = True
         return self
+
+    def _make_store(self, provenance: dict[str, Any]) -> Any:
+        """The store writer (DistributedRecorder overrides this with a per-rank writer)."""
+        return RecordingWriter(
+            self.path,
+            mode=self.mode,
+            chunk_frames=self.chunk_frames or 1024,
+            attrs=provenance,
+            compression=self.compression,
+        )
 
     def close(self, *, _error: BaseException | None = None) -> None:
         """Flush every complete frame, stop the writer, remove the hooks, finalise the store."""
@@ -507,6 +512,7 @@ class Recorder:
             self._store.add_behaviour(width)
         device = next(iter(self._first.values())).device
         self._cuda = device.type == "cuda"
+        self._copies: Any = CopyStream(device) if self._cuda else None
         self._pool = BlockPool(
             n_blocks, capacity, shapes, _DTYPES[self.dtype], width, pin=self._cuda
         )
@@ -587,9 +593,11 @@ class Recorder:
             flat = flat.index_select(1, self._index[name])
         if self._cuda:
             flat = flat.to(_DTYPES[self.dtype])
-        for block, r0, b0, b1 in self._segments_for(b):
-            block.activity[name][r0 : r0 + b1 - b0].copy_(flat[b0:b1], non_blocking=self._cuda)
-            block.nodes[name][r0 : r0 + b1 - b0].copy_(nodes[b0:b1], non_blocking=self._cuda)
+        segments = self._segments_for(b)
+        with self._copies.copying(flat, nodes) if self._cuda else contextlib.nullcontext():
+            for block, r0, b0, b1 in segments:  # on the GPU: on the copy stream (_gpu.py)
+                block.activity[name][r0 : r0 + b1 - b0].copy_(flat[b0:b1], non_blocking=self._cuda)
+                block.nodes[name][r0 : r0 + b1 - b0].copy_(nodes[b0:b1], non_blocking=self._cuda)
 
     def _stage_rest(self, b: int, output: Any) -> None:
         """Frame table and behaviour for the batch; commit its rows; submit full blocks."""
@@ -602,8 +610,11 @@ class Recorder:
             for key, values in table.items():
                 block.table[key][r0 : r0 + n] = values[b0:b1]
             if block.behaviour is not None and beh is not None:
-                for key, values in beh.items():
-                    block.behaviour[key][r0 : r0 + n].copy_(values[b0:b1], non_blocking=self._cuda)
+                with self._copies.copying(*beh.values()) if self._cuda else contextlib.nullcontext():
+                    for key, values in beh.items():
+                        block.behaviour[key][r0 : r0 + n].copy_(
+                            values[b0:b1], non_blocking=self._cuda
+                        )
             if block.start < 0:
                 block.start = self._frame + b0
             block.n = r0 + n
@@ -622,9 +633,7 @@ class Recorder:
     def _submit(self, block: Block) -> None:
         assert self._writer is not None
         if self._cuda:
-            event = torch.cuda.Event()
-            event.record()
-            block.event = event
+            block.event = self._copies.event()  # after this block's copies (_gpu.CopyStream)
         self._writer.submit(block)
         if block is self._block:
             self._block = None

@@ -1,0 +1,133 @@
+"""DistributedRecorder: every ``torch.distributed`` rank records its own frames into one store."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import zarr
+from torch import distributed as dist
+from torch import nn
+
+from netphys.errors import RecordingError
+from netphys.io._ranks import RankWriter, finalize
+from netphys.recorder.recorder import Recorder
+
+__all__ = ["DistributedRecorder"]
+
+
+def _dist_on() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+class DistributedRecorder(Recorder):
+    """Record a model from many processes (DDP ranks) into one recording.
+
+    Each rank records the frames of its own forward calls (e.g. its shard of a
+    ``DistributedSampler``) into time chunks that only it writes; ``annotate(stimulus=...)``
+    should give the *global* sample index of each frame. The recording is format version 3
+    (``docs/format.md``): a per-frame ``rank`` coordinate, rows of ``rank == -1`` being
+    padding that :func:`netphys.open_recording` leaves out. Rank 0 creates the store and, once
+    every rank has closed, writes the manifest (``frames_committed``, ``status``) last. A
+    killed rank loses only the block it had not committed; resume with ``mode="a"`` and skip
+    :meth:`committed_samples`. Node weights are not stored (``store_weights=False``).
+
+    Parameters
+    ----------
+    model, path
+        As for :class:`netphys.Recorder`.
+    rank, world_size : int, optional
+        Default: from the initialised ``torch.distributed`` process group.
+    chunk_frames : int, default=1024
+        Frames per time chunk, the unit of commit (a killed rank loses at most this many).
+    **kwargs
+        Other :class:`netphys.Recorder` options (``layers``, ``dtype``, ``max_units``,
+        ``seed``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ...).
+
+    Examples
+    --------
+    >>> import torch, netphys
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    >>> with netphys.DistributedRecorder(
+    ...     model, "ddp.zarr", rank=0, world_size=1, mode="w"
+    ... ) as rec:  # doctest: +SKIP
+    ...     rec.annotate(stimulus=torch.arange(5))
+    ...     _ = model(torch.randn(5, 4))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        path: str | os.PathLike[str],
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        chunk_frames: int = 1024,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.pop("store_weights", False):
+            raise ValueError(
+                "DistributedRecorder: `store_weights=True` is not supported; record node "
+                "weights with a single-process `netphys.Recorder`."
+            )
+        if rank is None or world_size is None:
+            if not _dist_on():
+                raise RecordingError(
+                    "DistributedRecorder: torch.distributed is not initialised; call "
+                    "`torch.distributed.init_process_group(...)` first or pass `rank` and "
+                    "`world_size`."
+                )
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+        if not (isinstance(world_size, int) and world_size >= 1 and 0 <= int(rank) < world_size):
+            raise ValueError(
+                f"DistributedRecorder: need 0 <= `rank` < `world_size`; got rank={rank!r}, "
+                f"world_size={world_size!r}."
+            )
+        super().__init__(model, path, chunk_frames=chunk_frames, store_weights=False, **kwargs)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+
+    def _barrier(self) -> None:
+        if _dist_on() and self.world_size > 1:
+            dist.barrier()
+
+    def _make_store(self, provenance: dict[str, Any]) -> Any:
+        return RankWriter(
+            self.path,
+            rank=self.rank,
+            world_size=self.world_size,
+            mode=self.mode,
+            chunk_frames=int(self.chunk_frames or 1024),
+            attrs=provenance,
+            compression=self.compression,
+            barrier=self._barrier,
+        )
+
+    def close(self, *, _error: BaseException | None = None) -> None:
+        """Flush and commit this rank; then rank 0 finalizes once every rank has closed.
+
+        Without a process group, rank 0 finalizes at once: close it last (or run
+        ``netphys.recover(path)`` when all ranks are done).
+        """
+        was_open = self._open
+        super().close(_error=_error)
+        if not was_open:
+            return
+        if _error is not None:
+            return  # no barrier: the other ranks may never reach it; `recover` finalizes
+        self._barrier()
+        if self.rank == 0:
+            finalize(self.path, status="complete")
+        self._barrier()
+
+    def committed_samples(self, *, all_ranks: bool = False) -> np.ndarray:
+        """Global sample indices (``stimulus``) already committed by this rank (or all ranks).
+
+        After a restart with ``mode="a"``, skip these samples to resume without duplicates.
+        """
+        stim = np.asarray(zarr.open_array(self.path / "stimulus", mode="r", zarr_format=3)[:])
+        ranks = np.asarray(zarr.open_array(self.path / "rank", mode="r", zarr_format=3)[:])
+        keep = ranks >= 0 if all_ranks else ranks == self.rank
+        return np.sort(stim[keep])

@@ -1,0 +1,140 @@
+"""Many ranks, one recording: 2 gloo processes, exactness, SIGKILL of one rank / the job, resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import netphys
+from netphys.errors import RecordingError
+from tests.recorder._ddp_worker import inputs, model
+
+WORKER = Path(__file__).with_name("_ddp_worker.py")
+N = 43  # odd on purpose: ranks get 22 and 21 samples, last chunks are partial
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_ranks(path: Path, *, kill_at=(-1, -1), mode="w", dtype="float32") -> list[int]:
+    """Start both ranks, wait, return their exit codes."""
+    Path(f"{path}.rendezvous").unlink(missing_ok=True)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(r),
+                "2",
+                str(path),
+                str(N),
+                str(kill_at[r]),
+                mode,
+                dtype,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for r in range(2)
+    ]
+    return [p.wait(timeout=240) for p in procs]
+
+
+def expected(stimulus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Independent capture: layer "1" outputs and logits for the given sample indices."""
+    m, x = model(), inputs(N)
+    out = {}
+    h = m[1].register_forward_hook(lambda mod, a, o: out.setdefault("a", o.detach().clone()))
+    with torch.no_grad():
+        logits = m(x[torch.as_tensor(stimulus)])
+    h.remove()
+    return out["a"].reshape(len(stimulus), -1).numpy(), logits.numpy()
+
+
+def check_frames(path: Path, dtype: str) -> np.ndarray:
+    """Every frame of the recording equals the independent capture; return its stimuli."""
+    rec = netphys.open_recording(path)
+    stim = rec["stimulus"].values
+    assert len(np.unique(stim)) == len(stim), "a sample was recorded twice"
+    np.testing.assert_array_equal(rec["rank"].values, stim % 2)  # rank r got samples r::2
+    act, logits = expected(stim)
+    got = rec["layers/1/activity"].values
+    want = act.astype(np.float16) if dtype == "float16" else act
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))  # bit-exact
+    # logits go through a Linear whose BLAS rounding depends on the batch size (the workers
+    # ran batches of 5, the capture one batch): equal to float32 precision, not bitwise
+    np.testing.assert_allclose(rec["behaviour/logits"].values, logits, rtol=1e-5, atol=1e-6)
+    return stim
+
+
+@pytest.mark.slow
+def test_two_ranks_one_recording_exact(tmp_path):
+    path = tmp_path / "ddp.zarr"
+    assert run_ranks(path) == [0, 0]
+    stim = check_frames(path, "float32")
+    assert sorted(stim.tolist()) == list(range(N))
+    attrs = netphys.open_recording(path).attrs
+    assert (attrs["format_version"], attrs["status"], attrs["frames_valid"]) == (3, "complete", N)
+    # plain xarray opens it too: padding rows are the ones with rank -1
+    plain = xr.open_datatree(path, engine="zarr")
+    assert int((plain["rank"].values >= 0).sum()) == N
+    assert plain["layers/1/activity"].shape[0] == attrs["frames_committed"]
+
+
+@pytest.mark.slow
+def test_sigkill_the_job_then_one_rank_then_resume(tmp_path):
+    path = tmp_path / "ddp.zarr"
+    # the whole job dies before each rank's 3rd call: one block of 8 frames each committed
+    assert run_ranks(path, kill_at=(2, 2), dtype="float16") == [-9, -9]
+    assert netphys.recover(path)["frames_valid"] == 16
+    stim = check_frames(path, "float16")
+    assert sorted(stim.tolist()) == list(range(16))
+    # resumed, rank 1 alone dies before its 3rd call: rank 0 finishes, then its barrier fails
+    codes = run_ranks(path, kill_at=(-1, 2), mode="a", dtype="float16")
+    assert codes[1] == -9 and codes[0] != 0
+    netphys.recover(path)
+    stim = check_frames(path, "float16")
+    assert sorted(stim[stim % 2 == 0].tolist()) == list(range(0, N, 2))
+    assert sorted(stim[stim % 2 == 1].tolist()) == list(range(1, 32, 2))
+    # a restarted run resumes without duplicating committed frames
+    assert run_ranks(path, mode="a", dtype="float16") == [0, 0]
+    stim = check_frames(path, "float16")
+    assert sorted(stim.tolist()) == list(range(N))
+
+
+def test_bad_rank_arguments(tmp_path):
+    m = model()
+    with pytest.raises(ValueError, match="0 <= `rank` < `world_size`"):
+        netphys.DistributedRecorder(m, tmp_path / "a.zarr", rank=2, world_size=2)
+    with pytest.raises(RecordingError, match="not initialised"):
+        netphys.DistributedRecorder(m, tmp_path / "a.zarr")
+    with pytest.raises(ValueError, match="store_weights"):
+        netphys.DistributedRecorder(
+            m, tmp_path / "a.zarr", rank=0, world_size=1, store_weights=True
+        )
+
+
+def test_single_rank_without_process_group(tmp_path):
+    """world_size=1 needs no process group; the store is format 3 and reads back exactly."""
+    m, x = model(), inputs(N)
+    path = tmp_path / "one.zarr"
+    with (
+        torch.no_grad(),
+        netphys.DistributedRecorder(
+            m, path, rank=0, world_size=1, layers=["1"], chunk_frames=8, mode="w"
+        ) as rec,
+    ):
+        for s in range(0, N, 5):
+            rec.annotate(stimulus=torch.arange(s, min(s + 5, N)))
+            m(x[s : s + 5])
+    out = netphys.open_recording(path)
+    act, _ = expected(np.arange(N))
+    np.testing.assert_array_equal(out["layers/1/activity"].values, act)
+    assert out.attrs["frames_committed"] == 48 and out.attrs["frames_valid"] == N
