@@ -53,7 +53,7 @@ def json_safe(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> None:
-    """Write ``value`` as strict, indented JSON (NaN as ``null``).
+    r"""Write ``value`` as strict, indented JSON (NaN as ``null``).
 
     Parameters
     ----------

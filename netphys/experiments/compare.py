@@ -22,7 +22,7 @@ _CALCIUM_FORMATS = ("suite2p", "simulated-calcium")
 
 
 def _is_calcium(ds: Any) -> bool:
-    """Is this reader output calcium imaging (suite2p, NWB ophys, simulated calcium)?"""
+    """Tell whether a reader output is calcium imaging (suite2p, NWB ophys, simulated calcium)."""
     if not isinstance(ds, xr.Dataset):
         return False
     attrs = ds.attrs
@@ -63,7 +63,7 @@ def _select(
 
 
 def _observe(model: xr.Dataset, mouse: xr.Dataset, seed: int) -> tuple[xr.Dataset, str]:
-    """The model's activity imaged like the mouse's: calcium model at the mouse's frame rate."""
+    """Image the model's activity like the mouse's: the calcium model at the mouse's frame rate."""
     from netphys.population import simulate_calcium
 
     fs = float(mouse.attrs.get("frame_rate", np.nan))

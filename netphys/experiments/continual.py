@@ -1,5 +1,6 @@
-"""A continual-learning experiment recorded like a mouse over days (``netphys demo --experiment
-continual``).
+"""A continual-learning experiment recorded like a mouse over days.
+
+Run it with ``netphys demo --experiment continual``.
 
 The demo CNN learns task 1 (digits 0-4 of scikit-learn's digits), then task 2 (digits 5-9), with
 one 10-way output (class-incremental). After every epoch a *session* is recorded on a fixed probe
@@ -53,7 +54,7 @@ def _methods(method: Any) -> tuple[str, ...]:
 
 
 def _probe(x: np.ndarray, y: np.ndarray, n_per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n_per_class`` held-out samples per digit, sorted by digit."""
+    """Pick ``n_per_class`` held-out samples per digit; return their indices sorted by digit."""
     idx = [rng.choice(np.flatnonzero(y == c), n_per_class, replace=False) for c in range(10)]
     return np.concatenate([np.sort(i) for i in idx])
 

@@ -73,7 +73,7 @@ def _check_list(values: Any, *, name: str, minimum: int) -> list[int]:
 
 
 def _units(act: xr.DataArray, max_units: int, seed: int) -> xr.DataArray:
-    """A fixed-size random subset of the units that vary (exponents depend on unit count)."""
+    """Draw a fixed-size random subset of the units that vary (exponents depend on unit count)."""
     varying = np.flatnonzero(np.ptp(act.values, axis=0) > 0)
     if len(varying) > max_units:
         varying = np.sort(np.random.default_rng(seed).choice(varying, max_units, replace=False))
