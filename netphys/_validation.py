@@ -16,6 +16,7 @@ __all__ = [
     "SAMPLE_DIMS",
     "as_rng",
     "check_choice",
+    "check_finite",
     "check_fraction",
     "check_int",
     "check_labels",
@@ -305,3 +306,39 @@ def check_matrix(weights: Any, *, func: str, name: str) -> np.ndarray:
         )
     check_magnitude(w, func=func, name=name)
     return w
+
+
+def check_finite(
+    values: np.ndarray,
+    *,
+    func: str,
+    name: str = "activity",
+    dims: tuple[str, ...] = ("sample", "unit"),
+    offset: tuple[int, ...] | None = None,
+    context: str = "",
+) -> None:
+    """Raise one ValueError, with one fix text, when ``values`` holds NaN or inf.
+
+    The message names the function, the argument, the position of the first bad value
+    (``dims`` name the axes; ``offset`` is added to the index, for chunks) and the fix.
+
+    Examples
+    --------
+    >>> check_finite(np.ones((2, 2)), func="f")
+    >>> check_finite(np.array([[1.0, np.nan]]), func="f")
+    Traceback (most recent call last):
+    ...
+    ValueError: f(): `activity` contains NaN or inf (first at sample 0, unit 1). Fill or drop \
+them first, e.g. `activity.fillna(0)` or `activity.dropna('unit')`.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)[0]
+    if offset is not None:
+        bad = bad + np.asarray(offset[: len(bad)])
+    where = ", ".join(f"{d} {int(i)}" for d, i in zip(dims, bad, strict=False))
+    raise ValueError(
+        f"{func}(): `{name}` contains NaN or inf{context} (first at {where}). Fill or drop "
+        f"them first, e.g. `{name}.fillna(0)` or `{name}.dropna('unit')`."
+    )

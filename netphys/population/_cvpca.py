@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import as_rng, check_int
+from netphys._validation import as_rng, check_finite, check_int
 from netphys.errors import NetphysWarning
 from netphys.population._conventions import check_convention, paper_fit_range, warn_identical_grams
 from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
-from netphys.population._stream import iter_unit_chunks, top_eigh
+from netphys.population._stream import assemble_rows, reduce_unit_chunks, top_eigh
 
 __all__ = ["cvpca", "repeat_responses"]
 
@@ -132,38 +132,42 @@ def _check_responses(responses: Any, func: str) -> tuple[Any, xr.DataArray | Non
     return data, da, sample_dim
 
 
+def _grams_kernel(
+    start: int, stop: int, block: np.ndarray, *, center: bool | str, func: str
+) -> dict[str, Any]:
+    check_finite(
+        block, func=func, name="responses", dims=("repeat", "stimulus", "unit"),
+        offset=(0, 0, start),
+    )
+    const = np.ptp(block.reshape(-1, block.shape[2]), axis=0) == 0
+    if center == "pooled":
+        block -= block.mean(axis=(0, 1), keepdims=True)
+    elif center:
+        block -= block.mean(axis=1, keepdims=True)
+    block[:, :, const] = 0.0
+    r1, r2 = block[0], block[1]
+    return {
+        "g11": r1 @ r1.T,
+        "g22": r2 @ r2.T,
+        "g21": r2 @ r1.T,
+        "rows_constant": [(start, const[:, None])],
+    }
+
+
 def _grams(
     data: Any, center: bool | str, chunk_size: int | None, progress: bool | None, func: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Accumulate G11 = R1R1ᵀ, G22 = R2R2ᵀ, G21 = R2R1ᵀ (float64) over unit chunks.
 
-    ``center``: True centres each unit per repeat; "pooled" over both repeats together.
+    ``center``: True centres each unit per repeat; "pooled" over both repeats together. The
+    chunks run on the workers when a dask.distributed client is current.
     """
-    n_stim, n_units = data.shape[1], data.shape[2]
-    g11, g22, g21 = (np.zeros((n_stim, n_stim)) for _ in range(3))
-    constant = np.zeros(n_units, dtype=bool)
-    for start, stop, block in iter_unit_chunks(
-        data, unit_axis=2, chunk_size=chunk_size, progress=progress, desc="cvpca grams"
-    ):
-        if not np.isfinite(block).all():
-            where = np.argwhere(~np.isfinite(block))[0]
-            raise ValueError(
-                f"{func}(): `responses` contains NaN or inf (first at repeat {where[0]}, "
-                f"stimulus {where[1]}, unit {start + where[2]}). Fill with `.fillna(0)` (as the "
-                "reference does) or drop those units."
-            )
-        const = np.ptp(block.reshape(-1, block.shape[2]), axis=0) == 0
-        constant[start:stop] = const
-        if center == "pooled":
-            block -= block.mean(axis=(0, 1), keepdims=True)
-        elif center:
-            block -= block.mean(axis=1, keepdims=True)
-        block[:, :, const] = 0.0
-        r1, r2 = block[0], block[1]
-        g11 += r1 @ r1.T
-        g22 += r2 @ r2.T
-        g21 += r2 @ r1.T
-    return g11, g22, g21, constant
+    part = reduce_unit_chunks(
+        data, _grams_kernel, unit_axis=2, chunk_size=chunk_size, progress=progress,
+        desc="cvpca grams", center=center, func=func,
+    )
+    constant = assemble_rows(part["rows_constant"], data.shape[2])[:, 0].astype(bool)
+    return part["g11"], part["g22"], part["g21"], constant
 
 
 def _signal_variance(g11: np.ndarray, g21: np.ndarray, k: int) -> np.ndarray:

@@ -12,7 +12,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from netphys._validation import SAMPLE_DIMS, as_rng, check_int, check_population
 from netphys.population._conventions import PAPER, bin_frames, check_convention
-from netphys.population._svca import split_time_blocks, svca
+from netphys.population._svca import split_time_blocks
+from netphys.population._svca import svca as _svca
 
 __all__ = ["ReducedRankRegression", "reduced_rank_regression", "svca_predict"]
 
@@ -374,6 +375,26 @@ def reduced_rank_regression(
     )
 
 
+def _check_svca_result(res: Any, n_samples: int, *, func: str) -> xr.Dataset:
+    """Check that ``res`` is an :func:`svca` result with projections for ``n_samples``."""
+    if not isinstance(res, xr.Dataset) or "reliable_variance" not in res:
+        raise TypeError(
+            f"{func}(): `svca` must be the Dataset returned by svca(); got "
+            f"{type(res).__name__}. Pass `svca=svca(activity, keep_projections=True)`."
+        )
+    if "projection_1" not in res:
+        raise ValueError(
+            f"{func}(): `svca` has no SVC time courses. Fit it with "
+            "`svca(activity, keep_projections=True)`."
+        )
+    if res["projection_1"].shape[0] != n_samples:
+        raise ValueError(
+            f"{func}(): `svca` was fitted on {res['projection_1'].shape[0]} samples but "
+            f"`activity` has {n_samples}. Pass the SVCA result of this `activity`."
+        )
+    return res
+
+
 def svca_predict(
     activity: Any,
     behaviour: Any,
@@ -382,6 +403,7 @@ def svca_predict(
     lambdas: Any = _DEFAULT_LAMBDAS,
     n_components: int | None = None,
     block_length: int = 60,
+    svca: xr.Dataset | None = None,
     rng: Any = 1,
     convention: str = "netphys",
     **svca_options: Any,
@@ -408,14 +430,21 @@ def svca_predict(
         Number of SVCs (see :func:`svca`).
     block_length : int, default=60
         Block length of the SVCA time split and of the inner split.
+    svca : xarray.Dataset or None, default=None
+        A previous :func:`svca` result of ``activity`` computed with
+        ``keep_projections=True``: reused instead of refitting SVCA (its train/test split and
+        components are used; ``n_components`` and ``svca_options`` are then ignored). With the
+        same ``rng`` and ``block_length`` as the fit, the result equals a refit.
     rng : int, numpy.random.Generator or None, default=1
-        Randomness of the splits.
+        Randomness of the splits (the inner lambda split draws from a child stream of
+        ``rng``, so it is the same whether SVCA is refitted or reused).
     convention : {"netphys", "paper"}, default="netphys"
         "paper" reproduces ``predictPCsFromAllBeh.m``: activity lagged one frame after
         behaviour, both averaged into 1.2 s bins (when the frame rate is known), SVCA with
         ``convention="paper"``, behaviour z-scored over the whole recording and multiplied by
         10, fixed ``lambda = 0.15`` (``lambdas`` ignored), no intercept, ranks 1, 2, 3, 4, 8,
-        ..., 128 (unless ``ranks`` is given).
+        ..., 128 (unless ``ranks`` is given). A given ``svca`` must then be fitted on the
+        lagged, binned activity.
     **svca_options
         Further options of :func:`svca`.
 
@@ -474,15 +503,20 @@ def svca_predict(
         )
     if paper:
         activity, x = _paper_lag_and_bin(activity, x, func)
-    res = svca(
-        activity,
-        n_components=n_components,
-        block_length=block_length,
-        rng=gen,
-        keep_projections=True,
-        convention=convention,
-        **svca_options,
-    )
+        n_samples = len(x)
+    inner_gen = gen.spawn(1)[0]
+    if svca is None:
+        res = _svca(
+            activity,
+            n_components=n_components,
+            block_length=block_length,
+            rng=gen,
+            keep_projections=True,
+            convention=convention,
+            **svca_options,
+        )
+    else:
+        res = _check_svca_result(svca, n_samples, func=func)
     k = res.sizes["component"]
     if paper and ranks is None:
         ranks = [r for r in PAPER["rrr_ranks"] if r <= min(x.shape[1], k)]
@@ -500,7 +534,7 @@ def svca_predict(
         int(is_train.sum()),
         block_length=min(block_length, max(1, int(is_train.sum()) // 4)),
         train_fraction=0.75,
-        rng=gen,
+        rng=inner_gen,
         func=func,
     )
     residuals, chosen = [], np.zeros((len(ranks_l), 2))

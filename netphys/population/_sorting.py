@@ -11,10 +11,40 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_int, check_population, check_positive_float
+from netphys._validation import check_finite, check_int, check_population, check_positive_float
 from netphys.errors import MissingDependencyError
+from netphys.population._stream import top_eigh
 
 __all__ = ["rastermap_sort"]
+
+
+#: From this many units (and more units than samples), the PCs rastermap sorts are computed
+#: exactly from the samples x samples Gram matrix instead of rastermap's randomized SVD.
+_GRAM_MIN_UNITS = 2000
+
+
+def normalized_for_rastermap(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rastermap's default normalisation of (unit, sample) data: z-score each unit, then
+    project out the population mean time course. Returns the data and the usable units."""
+    xn = x.astype(np.float64)
+    xn -= xn.mean(axis=1, keepdims=True)
+    std = xn.std(axis=1)
+    good = std > 0
+    xn = xn[good] / std[good, None]
+    xm = xn.mean(axis=0)
+    xm /= np.sqrt((xm**2).sum()) if (xm**2).sum() > 0 else 1.0
+    xn -= np.outer(xn @ xm, xm)
+    return xn, good
+
+
+def _gram_pcs(x: np.ndarray, n_pcs: int) -> np.ndarray:
+    """Exact top PCs (U·S, float32, NaN rows for constant units) of the normalised data via
+    the eigendecomposition of the samples x samples Gram matrix (units >> samples)."""
+    xn, good = normalized_for_rastermap(x)
+    _, vecs = top_eigh(xn.T @ xn, n_pcs)
+    usv = np.full((x.shape[0], n_pcs), np.nan, dtype=np.float32)
+    usv[good] = xn @ vecs
+    return usv
 
 
 def rastermap_sort(
@@ -65,6 +95,13 @@ def rastermap_sort(
     Stringer, Zhong, Syeda, Du, Kesa, Pachitariu (2025) Rastermap: a discovery method for neural
     population recordings. Nature Neuroscience 28, 201-212. doi:10.1038/s41593-024-01783-4
 
+    Notes
+    -----
+    With at least 2000 units and more units than samples, the principal components that
+    rastermap clusters are computed exactly from the samples x samples Gram matrix of the
+    normalised data (rastermap's own route is a randomized truncated SVD of the units x samples
+    matrix, slower there); the sort is then rastermap's, unchanged.
+
     Examples
     --------
     >>> import numpy as np
@@ -96,8 +133,7 @@ def rastermap_sort(
             f"{func}() needs the rastermap package: `pip install rastermap`."
         ) from exc
     x = np.ascontiguousarray(np.asarray(da.values, dtype=np.float32).T)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{func}(): `activity` contains NaN or inf; fill or drop them first.")
+    check_finite(x, func=func, dims=("unit", "sample"))
     root = logging.getLogger()
     rm_logger = logging.getLogger("rastermap")
     saved = (list(root.handlers), root.level, rm_logger.level)
@@ -119,7 +155,9 @@ def rastermap_sort(
                 verbose=verbose,
                 random_state=rng,
             )
-            model.fit(x)
+            gram = n_units >= _GRAM_MIN_UNITS and n_units > n_samples
+            usv = _gram_pcs(x, n_pcs) if gram else None
+            model.fit(x, Usv=usv)
     finally:
         # rastermap's constructor calls logging.basicConfig; undo that side effect
         for handler in list(root.handlers):

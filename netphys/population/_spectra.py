@@ -8,51 +8,56 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_int, check_population
+from netphys._validation import check_finite, check_int, check_population
 from netphys.errors import NetphysWarning
 from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
-from netphys.population._stream import iter_sample_chunks, iter_unit_chunks, top_eigh
+from netphys.population._stream import (
+    iter_sample_chunks,
+    reduce_sample_chunks,
+    reduce_unit_chunks,
+    top_eigh,
+)
 
 __all__ = ["category_autocorrelation", "correlation_matrix", "eigenspectrum"]
 
 
-def _check_finite(block: np.ndarray, func: str) -> None:
-    if not np.isfinite(block).all():
-        raise ValueError(
-            f"{func}(): `activity` contains NaN or inf. Fill or drop them first, e.g. "
-            "`activity.fillna(0)` or `.dropna('unit')`."
-        )
+def _cov_kernel(start: int, stop: int, block: np.ndarray, *, shift: np.ndarray, func: str) -> dict:
+    check_finite(block, func=func, offset=(start, 0))
+    block -= shift
+    return {"cross": block.T @ block, "sum": block.sum(axis=0)}
 
 
 def _covariance(
     da: xr.DataArray, chunk_size: int | None, progress: bool | None, func: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit covariance (float64, 1/(T-1)) and unit means, streamed over sample chunks."""
-    n_samples, n_units = da.shape
+    """Unit covariance (float64, 1/(T-1)) and unit means, streamed over sample chunks (on the
+    workers when a dask.distributed client is current)."""
+    n_samples = da.shape[0]
     shift = next(iter_sample_chunks(da, chunk_size=1))[2][0]
     shift = np.where(np.isfinite(shift), shift, 0.0)  # NaN is reported below
-    acc, total = np.zeros((n_units, n_units)), np.zeros(n_units)
-    for _, _, block in iter_sample_chunks(da, chunk_size=chunk_size, progress=progress, desc=func):
-        _check_finite(block, func)
-        block -= shift
-        acc += block.T @ block
-        total += block.sum(axis=0)
-    mean = total / n_samples
-    acc -= n_samples * np.outer(mean, mean)
+    part = reduce_sample_chunks(
+        da, _cov_kernel, chunk_size=chunk_size, progress=progress, desc=func, shift=shift,
+        func=func,
+    )
+    mean = part["sum"] / n_samples
+    acc = part["cross"] - n_samples * np.outer(mean, mean)
     return acc / max(n_samples - 1, 1), mean + shift
+
+
+def _gram_kernel(start: int, stop: int, block: np.ndarray, *, func: str) -> dict:
+    check_finite(block, func=func, offset=(0, start))
+    block -= block.mean(axis=0)
+    return {"gram": block @ block.T}
 
 
 def _gram(da: xr.DataArray, chunk_size: int | None, progress: bool | None, func: str) -> np.ndarray:
     """Sample Gram matrix of the unit-centred data (float64, 1/(T-1)), streamed over units."""
     n_samples = da.shape[0]
-    acc = np.zeros((n_samples, n_samples))
-    for _, _, block in iter_unit_chunks(
-        da, unit_axis=1, chunk_size=chunk_size, progress=progress, desc=func
-    ):
-        _check_finite(block, func)
-        block -= block.mean(axis=0)
-        acc += block @ block.T
-    return acc / max(n_samples - 1, 1)
+    part = reduce_unit_chunks(
+        da, _gram_kernel, unit_axis=1, chunk_size=chunk_size, progress=progress, desc=func,
+        func=func,
+    )
+    return np.asarray(part["gram"]) / max(n_samples - 1, 1)
 
 
 def _top_eigh(mat: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ store: memory is bounded by one chunk plus the accumulated covariance, never the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,18 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 __all__ = [
+    "assemble_rows",
+    "combine_parts",
     "default_chunk_rows",
+    "distributed_client",
     "is_lazy",
     "iter_sample_chunks",
     "iter_unit_chunks",
     "progress_bar",
+    "reduce_sample_chunks",
+    "reduce_unit_chunks",
     "top_eigh",
+    "use_distributed",
 ]
 
 #: Below this size, symmetric eigensolvers run single-threaded: the tridiagonal reduction is
@@ -144,3 +151,168 @@ def top_eigh(mat: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         evals, evecs = scipy.linalg.eigh(mat, subset_by_index=[m - k, m - 1])
     return evals[::-1].copy(), evecs[:, ::-1].copy()
+
+
+# ------------------------------------------------------------------ reductions over chunks ----
+def distributed_client() -> Any | None:
+    """The current ``dask.distributed`` client, or None when there is none.
+
+    Never imports :mod:`distributed` itself: a user who never imported it has no client.
+    """
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def use_distributed(data: Any) -> bool:
+    """True when ``data`` is dask-backed and a distributed client is current."""
+    chunks = data.chunks if isinstance(data, xr.DataArray) else None
+    if chunks is None and not isinstance(data, xr.DataArray):
+        chunks = None if isinstance(data, np.ndarray) else getattr(data, "chunks", None)
+    return chunks is not None and distributed_client() is not None
+
+
+def combine_parts(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Merge two partial results of a chunk kernel.
+
+    Keys starting with ``min``/``max`` combine elementwise by minimum/maximum, keys starting
+    with ``rows`` are lists of ``(start, array)`` pieces that are concatenated, and every other
+    key is summed.
+    """
+    if a is None:
+        return b
+    if b is None:
+        return a
+    out: dict[str, Any] = {}
+    for key, value in a.items():
+        other = b[key]
+        if key.startswith("min"):
+            out[key] = np.minimum(value, other)
+        elif key.startswith("max"):
+            out[key] = np.maximum(value, other)
+        elif key.startswith("rows"):
+            out[key] = [*value, *other]
+        else:
+            out[key] = value + other
+    return out
+
+
+def _run_kernel(
+    kernel: Callable[..., dict[str, Any]], start: int, stop: int, block: Any, consts: dict
+) -> dict[str, Any]:
+    return kernel(start, stop, np.array(block, dtype=np.float64), **consts)
+
+
+def _tree_sum(parts: list[Any]) -> Any:
+    """Pairwise (tree) reduction of delayed partial results with :func:`combine_parts`."""
+    import dask
+
+    combine = dask.delayed(combine_parts, pure=True)
+    while len(parts) > 1:
+        paired = [combine(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        parts = paired + ([parts[-1]] if len(parts) % 2 else [])
+    return parts[0]
+
+
+def _distributed_reduce(
+    data: Any,
+    kernel: Callable[..., dict[str, Any]],
+    axis: int,
+    bounds_ok: Callable[[int, int], bool],
+    consts: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Map ``kernel`` over the dask chunks of ``data`` along ``axis`` on the cluster and
+    tree-reduce the partial results; one ``compute``."""
+    import dask
+
+    arr = data.data if isinstance(data, xr.DataArray) else data
+    arr = arr.rechunk({i: -1 for i in range(arr.ndim) if i != axis})
+    edges = np.concatenate([[0], np.cumsum(arr.chunks[axis])]).astype(int)
+    blocks = arr.to_delayed()
+    blocks = np.moveaxis(blocks, axis, 0).reshape(len(edges) - 1)
+    shared = {k: dask.delayed(v, pure=True) for k, v in consts.items()}
+    run = dask.delayed(_run_kernel, pure=True)
+    parts = [
+        run(kernel, int(a), int(b), blk, shared)
+        for a, b, blk in zip(edges[:-1], edges[1:], blocks, strict=True)
+        if bounds_ok(int(a), int(b))
+    ]
+    if not parts:
+        return None
+    (result,) = dask.compute(_tree_sum(parts))
+    return dict(result) if result is not None else None
+
+
+def reduce_sample_chunks(
+    da: xr.DataArray,
+    kernel: Callable[..., dict[str, Any]],
+    *,
+    rows: np.ndarray | None = None,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+    desc: str = "chunks",
+    **consts: Any,
+) -> dict[str, Any]:
+    """Sum ``kernel(start, stop, block, **consts)`` over the sample chunks of ``da``.
+
+    ``block`` is a float64 copy of rows ``start:stop`` (all units). Partial results are dicts
+    of arrays merged by :func:`combine_parts`. In memory (numpy, or dask without a distributed
+    client) the chunks are read one by one (bounded memory, a progress bar on long work). With
+    a dask-backed ``da`` and a current ``dask.distributed`` client, the kernel runs on the
+    workers, one task per dask chunk, and the parts are tree-reduced in the same graph.
+    ``rows`` (bool mask) skips chunks that hold no selected sample.
+    """
+
+    def ok(a: int, b: int) -> bool:
+        return rows is None or bool(rows[a:b].any())
+
+    if use_distributed(da):
+        out = _distributed_reduce(da, kernel, 0, ok, consts)
+    else:
+        out = None
+        for start, stop, block in iter_sample_chunks(
+            da, chunk_size=chunk_size, rows=rows, progress=progress, desc=desc
+        ):
+            out = combine_parts(out, kernel(start, stop, block, **consts))
+    if out is None:
+        raise ValueError("reduce_sample_chunks(): no chunk holds a selected sample.")
+    return out
+
+
+def reduce_unit_chunks(
+    data: Any,
+    kernel: Callable[..., dict[str, Any]],
+    *,
+    unit_axis: int,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+    desc: str = "unit chunks",
+    **consts: Any,
+) -> dict[str, Any]:
+    """Sum ``kernel(start, stop, block, **consts)`` over unit chunks, as
+    :func:`reduce_sample_chunks` does over sample chunks (on the cluster when a distributed
+    client is current and ``data`` is dask-backed)."""
+    if use_distributed(data):
+        out = _distributed_reduce(data, kernel, unit_axis, lambda a, b: True, consts)
+    else:
+        out = None
+        for start, stop, block in iter_unit_chunks(
+            data, unit_axis=unit_axis, chunk_size=chunk_size, progress=progress, desc=desc
+        ):
+            out = combine_parts(out, kernel(start, stop, block, **consts))
+    assert out is not None
+    return out
+
+
+def assemble_rows(pieces: list[tuple[int, np.ndarray]], n_rows: int) -> np.ndarray:
+    """Put ``(start, array)`` pieces from a ``rows*`` key back into one array."""
+    width = pieces[0][1].shape[1]
+    out = np.zeros((n_rows, width))
+    for start, arr in pieces:
+        out[start : start + len(arr)] = arr
+    return out

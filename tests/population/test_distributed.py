@@ -1,0 +1,150 @@
+"""The population analyses on a dask.distributed cluster equal the in-memory results.
+
+A 2-worker LocalCluster (processes) runs for the whole module; each test builds a small
+dask-backed population, runs the analysis with the client current, checks that the work ran
+on the workers (the chunk kernels show up in the task stream) and compares with the same call
+on the numpy array to 1e-8.
+"""
+
+from __future__ import annotations
+
+import dask.array as dsa
+import numpy as np
+import pytest
+import xarray as xr
+
+distributed = pytest.importorskip("distributed")
+
+from netphys import population as pop  # noqa: E402
+
+RTOL = 1e-8
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, memory_limit="600MB",
+        dashboard_address=None,
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def _lazy(x: np.ndarray, chunks: int = 100, **coords) -> xr.DataArray:
+    data = dsa.from_array(x, chunks=(chunks, -1))
+    return xr.DataArray(data, dims=("time", "unit"), coords=coords)
+
+
+def _close(a, b, rtol: float = RTOL) -> None:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    scale = np.nanmax(np.abs(b)) if np.isfinite(b).any() else 1.0
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+
+
+def _ran_on_workers(stream) -> bool:
+    return any("_run_kernel" in str(t.get("key", "")) for t in stream.data)
+
+
+@pytest.fixture(scope="module")
+def sim() -> xr.Dataset:
+    return pop.simulate_population(120, 600, alpha=1.0, snr=2.0, behaviour_rank=2, rng=0)
+
+
+@pytest.mark.parametrize("solver", ["dense", "gram", "randomized"])
+def test_svca(client, sim, solver: str) -> None:
+    x = sim["activity"].values
+    kw = {"n_components": 20, "block_length": 20, "svd_solver": solver, "max_cov_bytes": 1}
+    ref = pop.svca(x, **kw)
+    with distributed.get_task_stream(client) as ts:
+        res = pop.svca(_lazy(x), **kw)
+    assert solver == "gram" or _ran_on_workers(ts)
+    for name in ("reliable_variance", "total_variance", "covariance_singular_value"):
+        _close(res[name], ref[name])
+
+
+def test_svca_projections_and_predict(client, sim) -> None:
+    x, beh = sim["activity"].values, sim["behaviour"].values
+    ref = pop.svca_predict(x, beh, n_components=10, block_length=20)
+    res = pop.svca_predict(_lazy(x), beh, n_components=10, block_length=20)
+    _close(res["explained_reliable_variance"], ref["explained_reliable_variance"])
+
+
+def test_eigenspectrum_both_routes(client, sim) -> None:
+    x = sim["activity"].values
+    for arr in (x, x[:100]):  # units < samples (covariance) and units > samples (Gram)
+        ref = pop.eigenspectrum(arr, n_components=20)
+        with distributed.get_task_stream(client) as ts:
+            res = pop.eigenspectrum(_lazy(arr, chunks=40), n_components=20)
+        assert _ran_on_workers(ts)
+        _close(res["variance"], ref["variance"])
+
+
+def test_correlation_matrix(client, sim) -> None:
+    x = sim["activity"].values
+    ref = pop.correlation_matrix(x)
+    res = pop.correlation_matrix(_lazy(x))
+    _close(res["correlation"], ref["correlation"])
+
+
+def test_cvpca(client) -> None:
+    s = pop.simulate_population(80, 200, alpha=1.0, snr=2.0, n_repeats=2, rng=1)
+    resp = pop.repeat_responses(s["activity"])
+    ref = pop.cvpca(resp.values, n_shuffles=3, rng=0)
+    lazy = resp.copy(data=dsa.from_array(resp.values, chunks=(-1, -1, 30)))
+    with distributed.get_task_stream(client) as ts:
+        res = pop.cvpca(lazy, n_shuffles=3, rng=0)
+    assert _ran_on_workers(ts)
+    _close(res["signal_variance"], ref["signal_variance"])
+
+
+def test_shuffle_null(client, sim) -> None:
+    x = sim["activity"].values
+    ref = pop.shuffle_null(x, min_shift=50, rng=0)
+    res = pop.shuffle_null(_lazy(x), min_shift=50, rng=0)
+    _close(res["null_count"], ref["null_count"])
+    _close(res["real_count"], ref["real_count"])
+
+
+def test_reduced_rank_regression(client, sim) -> None:
+    x, y = sim["behaviour"].values, sim["activity"].values[:, :20]
+    ref = pop.reduced_rank_regression(x, y, block_length=20, rng=0)
+    res = pop.reduced_rank_regression(x, _lazy(y), block_length=20, rng=0)
+    _close(res["variance_explained"], ref["variance_explained"])
+
+
+def _sessions(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    label = np.tile(np.arange(4), 60)
+    tuning = rng.normal(size=(4, 40))
+    x = np.concatenate([tuning[label], tuning[label] + 0.3 * rng.normal(size=(4, 40))[label]])
+    x += 0.2 * rng.normal(size=x.shape)
+    coords = {
+        "session": ("time", np.repeat([0, 1], 240)),
+        "label": ("time", np.tile(label, 2)),
+    }
+    return x, coords
+
+
+def test_tuning_drift_alignment_spectra(client) -> None:
+    x, coords = _sessions(np.random.default_rng(2))
+    mem = xr.DataArray(x, dims=("time", "unit"), coords=coords)
+    lazy = _lazy(x, chunks=60, **coords)
+    with distributed.get_task_stream(client) as ts:
+        drift = pop.tuning_drift(lazy)
+    assert _ran_on_workers(ts)
+    _close(drift["tuning"], pop.tuning_drift(mem)["tuning"])
+    for method in ("pca", "svca"):
+        ref = pop.subspace_alignment(mem, n_components=3, method=method)
+        res = pop.subspace_alignment(lazy, n_components=3, method=method)
+        _close(res["component_variance"], ref["component_variance"])
+    ref = pop.spectrum_over_sessions(mem, n_components=10)
+    res = pop.spectrum_over_sessions(lazy, n_components=10)
+    _close(res["pca_variance"], ref["pca_variance"])
+    _close(res["svca_reliable_variance"], ref["svca_reliable_variance"])
+
+
+def test_nan_error_from_the_workers(client) -> None:
+    x = np.random.default_rng(0).normal(size=(200, 30))
+    x[150, 3] = np.nan
+    with pytest.raises(ValueError, match=r"svca\(\): `activity` contains NaN or inf"):
+        pop.svca(_lazy(x), block_length=10)
