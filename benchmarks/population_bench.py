@@ -1,19 +1,22 @@
-"""Benchmark SVCA: netphys vs a plain numpy implementation, and a streamed Zarr run.
+"""Benchmark the population analyses (issue 14). One run prints:
 
-Part 1 (in memory): ``netphys.population`` against the same steps written plainly with
-numpy (mean over train frames, ``C = A Bᵀ``, full ``np.linalg.svd``, projections of the test
-frames) on the same split, in the same process. Prints both times, their ratio and the largest
-relative difference of the reliable and total variance spectra.
+Part 1 (paper scale, in memory; default 10,000 units x 7,000 frames, 1,024 SVCs): ``svca``
+against the neuropop-style route (scikit-learn randomized PCA of the train cross-covariance,
+written here) and a full numpy SVD of the cross-covariance, on the same split; times, ratios
+and the largest difference on SVCs 1-128 (relative to each SVC's total variance).
 
-Part 2 (streamed): writes a float16 Zarr recording (default 50,000 units x 20,000 frames,
-2 GB) to a temporary folder and runs ``svca`` on the dask-backed DataArray in a fresh
-subprocess, printing the time and that process's peak RSS.
+Part 2 (units >> frames; default 1,200 frames x 10,000 units): ``svca``, ``svca_predict``
+reusing that fit, and ``rastermap_sort``.
+
+Part 3 (cluster; default 50,000 units x 20,000 frames float16 Zarr, 2 GB): ``svca`` on a
+``dask.distributed`` LocalCluster with 1 and 2 workers (2 GB memory limit each): time and the
+peak RSS of each worker process. Part 4 (``--stream``): the same in one local process.
 
 Usage::
 
-    python benchmarks/population_bench.py --quick       # small sizes, about a minute
-    python benchmarks/population_bench.py               # paper scale + 50k x 20k streamed
-    python benchmarks/population_bench.py --skip-stream --units 10000 --frames 7000
+    python benchmarks/population_bench.py --quick           # small sizes, about a minute
+    python benchmarks/population_bench.py                   # everything at full size
+    python benchmarks/population_bench.py --skip-cluster    # parts 1 and 2 only
 """
 
 from __future__ import annotations
@@ -46,56 +49,115 @@ def plain_svca(x: np.ndarray, unit_set: np.ndarray, is_train: np.ndarray, k: int
     return reliable, total
 
 
-def in_memory(n_units: int, n_frames: int, k: int, seed: int) -> dict:
-    from netphys.population import simulate_population, svca
+def neuropop_style(x: np.ndarray, unit_set: np.ndarray, is_train: np.ndarray, k: int):
+    """The neuropop-style route: randomized PCA (scikit-learn) of the train cross-covariance;
+    the set-2 vectors are the normalised ``Cᵀ u``. Same split and test projections as ours."""
+    from sklearn.decomposition import PCA
 
+    tr = x[is_train].astype(np.float64)
+    mean = tr.mean(axis=0)
+    tr -= mean
+    cov = tr[:, unit_set == 1].T @ tr[:, unit_set == 2]
+    u = PCA(n_components=k, svd_solver="randomized", random_state=0).fit_transform(cov)
+    u /= np.sqrt((u**2).sum(axis=0))
+    v = cov.T @ u
+    v /= np.sqrt((v**2).sum(axis=0))
+    te = x[~is_train].astype(np.float64) - mean
+    s1 = te[:, unit_set == 1] @ u
+    s2 = te[:, unit_set == 2] @ v
+    return (s1 * s2).mean(axis=0), ((s1**2).mean(axis=0) + (s2**2).mean(axis=0)) / 2
+
+
+def _timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def _simulate(n_units: int, n_frames: int, seed: int, **kw) -> tuple[np.ndarray, np.ndarray]:
+    from netphys.population import simulate_population
+
     sim = simulate_population(
-        n_units,
-        n_frames,
-        alpha=1.0,
-        snr=1.0,
-        n_latents=min(1024, n_units),
-        category_strength=0.0,
-        rng=seed,
-        dtype=np.float32,
+        n_units, n_frames, alpha=1.0, snr=1.0, n_latents=min(1024, n_units, n_frames),
+        category_strength=0.0, rng=seed, dtype=np.float32, **kw,
     )
-    x = sim["activity"].values
-    del sim
-    print(
-        f"[in memory] simulated {n_units} units x {n_frames} frames in "
-        f"{time.perf_counter() - t0:.1f} s",
-        flush=True,
-    )
-    t0 = time.perf_counter()
-    res = svca(x, n_components=k, rng=1)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    reliable, total = plain_svca(x, res["unit_set"].values, res["is_train"].values, k)
-    t_plain = time.perf_counter() - t0
+    beh = sim["behaviour"].values if "behaviour" in sim else None
+    return sim["activity"].values, beh
 
-    def rel_diff(ours: np.ndarray, ref: np.ndarray) -> float:
-        return float(np.max(np.abs(ours - ref) / np.abs(ref).max()))
+
+def in_memory(n_units: int, n_frames: int, k: int, seed: int) -> dict:
+    from netphys.population import svca
+
+    x, _ = _simulate(n_units, n_frames, seed)
+    res, t_ours = _timed(svca, x, n_components=k, rng=1)
+    sets, train = res["unit_set"].values, res["is_train"].values
+    (np_rel, _), t_np = _timed(neuropop_style, x, sets, train, k)
+    (ex_rel, ex_tot), t_exact = _timed(plain_svca, x, sets, train, k)
+
+    def diff128(rel: np.ndarray) -> float:
+        return float(np.max(np.abs(rel[:128] - ex_rel[:128]) / ex_tot[:128]))
 
     out = {
-        "units": n_units,
-        "frames": n_frames,
-        "components": k,
+        "units": n_units, "frames": n_frames, "components": k,
+        "solver": res.attrs["svd_solver"],
         "netphys_s": round(t_ours, 2),
-        "plain_numpy_s": round(t_plain, 2),
-        "ratio_plain_over_netphys": round(t_plain / t_ours, 2),
-        # differences relative to the largest value of each spectrum, and per component
-        "max_diff_reliable_rel_to_max": rel_diff(res["reliable_variance"].values, reliable),
-        "max_rel_diff_total": float(np.max(np.abs(res["total_variance"].values - total) / total)),
-        "max_rel_diff_reliable_first_128": float(
-            np.max(
-                np.abs(res["reliable_variance"].values[:128] - reliable[:128])
-                / np.abs(reliable[:128])
-            )
-        ),
+        "neuropop_style_s": round(t_np, 2),
+        "full_numpy_svd_s": round(t_exact, 2),
+        "speedup_vs_neuropop_style": round(t_np / t_ours, 2),
+        "speedup_vs_full_svd": round(t_exact / t_ours, 2),
+        "max_diff_svc1_128_netphys": diff128(res["reliable_variance"].values),
+        "max_diff_svc1_128_neuropop_style": diff128(np_rel),
         "alpha": round(float(res["alpha"]), 3),
     }
-    print("[in memory]", json.dumps(out), flush=True)
+    print("[paper scale]", json.dumps(out), flush=True)
+    return out
+
+
+def units_over_frames(n_units: int, n_frames: int, seed: int) -> dict:
+    from netphys.population import rastermap_sort, svca, svca_predict
+
+    x, beh = _simulate(n_units, n_frames, seed, behaviour_rank=4)
+    res, t_svca = _timed(svca, x, keep_projections=True, block_length=20, rng=1)
+    _, t_pred = _timed(svca_predict, x, beh, block_length=20, svca=res, rng=1)
+    _, t_rm = _timed(rastermap_sort, x)
+    out = {
+        "units": n_units, "frames": n_frames, "solver": res.attrs["svd_solver"],
+        "components": int(res.sizes["component"]),
+        "svca_s": round(t_svca, 2), "svca_predict_reusing_fit_s": round(t_pred, 2),
+        "rastermap_sort_s": round(t_rm, 2),
+    }
+    print("[units >> frames]", json.dumps(out), flush=True)
+    return out
+
+
+def cluster(path: Path, k: int, workers: int, memory_limit: str) -> dict:
+    import xarray as xr
+    from distributed import Client, LocalCluster
+
+    from netphys.population import svca
+
+    def peak_rss() -> float:
+        import resource as res_
+
+        return res_.getrusage(res_.RUSAGE_SELF).ru_maxrss / 2**20
+
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True,
+            memory_limit=memory_limit, dashboard_address=None,
+        ) as lc,
+        Client(lc) as client,
+    ):
+        act = xr.open_zarr(path, consolidated=False)["activity"]
+        res, elapsed = _timed(svca, act, n_components=k, rng=1, progress=False)
+        peaks = sorted(client.run(peak_rss).values())
+    out = {
+        "shape": list(act.shape), "workers": workers, "memory_limit": memory_limit,
+        "solver": res.attrs["svd_solver"], "components": k, "seconds": round(elapsed, 1),
+        "peak_rss_gib_per_worker": [round(p, 2) for p in peaks],
+        "client_peak_rss_gib": round(peak_rss(), 2),
+    }
+    print("[cluster]", json.dumps(out), flush=True)
     return out
 
 
@@ -184,12 +246,17 @@ def main() -> None:
     p.add_argument("--units", type=int, default=10_000)
     p.add_argument("--frames", type=int, default=7_000)
     p.add_argument("--components", type=int, default=1024)
+    p.add_argument("--wide-units", type=int, default=10_000)
+    p.add_argument("--wide-frames", type=int, default=1_200)
     p.add_argument("--stream-units", type=int, default=50_000)
     p.add_argument("--stream-frames", type=int, default=20_000)
     p.add_argument("--stream-components", type=int, default=1024)
+    p.add_argument("--memory-limit", default="2GB")
     p.add_argument("--power-iter", type=int, default=3)
     p.add_argument("--skip-memory", action="store_true")
-    p.add_argument("--skip-stream", action="store_true")
+    p.add_argument("--skip-wide", action="store_true")
+    p.add_argument("--skip-cluster", action="store_true")
+    p.add_argument("--stream", action="store_true", help="also run part 4 (one process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker-stream", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -198,15 +265,21 @@ def main() -> None:
         return
     if args.quick:
         args.units, args.frames, args.components = 2000, 2000, 256
+        args.wide_units, args.wide_frames = 3000, 600
         args.stream_units, args.stream_frames, args.stream_components = 8000, 4000, 128
     if not args.skip_memory:
         in_memory(args.units, args.frames, args.components, args.seed)
-    if not args.skip_stream:
+    if not args.skip_wide:
+        units_over_frames(args.wide_units, args.wide_frames, args.seed)
+    if not args.skip_cluster:
+        with tempfile.TemporaryDirectory(prefix="netphys-bench-") as tmp:
+            path = Path(tmp) / "big.zarr"
+            write_zarr(path, args.stream_units, args.stream_frames, args.seed, chunk_frames=512)
+            for workers in (1, 2):
+                cluster(path, args.stream_components, workers, args.memory_limit)
+    if args.stream:
         streamed(
-            args.stream_units,
-            args.stream_frames,
-            args.stream_components,
-            args.power_iter,
+            args.stream_units, args.stream_frames, args.stream_components, args.power_iter,
             args.seed,
         )
 

@@ -48,7 +48,7 @@ def _resolve_solver(solver: str, n1: int, n2: int, n_train: int, max_cov_bytes: 
     """Pick the SVCA route for ``svd_solver="auto"`` (see :func:`svca`, Notes)."""
     if solver != "auto":
         return solver
-    if n_train < min(n1, n2):
+    if 2 * n_train <= min(n1, n2):
         return "gram"
     if n1 * n2 * 8 > max_cov_bytes or min(n1, n2) > _EXACT_MAX_SET:
         return "randomized"

@@ -106,19 +106,23 @@ def randomized_svd(
     n_rows: int,
     n_cols: int,
     k: int,
-    n_oversamples: int,
+    n_oversamples: int | None,
     n_power_iter: int,
     gen: np.random.Generator,
+    final: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Halko et al. (2011) randomized SVD of an operator given by ``apply(M) = C M`` and
-    ``apply_t(M) = Cᵀ M``; QR-normalised power iterations."""
+    ``apply_t(M) = Cᵀ M``; QR-normalised power iterations. ``final`` (default ``apply_t``)
+    computes ``Cᵀ Q`` for the last, projected SVD (float64 there when the passes are float32)."""
     extra = max(32, k) if n_oversamples is None else n_oversamples
     width = min(k + extra, n_rows, n_cols)
     q, _ = np.linalg.qr(apply(gen.standard_normal((n_cols, width))))
     for _ in range(n_power_iter):
         z, _ = np.linalg.qr(apply_t(q))
         q, _ = np.linalg.qr(apply(z))
-    uc, sv, vt = np.linalg.svd(apply_t(q).T, full_matrices=False)
+    q = np.linalg.qr(q.astype(np.float64))[0]
+    core_t = (final or apply_t)(q)
+    uc, sv, vt = np.linalg.svd(np.asarray(core_t, dtype=np.float64).T, full_matrices=False)
     return q @ uc[:, :k], sv[:k], vt[:k].T
 
 
@@ -169,8 +173,9 @@ def fit_svca(
     gen: np.random.Generator,
     chunk_size: int | None,
     progress: bool | None,
+    fixed_mean: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fit SVCA on the train frames; returns unit ``stats``, ``mean`` and either ``cov``
+    """Fit SVCA on the train frames (centred on ``fixed_mean`` when given); returns unit ``stats``, ``mean`` and either ``cov``
     (dense route, decomposed by the caller after dropping constant units) or ``u``, ``sv``,
     ``v`` for the top ``k`` components."""
     shift = _first_row(da) if fixed_mean is None else fixed_mean
@@ -191,9 +196,12 @@ def fit_svca(
         if solver == "dense":
             out["cov"] = cov
             return out
+        # float32 products (2x faster); the range is refined in float64 by the final pass
+        c32 = cov.astype(np.float32)
         u, sv, v = randomized_svd(
-            lambda mat: cov @ mat, lambda mat: cov.T @ mat, len(idx1), len(idx2),
-            k, n_oversamples, n_power_iter, gen,
+            lambda mat: c32 @ mat.astype(np.float32), lambda mat: c32.T @ mat.astype(np.float32),
+            len(idx1), len(idx2), k, n_oversamples, n_power_iter, gen,
+            final=(lambda mat: cov.T @ mat),
         )
     elif solver == "gram":
         u, sv, v = _gram_svd(da, is_train, (idx1, idx2), mean, k)

@@ -1,0 +1,95 @@
+"""The units >> frames routes: exact Gram SVCA, randomized accuracy, SVCA reuse, rastermap PCs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netphys.population import simulate_population, svca, svca_predict
+from netphys.population._sorting import _gram_pcs, normalized_for_rastermap, rastermap_sort
+from tests.population.test_svca import direct_svca
+
+
+def test_gram_route_equals_direct_svd(seed: int) -> None:
+    sim = simulate_population(400, 160, alpha=1.0, snr=2.0, rng=seed)  # units > train frames
+    res = svca(sim["activity"], block_length=10, svd_solver="gram", split="random", rng=seed)
+    assert res.attrs["svd_solver"] == "gram"
+    k = res.sizes["component"]
+    rel, tot, sv = direct_svca(
+        sim["activity"].values, res["unit_set"].values, res["is_train"].values, k
+    )
+    np.testing.assert_allclose(res["covariance_singular_value"], sv, rtol=1e-8)
+    np.testing.assert_allclose(res["reliable_variance"], rel, rtol=1e-6, atol=1e-9 * tot[0])
+    np.testing.assert_allclose(res["total_variance"], tot, rtol=1e-6, atol=1e-9 * tot[0])
+
+
+def test_auto_picks_gram_when_units_exceed_frames(seed: int) -> None:
+    sim = simulate_population(300, 100, snr=2.0, rng=seed)
+    res = svca(sim["activity"], block_length=10, rng=seed)
+    dense = svca(sim["activity"], block_length=10, rng=seed, svd_solver="dense")
+    assert res.attrs["svd_solver"] == "gram"
+    np.testing.assert_allclose(res["reliable_variance"], dense["reliable_variance"], rtol=1e-6)
+
+
+def test_randomized_accuracy_first_128_within_1e3(seed: int) -> None:
+    """The stated accuracy of the randomized route: SVCs 1-128 within 1e-3 (relative)."""
+    sim = simulate_population(
+        1200, 1600, alpha=1.0, snr=2.0, n_latents=400, category_strength=0.0, rng=seed
+    )
+    kw = {"block_length": 20, "n_components": 256, "split": "random", "rng": seed}
+    exact = svca(sim["activity"], svd_solver="dense", **kw)
+    approx = svca(sim["activity"], svd_solver="randomized", **kw)
+    err = np.abs(approx["reliable_variance"][:128] - exact["reliable_variance"][:128])
+    assert float((err / exact["total_variance"][:128]).max()) < 1e-3
+    sv_err = np.abs(
+        approx["covariance_singular_value"][:128] / exact["covariance_singular_value"][:128] - 1
+    )
+    assert float(sv_err.max()) < 1e-3
+
+
+def test_svca_predict_reuses_a_fit(seed: int) -> None:
+    sim = simulate_population(120, 600, alpha=1.0, snr=5.0, behaviour_rank=2, rng=seed)
+    fit = svca(sim["activity"], n_components=10, block_length=20, keep_projections=True)
+    reused = svca_predict(sim["activity"], sim["behaviour"], block_length=20, svca=fit)
+    refit = svca_predict(sim["activity"], sim["behaviour"], n_components=10, block_length=20)
+    np.testing.assert_array_equal(reused["explained_fraction"], refit["explained_fraction"])
+    np.testing.assert_array_equal(reused["lam"], refit["lam"])
+
+
+def test_svca_predict_rejects_a_fit_without_projections(seed: int) -> None:
+    sim = simulate_population(60, 300, behaviour_rank=2, rng=seed)
+    fit = svca(sim["activity"], n_components=5, block_length=20)
+    with pytest.raises(ValueError, match=r"svca_predict\(\): `svca` has no SVC time courses"):
+        svca_predict(sim["activity"], sim["behaviour"], svca=fit)
+    with pytest.raises(TypeError, match=r"`svca` must be the Dataset returned by svca"):
+        svca_predict(sim["activity"], sim["behaviour"], svca=np.zeros(3))
+    fit = svca(sim["activity"][:200], n_components=5, block_length=20, keep_projections=True)
+    with pytest.raises(ValueError, match=r"fitted on 200 samples but `activity` has 300"):
+        svca_predict(sim["activity"], sim["behaviour"], svca=fit)
+
+
+def test_rastermap_gram_pcs_are_the_exact_svd(rng: np.random.Generator) -> None:
+    x = (rng.normal(size=(500, 5)) @ rng.normal(size=(5, 80)) + rng.normal(size=(500, 80)))
+    x[7] = 1.0  # a constant unit is skipped (NaN row), as rastermap does
+    usv = _gram_pcs(x.astype(np.float32), 20)
+    xn, good = normalized_for_rastermap(x)
+    u, s, _ = np.linalg.svd(xn, full_matrices=False)
+    ref = u[:, :20] * s[:20]
+    got = usv[good].astype(np.float64)
+    signs = np.sign((got * ref).sum(axis=0))
+    np.testing.assert_allclose(got * signs, ref, rtol=1e-4, atol=1e-4 * s[0])
+    assert np.isnan(usv[7]).all()
+
+
+@pytest.mark.slow
+def test_rastermap_gram_route_sorts_planted_sequence(rng: np.random.Generator) -> None:
+    n_units, n_frames = 2400, 300
+    phase = rng.permutation(n_units) / n_units
+    t = np.arange(n_frames) / n_frames
+    x = np.exp(-(((t[None] - phase[:, None] + 0.5) % 1 - 0.5) ** 2) / 0.002)
+    x += 0.1 * rng.normal(size=x.shape)
+    res = rastermap_sort(x.T, n_clusters=20, n_pcs=20)
+    ordered = phase[res["order_index"].values]
+    # neighbours in the sort have neighbouring phases (circular distance), far better than chance
+    step = np.abs(np.diff(ordered))
+    assert float(np.median(np.minimum(step, 1 - step))) < 0.01
