@@ -21,6 +21,7 @@ from netphys.plot._population import (
     plot_shuffle_null,
     plot_spectra,
 )
+from netphys.plot._scaling import plot_scaling
 from netphys.plot._sessions import (
     plot_concept_persistence,
     plot_spectrum_over_sessions,
@@ -39,6 +40,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "plot_rrr",
     "plot_rrr_sessions",
     "plot_category_autocorrelation",
+    "plot_scaling",
     # paths and concepts
     "plot_path_raster",
     "plot_path_embedding",

@@ -15,6 +15,7 @@ from netphys.population._deconvolve import deconvolve
 from netphys.population._nulls import shuffle_null
 from netphys.population._powerlaw import fit_power_law
 from netphys.population._rrr import ReducedRankRegression, reduced_rank_regression, svca_predict
+from netphys.population._scaling import scaling_analysis
 from netphys.population._sessions import (
     concept_persistence,
     spectrum_over_sessions,
@@ -38,6 +39,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic
     "repeat_responses",
     "eigenspectrum",
     "fit_power_law",
+    "scaling_analysis",
     # correlations and their nulls
     "correlation_matrix",
     "shuffle_null",
