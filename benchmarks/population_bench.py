@@ -240,6 +240,33 @@ def streamed(n_units: int, n_frames: int, k: int, power_iter: int, seed: int) ->
         print("[stream]", out.stdout.strip().splitlines()[-1], flush=True)
 
 
+def lazy_suite2p(n_units: int, n_frames: int) -> dict:
+    """Open a suite2p folder with (sparse) float32 F.npy and spks.npy of the given size."""
+    from netphys.io import read_suite2p
+
+    with tempfile.TemporaryDirectory(prefix="netphys-s2p-") as tmp:
+        plane = Path(tmp) / "suite2p" / "plane0"
+        plane.mkdir(parents=True)
+        for name in ("F.npy", "spks.npy"):  # sparse files: no disk or memory used
+            np.lib.format.open_memmap(
+                plane / name, mode="w+", dtype=np.float32, shape=(n_units, n_frames)
+            ).flush()
+        np.save(plane / "ops.npy", np.array({"fs": 30.0}, dtype=object))
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        ds, elapsed = _timed(read_suite2p, Path(tmp) / "suite2p")
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        first = float(ds["activity"][:100, :100].sum())  # reads only a corner
+        out = {
+            "units": n_units, "frames": n_frames,
+            "file_gib_each": round(n_units * n_frames * 4 / 2**30, 1),
+            "open_s": round(elapsed, 2), "lazy": ds["activity"].chunks is not None,
+            "peak_rss_growth_mib": round(rss1 - rss0, 1), "corner_sum": first,
+        }
+        del ds
+    print("[lazy suite2p]", json.dumps(out), flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
@@ -257,6 +284,7 @@ def main() -> None:
     p.add_argument("--skip-wide", action="store_true")
     p.add_argument("--skip-cluster", action="store_true")
     p.add_argument("--stream", action="store_true", help="also run part 4 (one process)")
+    p.add_argument("--lazy-only", action="store_true", help="only the lazy suite2p open")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker-stream", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -267,6 +295,9 @@ def main() -> None:
         args.units, args.frames, args.components = 2000, 2000, 256
         args.wide_units, args.wide_frames = 3000, 600
         args.stream_units, args.stream_frames, args.stream_components = 8000, 4000, 128
+    if args.lazy_only:
+        lazy_suite2p(50_000, 100_000)
+        return
     if not args.skip_memory:
         in_memory(args.units, args.frames, args.components, args.seed)
     if not args.skip_wide:

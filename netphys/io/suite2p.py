@@ -62,6 +62,45 @@ def _load(path: Path, budget: ByteBudget) -> Any:
     return load_npy(path, source=str(path), budget=budget)
 
 
+class _NpyView:
+    """A numeric ``.npy`` file seen through a read-only memory map opened on each read; small
+    to pickle, so dask can ship it to distributed workers."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype, self.ndim = str(path), shape, dtype, len(shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.array(np.load(self.path, mmap_mode="r", allow_pickle=False)[index])
+
+
+def _load_trace(path: Path, budget: ByteBudget) -> Any:
+    """A numeric 2-D trace file as a dask array over a read-only memory map (nothing is read
+    until used, so nothing counts against ``budget``); any other file (object dtype, truncated,
+    not 2-D) goes through the guarded loader, which reports it."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return _load(path, budget)
+    if not isinstance(arr, np.ndarray) or arr.dtype.hasobject or arr.ndim != 2:
+        return _load(path, budget)
+    import dask.array as dsa
+
+    view = _NpyView(path, arr.shape, arr.dtype)
+    frames = max(1, min(arr.shape[1], 2**24 // max(1, arr.shape[0])))
+    stamp = path.stat()
+    name = f"suite2p-{path}-{stamp.st_mtime_ns}-{stamp.st_size}"
+    return dsa.from_array(view, chunks=(arr.shape[0], frames), lock=False, name=name)
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Concatenate planes along ROIs, lazily when the traces are dask arrays."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts, axis=0)
+    import dask.array as dsa
+
+    return dsa.concatenate([dsa.asarray(p) for p in parts], axis=0)
+
+
 def _load_dict(path: Path, budget: ByteBudget) -> dict[str, Any]:
     arr = _load(path, budget)
     obj = (
@@ -183,7 +222,7 @@ def read_suite2p(
     if "F" not in names:
         raise RecordingFormatError(f"{func}(): every plane of {path} needs F.npy.")
     n_frames = min(a.shape[1] for a in per_trace["F"])
-    merged = {n: np.concatenate([a[:, :n_frames] for a in per_trace[n]], axis=0).T for n in names}
+    merged = {n: _concat([a[:, :n_frames] for a in per_trace[n]]).T for n in names}
     fs_values = [r.meta["fs"] for r in read if r.meta.get("fs") is not None]
     where = next((r.where for r in read if r.meta.get("fs") is not None), path)
     if frame_rate is None:
@@ -244,7 +283,7 @@ def _read_plane(plane: Path, iplane: int, budget: ByteBudget) -> _Plane:
     traces = {}
     for name, fname in _TRACE_FILES.items():
         if (plane / fname).is_file():
-            arr = _load(plane / fname, budget)
+            arr = _load_trace(plane / fname, budget)
             if arr.ndim != 2:
                 raise RecordingFormatError(
                     f"{func}(): {plane / fname} should be 2-D (n_rois, n_frames); "
