@@ -142,7 +142,12 @@ def build_dataset(
 
 
 def _warn_if_huge(arr: np.ndarray, attrs: Mapping[str, Any]) -> None:
-    """Warn when activity is so large that analyses would overflow (NaN correlations)."""
+    """Warn when activity is so large that analyses would overflow (NaN correlations).
+
+    Lazy (dask) traces are not scanned here: that would read the whole file at open time.
+    """
+    if not isinstance(arr, np.ndarray):
+        return
     try:
         check_magnitude(arr, func="netphys.io", name="activity")
     except ValueError as exc:
