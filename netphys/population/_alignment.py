@@ -36,9 +36,12 @@ def _pca_basis(
     progress: bool | None,
     func: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Top-k PCA eigenvalues, unit-space basis (N, k), unit means and total variance, via the
+    """Compute the top-k PCA eigenvalues, basis, unit means and total variance of a session.
+
+    Uses the basis (N, k) in unit space, via the
     smaller of the unit covariance (streamed over frames) and the frame Gram matrix (streamed
-    over units)."""
+    over units).
+    """
     n, n_u = sub.shape
     if n_u <= n:
         cov, mean = _covariance(sub, chunk_size, progress, func)

@@ -87,7 +87,7 @@ def _as_population(
 def _select(
     x: np.ndarray, n_units: int, n_frames: int, gen: np.random.Generator
 ) -> tuple[np.ndarray, int]:
-    """A contiguous block of ``n_frames`` frames, then ``n_units`` random usable units."""
+    """Take a contiguous block of ``n_frames`` frames, then ``n_units`` random usable units."""
     start = int(gen.integers(0, x.shape[0] - n_frames + 1))
     block = x[start : start + n_frames]
     usable = np.flatnonzero(np.all(np.isfinite(block), axis=0) & (np.std(block, axis=0) > 0))

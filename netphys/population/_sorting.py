@@ -24,8 +24,11 @@ _GRAM_MIN_UNITS = 2000
 
 
 def normalized_for_rastermap(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rastermap's default normalisation of (unit, sample) data: z-score each unit, then
-    project out the population mean time course. Returns the data and the usable units."""
+    """Normalise (unit, sample) data as rastermap does by default.
+
+    Z-score each unit, then
+    project out the population mean time course. Returns the data and the usable units.
+    """
     xn = x.astype(np.float64)
     xn -= xn.mean(axis=1, keepdims=True)
     std = xn.std(axis=1)
@@ -38,8 +41,11 @@ def normalized_for_rastermap(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gram_pcs(x: np.ndarray, n_pcs: int) -> np.ndarray:
-    """Exact top PCs (U·S, float32, NaN rows for constant units) of the normalised data via
-    the eigendecomposition of the samples x samples Gram matrix (units >> samples)."""
+    """Compute the exact top PCs (U·S, float32) of the normalised data.
+
+    Constant units get NaN rows. Via
+    the eigendecomposition of the samples x samples Gram matrix (units >> samples).
+    """
     xn, good = normalized_for_rastermap(x)
     _, vecs = top_eigh(xn.T @ xn, n_pcs)
     usv = np.full((x.shape[0], n_pcs), np.nan, dtype=np.float32)

@@ -30,8 +30,11 @@ def _cov_kernel(start: int, stop: int, block: np.ndarray, *, shift: np.ndarray, 
 def _covariance(
     da: xr.DataArray, chunk_size: int | None, progress: bool | None, func: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit covariance (float64, 1/(T-1)) and unit means, streamed over sample chunks (on the
-    workers when a dask.distributed client is current)."""
+    """Compute the unit covariance (float64, 1/(T-1)) and unit means over sample chunks.
+
+    On the
+    workers when a dask.distributed client is current).
+    """
     n_samples = da.shape[0]
     shift = next(iter_sample_chunks(da, chunk_size=1))[2][0]
     shift = np.where(np.isfinite(shift), shift, 0.0)  # NaN is reported below
@@ -72,8 +75,11 @@ def _pca(
     func: str,
     projections: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Top-k PCA variances and (optionally) sample projections, via the smaller of the
-    unit covariance and the sample Gram matrix."""
+    """Compute the top-k PCA variances and (optionally) the sample projections.
+
+    Via the smaller of the
+    unit covariance and the sample Gram matrix.
+    """
     n_samples, n_units = da.shape
     if n_units <= n_samples:
         cov, mean = _covariance(da, chunk_size, progress, func)

@@ -68,8 +68,11 @@ def _sample_bounds(da: xr.DataArray, chunk_size: int | None) -> list[tuple[int, 
 
 
 def progress_bar(total: int, *, progress: bool | None, desc: str, work: float) -> Any:
-    """A tqdm bar over ``total`` steps, shown when ``progress`` is True, or when it is None
-    and the job is large (``work`` elements above 2e8 and at least 8 steps)."""
+    """Return a tqdm bar over ``total`` steps.
+
+    Shown when ``progress`` is True, or when it is None
+    and the job is large (``work`` elements above 2e8 and at least 8 steps).
+    """
     show = bool(progress) if progress is not None else (work > 2e8 and total >= 8)
     return tqdm(total=total, desc=desc, disable=not show, leave=False)
 
@@ -155,7 +158,7 @@ def top_eigh(mat: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------ reductions over chunks ----
 def distributed_client() -> Any | None:
-    """The current ``dask.distributed`` client, or None when there is none.
+    """Return the current ``dask.distributed`` client, or None when there is none.
 
     Never imports :mod:`distributed` itself: a user who never imported it has no client.
     """
@@ -170,7 +173,7 @@ def distributed_client() -> Any | None:
 
 
 def use_distributed(data: Any) -> bool:
-    """True when ``data`` is dask-backed and a distributed client is current."""
+    """Tell whether ``data`` is dask-backed and a distributed client is current."""
     chunks = data.chunks if isinstance(data, xr.DataArray) else None
     if chunks is None and not isinstance(data, xr.DataArray):
         chunks = None if isinstance(data, np.ndarray) else getattr(data, "chunks", None)
@@ -226,8 +229,10 @@ def _distributed_reduce(
     bounds_ok: Callable[[int, int], bool],
     consts: dict[str, Any],
 ) -> dict[str, Any] | None:
-    """Map ``kernel`` over the dask chunks of ``data`` along ``axis`` on the cluster and
-    tree-reduce the partial results; one ``compute``."""
+    """Map ``kernel`` over the dask chunks of ``data`` along ``axis`` on the cluster.
+
+    Then tree-reduce the partial results; one ``compute``.
+    """
     import dask
 
     arr = data.data if isinstance(data, xr.DataArray) else data
@@ -294,9 +299,12 @@ def reduce_unit_chunks(
     desc: str = "unit chunks",
     **consts: Any,
 ) -> dict[str, Any]:
-    """Sum ``kernel(start, stop, block, **consts)`` over unit chunks, as
+    """Sum ``kernel(start, stop, block, **consts)`` over unit chunks.
+
+    Works as
     :func:`reduce_sample_chunks` does over sample chunks (on the cluster when a distributed
-    client is current and ``data`` is dask-backed)."""
+    client is current and ``data`` is dask-backed).
+    """
     if use_distributed(data):
         out = _distributed_reduce(data, kernel, unit_axis, lambda a, b: True, consts)
     else:

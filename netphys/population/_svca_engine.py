@@ -111,9 +111,12 @@ def randomized_svd(
     gen: np.random.Generator,
     final: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Halko et al. (2011) randomized SVD of an operator given by ``apply(M) = C M`` and
+    """Compute the Halko et al. (2011) randomized SVD of an operator.
+
+    The operator is given by ``apply(M) = C M`` and
     ``apply_t(M) = Cᵀ M``; QR-normalised power iterations. ``final`` (default ``apply_t``)
-    computes ``Cᵀ Q`` for the last, projected SVD (float64 there when the passes are float32)."""
+    computes ``Cᵀ Q`` for the last, projected SVD (float64 there when the passes are float32).
+    """
     extra = max(32, k) if n_oversamples is None else n_oversamples
     width = min(k + extra, n_rows, n_cols)
     q, _ = np.linalg.qr(apply(gen.standard_normal((n_cols, width))))
@@ -175,12 +178,17 @@ def fit_svca(
     progress: bool | None,
     fixed_mean: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fit SVCA on the train frames (centred on ``fixed_mean`` when given); returns unit ``stats``, ``mean`` and either ``cov``
+    """Fit SVCA on the train frames, centred on ``fixed_mean`` when given.
+
+    Returns unit ``stats``, ``mean`` and either ``cov``
     (dense route, decomposed by the caller after dropping constant units) or ``u``, ``sv``,
-    ``v`` for the top ``k`` components."""
+    ``v`` for the top ``k`` components.
+    """
     shift = _first_row(da) if fixed_mean is None else fixed_mean
     n_train = int(is_train.sum())
-    opts = {"chunk_size": chunk_size, "progress": progress, "is_train": is_train, "shift": shift}
+    opts: dict[str, Any] = {
+        "chunk_size": chunk_size, "progress": progress, "is_train": is_train, "shift": shift
+    }
     form_cov = solver == "dense" or (
         solver == "randomized" and len(idx1) * len(idx2) * 8 <= max_cov_bytes
     )
@@ -267,8 +275,11 @@ def project_svca(
     chunk_size: int | None,
     progress: bool | None,
 ) -> dict[str, Any]:
-    """Reliable and total variance per SVC on the test frames (and, optionally, the SVC time
-    courses of every frame)."""
+    """Compute the reliable and total variance per SVC on the test frames.
+
+    Optionally also the SVC time
+    courses of every frame).
+    """
     part = reduce_sample_chunks(
         da, _project_kernel, rows=None if keep_projections else is_test,
         chunk_size=chunk_size, progress=progress, desc="svca test", is_test=is_test,
