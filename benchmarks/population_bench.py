@@ -90,9 +90,12 @@ def in_memory(n_units: int, n_frames: int, k: int, seed: int) -> dict:
 
     x, _ = _simulate(n_units, n_frames, seed)
     res, t_ours = _timed(svca, x, n_components=k, rng=1)
+    print(f"[paper scale] netphys svca {t_ours:.1f} s ({res.attrs['svd_solver']})", flush=True)
     sets, train = res["unit_set"].values, res["is_train"].values
     (np_rel, _), t_np = _timed(neuropop_style, x, sets, train, k)
+    print(f"[paper scale] neuropop-style {t_np:.1f} s", flush=True)
     (ex_rel, ex_tot), t_exact = _timed(plain_svca, x, sets, train, k)
+    print(f"[paper scale] full numpy SVD {t_exact:.1f} s", flush=True)
 
     def diff128(rel: np.ndarray) -> float:
         return float(np.max(np.abs(rel[:128] - ex_rel[:128]) / ex_tot[:128]))
@@ -118,7 +121,9 @@ def units_over_frames(n_units: int, n_frames: int, seed: int) -> dict:
 
     x, beh = _simulate(n_units, n_frames, seed, behaviour_rank=4)
     res, t_svca = _timed(svca, x, keep_projections=True, block_length=20, rng=1)
+    print(f"[units >> frames] svca {t_svca:.1f} s", flush=True)
     _, t_pred = _timed(svca_predict, x, beh, block_length=20, svca=res, rng=1)
+    print(f"[units >> frames] svca_predict(svca=fit) {t_pred:.1f} s", flush=True)
     _, t_rm = _timed(rastermap_sort, x)
     out = {
         "units": n_units, "frames": n_frames, "solver": res.attrs["svd_solver"],

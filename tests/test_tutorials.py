@@ -29,6 +29,7 @@ NOTEBOOKS = {
         False,
         ["finetune  task-1 accuracy per session", "['kept' 'changed' 'lost']"],
     ),
+    "06_scaling.ipynb": (False, ["solver: gram"]),
 }
 
 #: Most a committed notebook may weigh (figures are small PNGs).
