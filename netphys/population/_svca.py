@@ -450,7 +450,7 @@ def svca(
                 f"Ask for at most {limit} components, or use more units or samples."
             )
     solver = _resolve_solver(svd_solver, len(idx1), len(idx2), n_train, max_cov_bytes)
-    whole_mean = np.asarray(da.mean(da.dims[0]).values, dtype=np.float64) if paper else None
+    whole_mean = np.asarray(da.mean(str(da.dims[0])).values, dtype=np.float64) if paper else None
     k_fit = n_components if n_components is not None else min(1024, limit)
     fit = fit_svca(
         da, is_train, idx1, idx2, solver=solver, k=k_fit, max_cov_bytes=max_cov_bytes,
