@@ -38,11 +38,46 @@ SAMPLE_DIMS = ("time", "stimulus", "trial", "frame", "sample")
 def as_rng(rng: Any, *, func: str = "netphys", name: str = "rng") -> np.random.Generator:
     """Turn ``rng`` (None, int or Generator) into a :class:`numpy.random.Generator`.
 
+    netphys has one randomness convention: every function that draws random numbers takes a
+    keyword ``rng`` (int seed, Generator or None) and nothing else (no global state). Analyses
+    default to ``rng=0``, so the same call gives the same result; pass ``rng=None`` for fresh
+    entropy or a Generator to share one stream across calls.
+
+    Parameters
+    ----------
+    rng : int, numpy.random.Generator, numpy.random.SeedSequence or None
+        The seed or generator.
+    func, name : str
+        Function and argument named in the error message.
+
+    Returns
+    -------
+    numpy.random.Generator
+        ``rng`` itself when it is a Generator, else a new one seeded from it.
+
+    Raises
+    ------
+    ValueError
+        For a negative seed.
+    TypeError
+        For anything else (a float, a bool, a RandomState).
+
     Examples
     --------
     >>> as_rng(0).integers(10)
     np.int64(8)
+    >>> as_rng(True)
+    Traceback (most recent call last):
+    ...
+    TypeError: netphys(): `rng` must be None, an int seed or a numpy.random.Generator; got the bool True. Pass e.g. `rng=0`.
+    >>> as_rng(0).integers(10)
+    np.int64(8)
     """
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(
+            f"{func}(): `{name}` must be None, an int seed or a numpy.random.Generator; got "
+            f"the bool {rng!r}. Pass e.g. `{name}=0`."
+        )
     if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(rng, numbers.Integral) and int(rng) < 0:
             raise ValueError(f"{func}(): `{name}` must be a non-negative int seed; got {rng}.")

@@ -110,7 +110,7 @@ def subspace_alignment(
     train_fraction: float = 0.5,
     chunk_size: int | None = None,
     progress: bool | None = None,
-    rng: Any = 1,
+    rng: Any = 0,
 ) -> xr.Dataset:
     """Compare the top PCA or SVCA subspaces of every pair of sessions.
 
@@ -142,7 +142,7 @@ def subspace_alignment(
         Samples per chunk; None uses dask chunks or about 64 MiB.
     progress : bool or None, default=None
         Show progress bars; None shows them only for large inputs.
-    rng : int, numpy.random.Generator or None, default=1
+    rng : int, numpy.random.Generator or None, default=0
         Randomness of the SVCA unit and time splits.
 
     Returns

@@ -115,7 +115,7 @@ def simulate_calcium(
     gain: float = 0.5,
     baseline: float = 100.0,
     threshold: float = 2.0,
-    rng: Any = None,
+    rng: Any = 0,
     deconvolution: str = "threshold",
 ) -> xr.Dataset:
     """Image unit activity through a calcium indicator: F, neuropil and deconvolved spks.
@@ -141,7 +141,7 @@ def simulate_calcium(
         Resting fluorescence (a.u., photons per frame).
     threshold : float, default=2.0
         Deconvolved values below ``threshold`` noise standard deviations are set to 0.
-    rng : int, numpy.random.Generator or None, default=None
+    rng : int, numpy.random.Generator or None, default=0
         Randomness for the noise.
     deconvolution : {"threshold", "oasis"}, default="threshold"
         How ``spks`` is recovered from dF/F: "threshold" inverts the AR(1) filter and

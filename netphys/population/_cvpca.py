@@ -196,7 +196,7 @@ def cvpca(
     center: bool = True,
     chunk_size: int | None = None,
     progress: bool | None = None,
-    rng: Any = None,
+    rng: Any = 0,
     convention: str = "netphys",
 ) -> xr.Dataset:
     """Estimate the signal eigenspectrum by cross-validated PCA over two repeats.
@@ -225,7 +225,7 @@ def cvpca(
         Units per chunk; None uses the dask chunks or about 64 MiB.
     progress : bool or None, default=None
         Show tqdm progress bars; None shows them only for large inputs.
-    rng : int, numpy.random.Generator or None, default=None
+    rng : int, numpy.random.Generator or None, default=0
         Randomness of the shuffles.
     convention : {"netphys", "paper"}, default="netphys"
         "paper" reproduces ``shuffledSpectrum.m``/``loadProc2800.m``: each unit centred over

@@ -30,7 +30,7 @@ def shuffle_null(
     max_units: int | None = 2000,
     bins: Any = None,
     significance: float = 0.05,
-    rng: Any = None,
+    rng: Any = 0,
     convention: str = "netphys",
 ) -> xr.Dataset:
     """Compare pairwise correlations with a null from independently circularly shifted units.
@@ -55,7 +55,7 @@ def shuffle_null(
         Two-sided level: ``fraction_significant`` is the share of real correlations outside the
         null's central ``1 - significance`` interval (about ``significance`` for independent
         units).
-    rng : int, numpy.random.Generator or None, default=None
+    rng : int, numpy.random.Generator or None, default=0
         Randomness of the shifts and of the unit subset.
     convention : {"netphys", "paper"}, default="netphys"
         "paper" reproduces ``pcAnalysis.m``: frames averaged into 1.2 s bins (when the frame

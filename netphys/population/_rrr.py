@@ -258,7 +258,7 @@ def reduced_rank_regression(
     n_splits: int = 5,
     block_length: int = 1,
     standardize: bool = True,
-    rng: Any = None,
+    rng: Any = 0,
 ) -> xr.Dataset:
     """Cross-validated variance of ``target`` explained by ridge RRR from ``source``, per rank.
 
@@ -282,7 +282,7 @@ def reduced_rank_regression(
         Block length of the inner train/validation split.
     standardize : bool, default=True
         Z-score the predictors with training statistics.
-    rng : int, numpy.random.Generator or None, default=None
+    rng : int, numpy.random.Generator or None, default=0
         Randomness of the inner split.
 
     Returns
@@ -404,7 +404,7 @@ def svca_predict(
     n_components: int | None = None,
     block_length: int = 60,
     svca: xr.Dataset | None = None,
-    rng: Any = 1,
+    rng: Any = 0,
     convention: str = "netphys",
     **svca_options: Any,
 ) -> xr.Dataset:
@@ -435,7 +435,7 @@ def svca_predict(
         ``keep_projections=True``: reused instead of refitting SVCA (its train/test split and
         components are used; ``n_components`` and ``svca_options`` are then ignored). With the
         same ``rng`` and ``block_length`` as the fit, the result equals a refit.
-    rng : int, numpy.random.Generator or None, default=1
+    rng : int, numpy.random.Generator or None, default=0
         Randomness of the splits (the inner lambda split draws from a child stream of
         ``rng``, so it is the same whether SVCA is refitted or reused).
     convention : {"netphys", "paper"}, default="netphys"

@@ -68,7 +68,7 @@ def scaling_analysis(
     n_components: int = 128,
     n_null: int = 1,
     block_length: int = 60,
-    rng: Any = 1,
+    rng: Any = 0,
     **svca_options: Any,
 ) -> xr.Dataset:
     """Run SVCA on growing samples of units: reliable variance and dimensions versus N.
@@ -93,7 +93,7 @@ def scaling_analysis(
         (``n_significant`` is then the number of SVCs with positive reliable variance).
     block_length : int, default=60
         SVCA train/test block length (1 for i.i.d. frames).
-    rng : int, numpy.random.Generator or None, default=1
+    rng : int, numpy.random.Generator or None, default=0
         Randomness of the unit samples, splits and shifts.
     **svca_options
         Further options of :func:`svca` (e.g. ``split="random"``).

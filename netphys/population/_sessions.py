@@ -42,7 +42,7 @@ def spectrum_over_sessions(
     min_svca_frames: int = 40,
     chunk_size: int | None = None,
     progress: bool | None = None,
-    rng: Any = 1,
+    rng: Any = 0,
 ) -> xr.Dataset:
     """Fit PCA (and SVCA) power-law spectra in every session.
 
@@ -72,7 +72,7 @@ def spectrum_over_sessions(
         Samples per chunk; None uses dask chunks or about 64 MiB.
     progress : bool or None, default=None
         Show progress bars; None shows them only for large inputs.
-    rng : int, numpy.random.Generator or None, default=1
+    rng : int, numpy.random.Generator or None, default=0
         Seed of the SVCA splits (the same seed for every session).
 
     Returns

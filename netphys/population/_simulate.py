@@ -29,7 +29,7 @@ def simulate_population(
     n_repeats: int = 1,
     sample_dim: str = "time",
     dtype: Any = np.float64,
-    rng: Any = None,
+    rng: Any = 0,
 ) -> xr.Dataset:
     """Simulate a population driven by latents with variance ``∝ k^-alpha`` plus noise.
 
@@ -73,7 +73,7 @@ def simulate_population(
         Name of the sample dim.
     dtype : numpy dtype, default=numpy.float64
         Dtype of ``activity``.
-    rng : int, numpy.random.Generator or None, default=None
+    rng : int, numpy.random.Generator or None, default=0
         Randomness.
 
     Returns

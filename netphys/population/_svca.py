@@ -61,7 +61,7 @@ def split_time_blocks(
     *,
     block_length: int = 60,
     train_fraction: float = 0.5,
-    rng: Any = 1,
+    rng: Any = 0,
     func: str = "split_time_blocks",
 ) -> np.ndarray:
     """Assign whole blocks of consecutive samples to train (True) or test (False).
@@ -77,7 +77,7 @@ def split_time_blocks(
         Samples per block (60 bins of 1.2 s in the paper; 1 for i.i.d. frames such as images).
     train_fraction : float, default=0.5
         Fraction of blocks used for training, in (0, 1).
-    rng : int, numpy.random.Generator or None, default=1
+    rng : int, numpy.random.Generator or None, default=0
         Randomness for the block draw.
     func : str, default="split_time_blocks"
         Name of the calling function, used in error messages.
@@ -132,7 +132,7 @@ def split_units(
     n_strips: int = 16,
     strip_gap: float = 0.0,
     n_squares: int = 8,
-    rng: Any = 1,
+    rng: Any = 0,
     func: str = "split_units",
 ) -> tuple[np.ndarray, str]:
     """Split units into two disjoint sets, spatially when positions exist.
@@ -153,7 +153,7 @@ def split_units(
         Fraction of each strip (at its far end) left unused, a no-man's-land between sets.
     n_squares : int, default=8
         Squares per axis for "checkerboard".
-    rng : int, numpy.random.Generator or None, default=1
+    rng : int, numpy.random.Generator or None, default=0
         Randomness for "random".
     func : str, default="split_units"
         Name of the calling function, used in error messages.
@@ -283,7 +283,7 @@ def svca(
     keep_projections: bool = False,
     chunk_size: int | None = None,
     progress: bool | None = None,
-    rng: Any = 1,
+    rng: Any = 0,
     convention: str = "netphys",
 ) -> xr.Dataset:
     """Split the population into two unit sets and measure the variance they share reliably.
@@ -334,7 +334,7 @@ def svca(
         Samples per chunk; None uses the dask chunks, or about 64 MiB for numpy input.
     progress : bool or None, default=None
         Show tqdm progress bars; None shows them only for large inputs.
-    rng : int, numpy.random.Generator or None, default=1
+    rng : int, numpy.random.Generator or None, default=0
         Randomness of the time split, the random unit split and the randomized SVD (the paper
         used seed 1 for every analysis).
     convention : {"netphys", "paper"}, default="netphys"

@@ -87,7 +87,7 @@ def path_concepts(
     n_concepts: int | None = None,
     method: str = "agglomerative",
     min_size: int = 3,
-    rng: Any = None,
+    rng: Any = 0,
 ) -> xr.Dataset:
     """Cluster paths into concepts by the correlation of their flow across samples.
 
@@ -104,7 +104,7 @@ def path_concepts(
         SpectralClustering(affinity='precomputed') on ``max(corr, 0)``.
     min_size : int, default=3
         Clusters with fewer paths get label -1 (unassigned).
-    rng : int, Generator or None, default=None
+    rng : int, Generator or None, default=0
         Seed of the spectral method's k-means.
 
     Returns
@@ -229,7 +229,7 @@ def path_embedding(
     n_components: int = 2,
     rastermap: bool = True,
     n_clusters: int | None = None,
-    rng: Any = None,
+    rng: Any = 0,
 ) -> xr.Dataset:
     """Embed paths and samples in a low-dimensional space; sort paths with rastermap.
 
@@ -245,7 +245,7 @@ def path_embedding(
     n_clusters : int, optional
         Rastermap clusters; default ``min(100, n_paths // 4)``. Its travelling-salesman step
         grows steeply with it (100 clusters: ~70 s on 2 CPU cores; 30: ~2 s).
-    rng : int, Generator or None, default=None
+    rng : int, Generator or None, default=0
         Seed of the SVD.
 
     Returns

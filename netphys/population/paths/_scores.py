@@ -67,7 +67,7 @@ def concept_selectivity(
     labels: Any,
     *,
     n_permutations: int = 1000,
-    rng: Any = None,
+    rng: Any = 0,
 ) -> xr.Dataset:
     """Score concepts against categories: selectivity, p-values, purity, NMI/ARI, IoU.
 
@@ -79,7 +79,7 @@ def concept_selectivity(
         One category per sample.
     n_permutations : int, default=1000
         Label shuffles for the p-value of each concept's maximal selectivity.
-    rng : int, Generator or None, default=None
+    rng : int, Generator or None, default=0
         Randomness of the shuffles.
 
     Returns
