@@ -70,8 +70,6 @@ def as_rng(rng: Any, *, func: str = "netphys", name: str = "rng") -> np.random.G
     Traceback (most recent call last):
     ...
     TypeError: netphys(): `rng` must be None, an int seed or a numpy.random.Generator; got the bool True. Pass e.g. `rng=0`.
-    >>> as_rng(0).integers(10)
-    np.int64(8)
     """
     if isinstance(rng, (bool, np.bool_)):
         raise TypeError(
