@@ -68,7 +68,7 @@ def write_json(path: str | os.PathLike[str], value: Any) -> None:
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.json"
     >>> write_json(p, {"loss": float("nan")})
     >>> p.read_text()
-    '{\\n  "loss": null\\n}'
+    '{\n  "loss": null\n}'
     """
     Path(path).write_text(json.dumps(json_safe(value), indent=2, allow_nan=False))
 
