@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from netphys.io import _chunks
-from netphys.io.recording import _compressor
+from netphys.io._recording_layout import compressor as _compressor
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "int64"])

@@ -80,7 +80,7 @@ def test_dropout_jitter_seed_and_attrs(tmp_path) -> None:
     specs = [Jitter(pixels=1), Dropout(p=0.25, layers=["1"])]
     for name in ("a.zarr", "b.zarr"):
         netphys.record(
-            model, x, tmp_path / name, layers=["1"], repeats=2, variability=specs, seed=3,
+            model, x, tmp_path / name, layers=["1"], repeats=2, variability=specs, rng=3,
             progress=False,
         )  # fmt: skip
     a, b = _layer(tmp_path / "a.zarr", "1").values, _layer(tmp_path / "b.zarr", "1").values
