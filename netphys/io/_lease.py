@@ -45,9 +45,11 @@ class Lease:
     >>> import tempfile
     >>> store = Path(tempfile.mkdtemp()) / "r.zarr"
     >>> lease = Lease.acquire(store, func="example")
+    >>> Lease.held_by_other(store)  # a live process (this one) holds it
+    True
+    >>> lease.release()
     >>> Lease.held_by_other(store)
     False
-    >>> lease.release()
     """
 
     def __init__(self, path: Path, fd: int) -> None:
