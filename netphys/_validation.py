@@ -375,3 +375,119 @@ them first, e.g. `activity.fillna(0)` or `activity.dropna('unit')`.
         f"{func}(): `{name}` contains NaN or inf{context} (first at {where}). Fill or drop "
         f"them first, e.g. `{name}.fillna(0)` or `{name}.dropna('unit')`."
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Recorder and recording checks (issue 11). Kept in one block to ease merging.
+# ---------------------------------------------------------------------------------------------
+__all__ += ["check_bool", "check_int_values", "check_layer_names"]
+
+
+def check_bool(value: Any, *, func: str, name: str) -> bool:
+    """Check that ``value`` is a bool (numpy bools included) and return it.
+
+    Examples
+    --------
+    >>> check_bool(True, func="f", name="flag")
+    True
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{func}(): `{name}` must be True or False; got {type(value).__name__} {value!r}."
+        )
+    return bool(value)
+
+
+def check_int_values(value: Any, *, func: str, name: str, fix: str = "") -> np.ndarray:
+    """Return ``value`` (scalar or 1-D) as int64, refusing non-integer numbers.
+
+    Floats are accepted only when every value is a whole number (``[0.0, 2.0]``); ``[0.2,
+    1.5]`` is refused instead of being truncated. Bools are refused.
+
+    Examples
+    --------
+    >>> check_int_values([0.0, 2.0], func="f", name="label")
+    array([0, 2])
+    """
+    arr = np.asarray(value)
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise TypeError(
+            f"{func}(): `{name}` must hold integers; got dtype {arr.dtype}. {fix}".rstrip()
+        )
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bool(np.any(bad)):
+            first = arr[bad].ravel()[0]
+            raise TypeError(
+                f"{func}(): `{name}` must hold integers; got non-integer value {first!r} "
+                f"(dtype {arr.dtype}). Pass integer class ids, e.g. `np.asarray(y, int)` after "
+                f"checking the values. {fix}".rstrip()
+            )
+    return arr.astype("int64")
+
+
+def check_layer_names(
+    layers: Any,
+    valid: list[str],
+    *,
+    func: str,
+    owner: str,
+    list_hint: str = "netphys.recorder.list_layers(model)",
+) -> list[str]:
+    """Check module names against ``valid``; suggest the closest names for a wrong one.
+
+    ``layers`` is one name or a sequence of names; the result is a list without duplicates.
+    A wrong name gets the closest valid names first (``difflib``), then every valid name when
+    there are at most 30, else the call that lists them all (``list_hint``). Names may end in
+    ``:k`` (the k-th call of a module that runs several times per forward).
+
+    Examples
+    --------
+    >>> check_layer_names("relu", ["conv", "relu"], func="f", owner="Net")
+    ['relu']
+    """
+    import difflib
+
+    names = [layers] if isinstance(layers, str) else layers
+    if not isinstance(names, (list, tuple)):
+        raise TypeError(
+            f"{func}(): `layers` must be a module name or a list of module names; got "
+            f"{type(layers).__name__} {layers!r}. Pass e.g. `layers=['relu1', 'relu2']`."
+        )
+    names = list(names)
+    if not names:
+        raise ValueError(
+            f"{func}(): `layers` is empty; pass at least one module name (or None for the "
+            "default choice where the function has one)."
+        )
+    valid_set = set(valid)
+    bad = [n for n in names if not isinstance(n, str) or _site_module(n) not in valid_set]
+    if bad:
+        close: list[str] = []
+        for n in bad:
+            close += difflib.get_close_matches(str(n), valid, n=5, cutoff=0.4)
+        close = list(dict.fromkeys(close))
+        if len(valid) <= 30:
+            rest = [v for v in valid if v not in close]
+            listing = "Valid names (closest first): " + ", ".join(map(repr, close + rest)) + "."
+        else:
+            listing = f"Valid names: {len(valid)} in all; list them with `{list_hint}`" + (
+                f" (closest: {', '.join(map(repr, close))})." if close else "."
+            )
+        guess = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"{func}(): `layers` {bad} are not modules of {owner}: {bad[0]!r} in `layers` is "
+            f"not a module name from `model.named_modules()`.{guess} {listing}"
+        )
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{func}(): `layers` lists {dup} twice: {names}. List each layer once.")
+    return [str(n) for n in names]
+
+
+def _site_module(name: str) -> str:
+    """Return the module name of a layer name: ``"block.relu:1"`` -> ``"block.relu"``."""
+    base, sep, k = name.rpartition(":")
+    return base if sep and k.isdigit() else name

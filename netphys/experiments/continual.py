@@ -122,8 +122,7 @@ def _run_method(
     import torch
 
     from netphys.experiments.concepts import concept_analysis
-    from netphys.recorder import Recorder, layer_weights
-    from netphys.recorder.record import present, present_spontaneous
+    from netphys.recorder import Recorder, layer_weights, present, present_spontaneous
 
     torch.manual_seed(seed)
     model = DemoCNN()
@@ -150,7 +149,7 @@ def _run_method(
 
     bar = tqdm(total=2 * epochs + 1, desc=method, unit="session", disable=not progress)
     with Recorder(
-        model, path, layers=DEMO_LAYERS, mode="w", dtype="float32", seed=seed,
+        model, path, layers=DEMO_LAYERS, mode="w", dtype="float32", rng=seed,
         variability=cfg["variability"],
     ) as rec:  # fmt: skip
         opt = None
@@ -344,7 +343,7 @@ def run_continual(
 
     from netphys._validation import check_int, check_positive_float
     from netphys.plot import plot_continual_overview
-    from netphys.recorder.record import spontaneous_inputs
+    from netphys.recorder import spontaneous_inputs
 
     func = "run_continual"
     epochs = check_int(epochs_per_task, func=func, name="epochs_per_task", minimum=1)

@@ -55,8 +55,13 @@ def train_and_record(
     import torch
     from tqdm.auto import tqdm
 
-    from netphys.recorder import Recorder, layer_weights
-    from netphys.recorder.record import present, present_spontaneous, spontaneous_inputs
+    from netphys.recorder import (
+        Recorder,
+        layer_weights,
+        present,
+        present_spontaneous,
+        spontaneous_inputs,
+    )
 
     torch.manual_seed(seed)
     x_tr, y_tr, x_te, y_te = load_digits_split(seed)
@@ -70,7 +75,7 @@ def train_and_record(
     path = out / "recording.zarr" if path is None else path
     bar = tqdm(total=epochs + 1, desc="train + record", unit="session", disable=not progress)
     with Recorder(
-        model, path, layers=DEMO_LAYERS, mode="w", dtype=dtype, seed=seed, variability=variability
+        model, path, layers=DEMO_LAYERS, mode="w", dtype=dtype, rng=seed, variability=variability
     ) as rec:
         for epoch in range(epochs + 1):
             train_loss = float("nan")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numcodecs import Blosc  # type: ignore[import-untyped]
+from numcodecs import Blosc
 from zarr.codecs import BloscCodec, BytesCodec
 
 __all__ = ["ChunkWriter", "direct_spec"]
@@ -118,7 +118,7 @@ class ChunkWriter:
         self.bytes_written = 0
 
     def spec(self, arr: Any, key: str | None = None) -> _Spec | None:
-        """Cached :func:`direct_spec` of ``arr``, stored at ``key`` (default: its path)."""
+        """Return the cached :func:`direct_spec` of ``arr`` stored at ``key`` (default: its path)."""
         key = arr.path if key is None else key
         if key not in self._specs:
             self._specs[key] = direct_spec(self.root / key, arr)

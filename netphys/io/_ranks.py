@@ -34,11 +34,17 @@ import zarr
 
 from netphys.errors import RecordingError
 from netphys.io._chunks import ChunkWriter, _atomic_write
+from netphys.io._recording_arrays import create_layer
+from netphys.io._recording_layout import (
+    FIELD_ATTRS,
+    FRAME_FIELDS,
+    RANKS_FORMAT_VERSION,
+    array_at,
+    compressor,
+    json_safe,
+)
 
 __all__ = ["RANKS_FORMAT_VERSION", "RankWriter", "drop_padding", "finalize"]
-
-#: Format version of rank-interleaved (multi-process) recordings.
-RANKS_FORMAT_VERSION = 3
 
 _RANKS = "ranks"
 _WAIT_S = 600.0
@@ -104,9 +110,6 @@ class RankWriter:
         compression: str | None,
         barrier: Callable[[], None],
     ) -> None:
-        from netphys.io import recording as rio
-
-        self._rio = rio
         self.path = Path(path)
         self.rank = int(rank)
         self.world_size = int(world_size)
@@ -165,7 +168,6 @@ class RankWriter:
             return
         if exists:
             shutil.rmtree(self.path)
-        rio = self._rio
         root = zarr.open_group(self.path, mode="w-", zarr_format=3)
         root.attrs.update(
             {
@@ -178,10 +180,10 @@ class RankWriter:
                 "world_size": self.world_size,
                 "chunk_frames": self._chunk,
                 "layers": [],
-                **{k: rio._json_safe(v) for k, v in attrs.items()},
+                **{k: json_safe(v) for k, v in attrs.items()},
             }
         )
-        fields = {**rio.FRAME_FIELDS, "rank": ("int16", -1)}
+        fields = {**FRAME_FIELDS, "rank": ("int16", -1)}
         for name, (dtype, fill) in fields.items():
             root.create_array(
                 name,
@@ -190,9 +192,9 @@ class RankWriter:
                 chunks=(self._chunk,),
                 fill_value=fill,
                 dimension_names=("time",),
-                compressors=rio._compressor(),
+                compressors=compressor(),
                 attributes=dict(
-                    rio._FIELD_ATTRS.get(name, {"long_name": "writing rank (-1: padding row)"})
+                    FIELD_ATTRS.get(name, {"long_name": "writing rank (-1: padding row)"})
                 ),
             )
         root.create_group("layers")
@@ -240,12 +242,20 @@ class RankWriter:
         self._layer_specs[name] = {"n_units": n_units, "n_nodes": n_nodes, "dtype": dtype}
         if self.rank != 0:
             return
-        w = self._rio.RecordingWriter.__new__(self._rio.RecordingWriter)
-        w.root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-        w.chunk_frames, w._capacity, w.compression, w.frames = self._chunk, 0, self.compression, 0
-        w._layer_specs = {}
-        w.add_layer(name, unit_coords=unit_coords, n_nodes=n_nodes, dtype=dtype, attrs=attrs)
-        w.root.attrs["layers"] = self.layers
+        root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
+        create_layer(
+            root,
+            name,
+            unit_coords,
+            n_units,
+            n_nodes,
+            dtype,
+            attrs,
+            frames=0,
+            chunk_frames=self._chunk,
+            compression=self.compression,
+        )
+        root.attrs["layers"] = self.layers
 
     def add_behaviour(self, width: int) -> None:
         """Rank 0 creates the behaviour group (time chunks of ``chunk_frames``)."""
@@ -254,7 +264,6 @@ class RankWriter:
         self._behaviour_width = width
         if self.rank != 0:
             return
-        rio = self._rio
         root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
         g = root.create_group("behaviour")
         for name, dtype, fill, tail in (
@@ -270,11 +279,11 @@ class RankWriter:
                 chunks=(self._chunk, *tail),
                 fill_value=fill,
                 dimension_names=("time", "output")[: 1 + len(tail)],
-                compressors=rio._compressor(),
+                compressors=compressor(),
             )
 
     def condition_code(self, condition: str) -> int:
-        """This rank's code of ``condition`` (codes are merged across ranks on finalize)."""
+        """Return this rank's code of ``condition`` (codes are merged across ranks on finalize)."""
         if not condition or any(c.isspace() for c in condition):
             raise ValueError(
                 f"Recorder: `condition` must be a non-empty word without spaces; got {condition!r}."
@@ -308,7 +317,7 @@ class RankWriter:
                 f"most {c}"
             )
         slot = (start // c) * self.world_size + self.rank
-        values: list[tuple[str, np.ndarray]] = [(k, table[k]) for k in self._rio.FRAME_FIELDS]
+        values: list[tuple[str, np.ndarray]] = [(k, table[k]) for k in FRAME_FIELDS]
         values.append(("rank", np.full(n, self.rank, "int16")))
         for name, (act, nodes) in layers.items():
             values += [(f"layers/{name}/activity", act), (f"layers/{name}/nodes", nodes)]
@@ -340,16 +349,42 @@ class RankWriter:
     def write_graph(self, session: int, weights: Any) -> None:
         """Node weights are not stored by multi-process recordings."""
 
-    def close(self, *, status: str = "complete") -> None:
+    def last_session(self) -> int:
+        """Largest session id in the store, over every rank (-1 if none; padding is -1)."""
+        arr = self.root["session"]
+        return int(np.max(arr[:])) if arr.shape[0] else -1
+
+    def layer_dtype(self, name: str) -> str | None:
+        """Return the stored activity dtype of layer ``name`` (None if the store lacks it)."""
+        spec = self._layer_specs.get(name)
+        return None if spec is None else str(spec["dtype"])
+
+    def check_append(self, layers: Any, dtype: str | None) -> None:
+        """Refuse resuming with other layers than the store holds."""
+        if self._layer_specs and list(layers) != self.layers:
+            raise RecordingError(
+                f"DistributedRecorder: resuming with layers {list(layers)} but the recording "
+                f"holds {self.layers}; pass `layers={self.layers!r}`."
+            )
+
+    def close(self, *, status: str = "complete", attrs: Mapping[str, Any] | None = None) -> None:
         """Commit this rank's record and stop the encoder threads (rank 0 finalizes later)."""
         self._commit()
+        self._cw.close()
+
+    def abandon(self) -> None:
+        """Stop after a failed first forward: commit what there is (nothing), see :meth:`close`."""
+        self.close()
+
+    def release(self) -> None:
+        """Give up after a write failure: stop the encoder threads; committed blocks stay."""
         self._cw.close()
 
 
 def _time_arrays(root: zarr.Group, prefix: str = "") -> list[tuple[str, Any]]:
     out = []
     for name, arr in root.arrays():
-        if (arr.metadata.dimension_names or ())[:1] == ("time",):
+        if tuple(getattr(arr.metadata, "dimension_names", None) or ())[:1] == ("time",):
             out.append((f"{prefix}{name}", arr))
     for name, sub in root.groups():
         if name != _RANKS:
@@ -408,7 +443,7 @@ def _merge_conditions(root: zarr.Group, records: list[dict[str, Any]], c: int) -
     vocab: list[str] = []
     for rec in records:
         vocab += [k for k in rec.get("conditions", []) if k not in vocab]
-    cond = root["condition"]
+    cond = array_at(root, "condition")
     for rec in records:
         local = list(rec.get("conditions", []))
         if local == vocab[: len(local)]:

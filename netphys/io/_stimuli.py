@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from netphys.io.recording import _STIMULI, _as_tree, _check_version
+from netphys.io._recording_layout import STIMULI as _STIMULI
+from netphys.io._recording_layout import check_version as _check_version
+from netphys.io._recording_reader import _as_tree
 
 __all__ = ["read_stimuli", "write_stimuli"]
 

@@ -9,7 +9,8 @@ import numpy as np
 import xarray as xr
 
 from netphys.errors import MissingDependencyError
-from netphys.io.recording import FRAME_FIELDS, _as_tree, layer_activity
+from netphys.io._recording_layout import FRAME_FIELDS
+from netphys.io._recording_reader import _as_tree, layer_activity
 
 __all__ = ["to_pynapple"]
 

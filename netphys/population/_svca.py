@@ -226,9 +226,14 @@ def split_units(
         if split == "auto" and min((sets == 1).sum(), (sets == 2).sum()) < n / 4:
             method, sets[:] = "random", 0
     if method == "random":
+        # keyed by unit id, not by position: reordering the units gives each unit the same set
+        ids = da["unit"].values if "unit" in da.coords else np.arange(n)
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(ids, kind="stable")] = np.arange(n)
         perm = as_rng(rng, func=func).permutation(n)
-        sets[perm[: n // 2]] = 1
-        sets[perm[n // 2 :]] = 2
+        first = np.zeros(n, dtype=bool)
+        first[perm[: n // 2]] = True
+        sets[:] = np.where(first[rank], 1, 2)
     if (sets == 1).sum() == 0 or (sets == 2).sum() == 0:
         raise ValueError(
             f"{func}(): the {method!r} split left a unit set empty ({int((sets == 1).sum())} and "

@@ -43,7 +43,7 @@ class DistributedRecorder(Recorder):
         Frames per time chunk, the unit of commit (a killed rank loses at most this many).
     **kwargs
         Other :class:`netphys.Recorder` options (``layers``, ``dtype``, ``max_units``,
-        ``seed``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ...).
+        ``rng``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ``variability``, ...).
 
     Examples
     --------

@@ -36,7 +36,7 @@ class CopyStream:
                 t.record_stream(self.stream)
 
     def event(self) -> torch.cuda.Event:
-        """An event recorded on the copy stream (after every copy issued so far)."""
+        """Return an event recorded on the copy stream (after every copy issued so far)."""
         event = torch.cuda.Event()
         event.record(self.stream)
         return event

@@ -11,9 +11,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from netphys._validation import check_layer_names
 from netphys.errors import RecordingError
 
-__all__ = ["LayerLayout", "default_layers", "extract_tensor", "resolve_layers"]
+__all__ = [
+    "LayerLayout",
+    "default_layers",
+    "extract_tensor",
+    "list_layers",
+    "resolve_layers",
+    "site_of",
+]
 
 #: Modules whose outputs put features in the last dim (Linear-like, token models).
 _FEATURES_LAST = (
@@ -71,8 +79,30 @@ def default_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and not list(m.children())]
 
 
+def list_layers(model: nn.Module) -> list[str]:
+    """Every module name of ``model`` that can be recorded (``named_modules()``, root excluded).
+
+    A module that runs several times per forward (e.g. ``layer1.0.relu`` in a torchvision
+    ResNet block) can be recorded per call as ``"layer1.0.relu:0"``, ``"layer1.0.relu:1"``.
+
+    Examples
+    --------
+    >>> list_layers(nn.Sequential(nn.Linear(4, 8), nn.ReLU()))
+    ['0', '1']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"list_layers(): `model` must be a torch.nn.Module; got {type(model).__name__}."
+        )
+    return [n for n, _ in model.named_modules() if n]
+
+
 def resolve_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list[str]:
-    """Check layer names against ``model.named_modules()``; return them as a list."""
+    """Check layer names against ``model.named_modules()``; return them as a list.
+
+    Names may end in ``:k``: the k-th call (0-based) of a module that runs several times in
+    one forward. ``None`` gives :func:`default_layers`.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Recorder: `model` must be a torch.nn.Module; got {type(model).__name__}.")
     if layers is None:
@@ -83,21 +113,31 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str] | None) -> list
                 "with module names or wrap the computation in modules."
             )
         return names
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if not names:
-        raise ValueError("Recorder: `layers` is empty; pass module names or None for the default.")
-    modules = dict(model.named_modules())
-    valid = [n for n in modules if n]
-    bad = [n for n in names if not isinstance(n, str) or n not in modules or n == ""]
-    if bad:
-        shown = ", ".join(repr(v) for v in valid[:40]) + (" ..." if len(valid) > 40 else "")
+    names = check_layer_names(
+        layers, list_layers(model), func="Recorder", owner=type(model).__name__
+    )
+    plain = {n for n in names if site_of(n)[1] is None}
+    both = sorted({m for m, k in map(site_of, names) if k is not None and m in plain})
+    if both:
         raise ValueError(
-            f"Recorder: `layers` {bad} are not modules of {type(model).__name__}. "
-            f"Valid names (from model.named_modules()): {shown}."
+            f"Recorder: `layers` names module {both[0]!r} both whole and per call "
+            f"({both[0]!r} and {both[0]!r}:k); list either the module or its calls."
         )
-    if len(set(names)) != len(names):
-        raise ValueError(f"Recorder: `layers` lists a module twice: {names}.")
     return names
+
+
+def site_of(name: str) -> tuple[str, int | None]:
+    """Split a layer name into (module name, call index or None).
+
+    Examples
+    --------
+    >>> site_of("layer1.0.relu:1"), site_of("fc")
+    (('layer1.0.relu', 1), ('fc', None))
+    """
+    base, sep, k = name.rpartition(":")
+    if sep and k.isdigit():
+        return base, int(k)
+    return name, None
 
 
 def extract_tensor(output: Any, name: str) -> torch.Tensor:

@@ -7,34 +7,34 @@ import logging
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from netphys.errors import RecordingError
-from netphys.io.recording import RecordingWriter
-from netphys.recorder._gpu import CopyStream
-from netphys.recorder._layers import (
-    LayerLayout,
-    channel_dim_for,
-    choose_units,
-    extract_tensor,
-    resolve_layers,
+from netphys._validation import (
+    as_rng,
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive_float,
 )
-from netphys.recorder._staging import Block, BlockPool, WriterThread
+from netphys.errors import RecordingError
+from netphys.io.recording import COMPRESSIONS, RecordingWriter
+from netphys.recorder._hooks import Hooks
+from netphys.recorder._layers import resolve_layers, site_of
+from netphys.recorder._stage import DTYPES
 from netphys.recorder._variability import VariabilityHooks
 
 __all__ = ["Recorder"]
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-_MAX_BEHAVIOUR_WIDTH = 4096
+_UNSET: Any = object()
 
 
 def _version() -> str:
@@ -46,14 +46,30 @@ def _version() -> str:
         return "unknown"
 
 
-class Recorder:
+def _check_max_units(max_units: Any, layers: list[str]) -> Any:
+    if isinstance(max_units, Mapping):
+        bad = [k for k in max_units if k not in layers]
+        if bad:
+            raise ValueError(
+                f"Recorder: `max_units` names layers {bad} that are not recorded; "
+                f"recorded layers are {layers}."
+            )
+        return {k: check_int(v, func="Recorder", name=f"max_units[{k!r}]", minimum=1)
+                for k, v in max_units.items()}  # fmt: skip
+    if max_units is None:
+        return None
+    return check_int(max_units, func="Recorder", name="max_units", minimum=1)
+
+
+class Recorder(Hooks):
     """Record unit and node activity of a PyTorch model into a Zarr recording.
 
     Every forward call of ``model`` made inside the ``with`` block is recorded: the outputs
     of the chosen ``layers`` (every element is a *unit*; a channel's spatial mean is a
     *node*), the model's outputs as behaviour, and a per-frame table (session, stimulus,
-    label, condition, repeat). Hooks are removed when the block exits, on exceptions too;
-    frames already handed to the writer are kept.
+    label, condition, repeat, train/eval mode). Hooks are removed when the block exits, on
+    exceptions too; frames already handed to the writer are kept. A forward call that raises
+    records nothing and leaves the Recorder ready for the next one.
 
     Parameters
     ----------
@@ -62,17 +78,24 @@ class Recorder:
     path : str or Path
         Directory of the recording (``*.zarr``).
     layers : str or list of str, optional
-        Module names (from ``model.named_modules()``) in forward order. Default: every
-        activation module (or, without any, every transformer layer, else every leaf).
-    dtype : {"float32", "float16"}, default="float32"
-        Storage type of unit activity. float32 is bit-exact; float16 rounds to nearest.
+        Module names (from ``model.named_modules()``; list them with
+        :func:`netphys.recorder.list_layers`) in forward order. A module that runs several
+        times per forward is recorded per call as ``"name:0"``, ``"name:1"``, ...
+        Default: every activation module (or, without any, every transformer layer, else every
+        leaf); a default module that runs k > 1 times per forward (e.g. ``layer1.0.relu`` in a
+        torchvision ResNet block) becomes k layers ``"layer1.0.relu:0"`` ...
+    dtype : {"float32", "float16", "float64"}, optional
+        Storage type of unit activity. float32 and float64 are bit-exact for outputs of that
+        type; float16 rounds to nearest. Default: float64 when a recorded output is float64,
+        else float32 (when appending: the recording's dtype).
     max_units : int or dict, optional
         Maximum units per layer (or ``{layer: n}``). Larger layers keep a seeded random
         subset, like choosing a field of view; the choice is stored (``unit_id``).
-    seed : int, default=0
-        Seed of the unit selection; stored in the recording.
+    rng : int, numpy.random.Generator or None, default=0
+        Randomness of the unit selection; an int seed is stored in the recording.
     mode : {"w-", "w", "a"}, default="w-"
-        Refuse an existing path, overwrite it, or append new sessions to it.
+        Refuse an existing path, replace an existing recording (only a recording, and only
+        once the new one has its first frames), or append new sessions to it.
     chunk_frames : int, optional
         Frames per time chunk and per flush. Default: a power of two between 256 and 16384
         giving about 32 MB per flush (few large writes keep up with fast models). Reduced if
@@ -92,19 +115,20 @@ class Recorder:
     store_weights : bool, default=True
         Store per-session node-to-node weights between consecutive layers (where the modules
         allow it).
+    compression : {"lz4", "zstd", "none"} or None, default="lz4"
+        Codec of unit activity: lz4 is fast, zstd smaller, "none" the cheapest on CPU.
+    writer : {"auto", "thread", "inline"}, default="auto"
+        Where chunks are compressed and written: a background thread, or inline in the
+        recording thread at each flush. "auto" picks inline on a CPU-bound model that uses
+        all cores, the thread otherwise.
     variability : spec, list of specs, dict or str, optional
         Sources of trial-to-trial variability applied to every recorded forward call (see
         :mod:`netphys.variability`: ``InputNoise``, ``Jitter``, ``Dropout``, ``Poisson``),
-        drawn from a generator seeded with ``seed`` and stored in the root attrs under
-        ``"variability"``. None (default): noise-free, bit-exact activity.
-    compression : {"lz4", "zstd", "none"} or None, default="lz4"
-        Codec of unit activity: lz4 is fast, zstd smaller, "none" the cheapest on CPU (use it
-        when the model is so fast that compression cannot keep up).
-    writer : {"auto", "thread", "inline"}, default="auto"
-        Where chunks are compressed and written: a background thread (overlaps with GPU
-        compute or spare CPU cores), or inline in the recording thread at each flush (faster
-        when the model's intra-op threads already use every core). "auto" picks inline on a
-        CPU-bound model that uses all cores, the thread otherwise.
+        drawn from a generator seeded by ``rng`` (an int seed as is; otherwise a seed drawn
+        from it) and stored in the root attrs under ``"variability"``. None (default):
+        noise-free, bit-exact activity.
+    seed : int, optional
+        Deprecated alias of ``rng``.
 
     Examples
     --------
@@ -122,9 +146,9 @@ class Recorder:
         path: str | os.PathLike[str],
         *,
         layers: str | Sequence[str] | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         max_units: int | Mapping[str, int] | None = None,
-        seed: int = 0,
+        rng: int | np.random.Generator | None = 0,
         mode: str = "w-",
         chunk_frames: int | None = None,
         max_host_memory: int = 512 << 20,
@@ -136,66 +160,91 @@ class Recorder:
         compression: str | None = "lz4",
         writer: str = "auto",
         variability: Any = None,
+        seed: Any = _UNSET,
     ) -> None:
+        func = "Recorder"
         self.layers = resolve_layers(model, layers)
-        self.variability = VariabilityHooks(
-            model, variability, seed=seed, layers=self.layers, active=self._variability_active
-        )
-        if dtype not in _DTYPES:
-            raise ValueError(f"Recorder: `dtype` must be 'float32' or 'float16'; got {dtype!r}.")
-        if isinstance(max_units, Mapping):
-            bad = [k for k in max_units if k not in self.layers]
-            if bad:
-                raise ValueError(
-                    f"Recorder: `max_units` names layers {bad} that are not recorded; "
-                    f"recorded layers are {self.layers}."
-                )
-        for value in max_units.values() if isinstance(max_units, Mapping) else [max_units]:
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"Recorder: `max_units` must be a positive int; got {value!r}.")
-        if chunk_frames is not None and (not isinstance(chunk_frames, int) or chunk_frames < 1):
+        self._auto_layers = layers is None
+        if dtype is not None and dtype not in DTYPES:
             raise ValueError(
-                f"Recorder: `chunk_frames` must be a positive int; got {chunk_frames!r}."
+                f"Recorder: `dtype` must be 'float32', 'float16', 'float64' or None (the "
+                f"model's precision); got {dtype!r}."
             )
-        if not frame_rate > 0:
-            raise ValueError(f"Recorder: `frame_rate` must be > 0; got {frame_rate!r}.")
+        if seed is not _UNSET:
+            warnings.warn(
+                "Recorder: `seed=` is deprecated; pass `rng=` (an int seed or a Generator).",
+                FutureWarning,
+                stacklevel=2,
+            )
+            rng = seed
+        self._unit_rng = as_rng(rng, func=func)
+        self._seed_attr = int(rng) if isinstance(rng, (int, np.integer)) else None
+        self.variability = VariabilityHooks(
+            model,
+            variability,
+            seed=self._variability_seed(),
+            layers=list(dict.fromkeys(site_of(n)[0] for n in self.layers)),
+            active=self._variability_active,
+        )
+        self.max_units = _check_max_units(max_units, self.layers)
+        if chunk_frames is not None:
+            check_int(chunk_frames, func=func, name="chunk_frames", minimum=1)
         self.model = model
         self.path = Path(path)
         self.dtype = dtype
-        self.max_units = max_units
-        self.seed = int(seed)
-        self.mode = mode
+        self.mode = check_choice(mode, ("w-", "w", "a"), func=func, name="mode")
         self.chunk_frames = chunk_frames
-        self.max_host_memory = int(max_host_memory)
-        self.frame_rate = float(frame_rate)
-        self.channel_dims = dict(channel_dims or {})
-        self.field_of_view = float(field_of_view)
-        self.layer_spacing = float(layer_spacing)
-        self.store_weights = store_weights
-        self.compression = compression
-        if writer not in ("auto", "thread", "inline"):
-            raise ValueError(
-                f"Recorder: `writer` must be 'auto', 'thread' or 'inline'; got {writer!r}."
-            )
-        self.writer = writer
+        self.max_host_memory = check_int(
+            max_host_memory, func=func, name="max_host_memory", minimum=1
+        )
+        self.frame_rate = check_positive_float(frame_rate, func=func, name="frame_rate")
+        self.channel_dims = {
+            str(k): check_int(v, func=func, name=f"channel_dims[{k!r}]")
+            for k, v in dict(channel_dims or {}).items()
+        }
+        self.field_of_view = check_positive_float(field_of_view, func=func, name="field_of_view")
+        self.layer_spacing = check_positive_float(
+            layer_spacing, func=func, name="layer_spacing", allow_zero=True
+        )
+        self.store_weights = check_bool(store_weights, func=func, name="store_weights")
+        self.compression = check_choice(
+            "none" if compression is None else compression,
+            COMPRESSIONS,
+            func=func,
+            name="compression",
+        )
+        self.writer = check_choice(writer, ("auto", "thread", "inline"), func=func, name="writer")
         self._handles: list[Any] = []
-        self._store: RecordingWriter | None = None
+        self._store = None
         self._open = False
+
+    def _variability_seed(self) -> int:
+        """Seed of the variability noise: the int ``rng`` itself, else drawn from ``rng``."""
+        if self._seed_attr is not None:
+            return self._seed_attr
+        return int(self._unit_rng.integers(0, 2**63 - 1))
+
+    def _variability_active(self) -> bool:
+        """Variability acts only on recorded forward calls (not paused, not netphys' probes)."""
+        return self._open and self._recording()
+
+    @property
+    def seed(self) -> int | None:
+        """The int seed of the unit selection (None when ``rng`` was a Generator or None)."""
+        return self._seed_attr
 
     # -- context management ------------------------------------------------------------
     def __enter__(self) -> Recorder:
+        """Open the recorder (see :meth:`open`)."""
         self.open()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Close the recorder, on exceptions too (see :meth:`close`)."""
         self.close(_error=exc)
 
-    def open(self) -> Recorder:
-        """Create or open the store and attach the hooks (``with`` does this for you)."""
-        if self._open:
-            raise RecordingError("Recorder: already open.")
-        modules = dict(self.model.named_modules())
-        provenance = {
+    def _provenance(self) -> dict[str, Any]:
+        return {
             "netphys_version": _version(),
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
@@ -204,7 +253,7 @@ class Recorder:
             "model_repr": repr(self.model)[:20000],
             "n_parameters": int(sum(p.numel() for p in self.model.parameters())),
             "frame_rate": self.frame_rate,
-            "seed": self.seed,
+            "seed": self._seed_attr,
             "recorder_args": {
                 "layers": self.layers,
                 "dtype": self.dtype,
@@ -218,43 +267,26 @@ class Recorder:
             },
             "variability": self.variability.attrs(),
         }
-        self._store = self._make_store(provenance)
-        self._frame = self._store.frames
-        existing = self._store.root["session"]
-        self._session = int(existing[:].max()) if existing.shape[0] else -1
-        self._session_started = False
-        self._epoch = -1
-        self._step = -1
-        self._pending: dict[str, Any] = {}
-        self._paused = 0
-        self._in_forward = False
-        self._calls: dict[str, int] = {}
-        self._captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._first: dict[str, torch.Tensor] = {}
-        self._layouts: dict[str, LayerLayout] = {}
-        self._pool: BlockPool | None = None
-        self._writer: WriterThread | None = None
-        self._block: Block | None = None
-        self._suspended = False
-        self._weights_done: set[int] = set()
+
+    def open(self) -> Recorder:
+        """Create or open the store and attach the hooks (``with`` does this for you)."""
+        if self._open:
+            raise RecordingError("Recorder: already open.")
+        self._store = self._make_store(self._provenance())
         try:
-            self._handles.append(
-                self.model.register_forward_pre_hook(self._root_pre, with_kwargs=True)
-            )
-            self._handles.append(
-                self.model.register_forward_hook(self._root_post, with_kwargs=True)
-            )
-            self.variability.attach()  # unit hooks before the recording hooks: they see its output
-            for name in self.layers:
-                self._handles.append(modules[name].register_forward_hook(self._layer_hook(name)))
+            if not self._auto_layers:
+                self._store.check_append(self.layers, self.dtype)
+            self._reset_state()
+            self._attach()
         except BaseException:
             self._remove_hooks()
+            self._store.abandon()
             raise
         self._open = True
         return self
 
     def _make_store(self, provenance: dict[str, Any]) -> Any:
-        """The store writer (DistributedRecorder overrides this with a per-rank writer)."""
+        """Open the store writer (DistributedRecorder overrides this with a per-rank writer)."""
         return RecordingWriter(
             self.path,
             mode=self.mode,
@@ -263,8 +295,56 @@ class Recorder:
             compression=self.compression,
         )
 
+    def _reset_state(self) -> None:
+        assert self._store is not None
+        self._frame = self._store.frames
+        self._session = self._store.last_session()
+        self._session_started = False
+        self._epoch = -1
+        self._step = -1
+        self._pending = {}
+        self._paused = 0
+        self._stack = []
+        self._post_done = False
+        self._calls: dict[str, int] = {}
+        self._first = {}
+        self._layouts = {}
+        self._pool = None
+        self._copies = None
+        self._writer = None
+        self._block = None
+        self._segments = []
+        self._batch = None
+        self._ran: set[str] = set()
+        self._training = False
+        self._weights_done: set[int] = set()
+        # per module: None (one call per forward), {call index: layer name}, or "auto"
+        self._sites = {}
+        for name in self.layers:
+            module, k = site_of(name)
+            if k is None:
+                self._sites[module] = "auto" if self._auto_layers else None
+            else:
+                entry = self._sites.setdefault(module, {})
+                assert isinstance(entry, dict)
+                entry[k] = name
+
+    def _attach(self) -> None:
+        modules = dict(self.model.named_modules())
+        self._handles.append(self.model.register_forward_pre_hook(self._root_pre))
+        self._handles.append(self.model.register_forward_hook(self._root_post))
+        self._handles.append(self.model.register_forward_hook(self._root_end, always_call=True))
+        self.variability.attach()  # unit hooks before the recording hooks: they see its output
+        for module in self._sites:
+            self._handles.append(modules[module].register_forward_hook(self._layer_hook(module)))
+
     def close(self, *, _error: BaseException | None = None) -> None:
-        """Flush every complete frame, stop the writer, remove the hooks, finalise the store."""
+        """Flush every complete frame, stop the writer, remove the hooks, finalise the store.
+
+        If the recording was new and no frame was recorded because of an error (e.g. the first
+        forward failed), the store is removed instead, so that a rerun finds the path free
+        (``mode="w"`` keeps the recording it would have replaced).
+        """
         if not self._open:
             return
         self._open = False
@@ -279,24 +359,24 @@ class Recorder:
                 writer_error = self._writer.error
         finally:
             if self._store is not None and writer_error is None:
-                self._store.root.attrs.update(
-                    {
-                        "frames_committed": self._store.frames,
-                        "variability": self.variability.attrs(),
-                    }
-                )
-                self._store.close(status="complete")
+                if _error is not None and self._store.frames == 0:
+                    self._store.abandon()
+                else:
+                    # input noise may have fixed its scale at the first forward: store it
+                    self._store.close(
+                        status="complete", attrs={"variability": self.variability.attrs()}
+                    )
+            elif self._store is not None:
+                self._store.abandon() if self._store.frames == 0 else self._store.release()
         if writer_error is not None and _error is None:
-            self._writer.raise_if_failed()  # type: ignore[union-attr]
+            assert self._writer is not None
+            self._writer.raise_if_failed()
 
     def _remove_hooks(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
         self.variability.detach()
-
-    def _variability_active(self) -> bool:
-        return self._open and self._in_forward and not self._suspended
 
     # -- user controls -----------------------------------------------------------------
     def session(
@@ -307,7 +387,7 @@ class Recorder:
         Parameters
         ----------
         session : int, optional
-            Session id; default: previous id + 1 (0 for the first).
+            Session id (>= 0); default: previous id + 1 (0 for the first).
         epoch, step : int, optional
             Training epoch and step stored with each frame.
 
@@ -317,13 +397,15 @@ class Recorder:
             The session id.
         """
         self._check_open()
-        new = self._session + 1 if session is None else int(session)
-        if new < 0:
-            raise ValueError(f"Recorder.session(): `session` must be >= 0; got {new}.")
+        func = "Recorder.session"
+        if session is None:
+            new = self._session + 1
+        else:
+            new = check_int(session, func=func, name="session", minimum=0)
+        self._epoch = -1 if epoch is None else check_int(epoch, func=func, name="epoch", minimum=0)
+        self._step = -1 if step is None else check_int(step, func=func, name="step", minimum=0)
         self._session = new
         self._session_started = True
-        self._epoch = -1 if epoch is None else int(epoch)
-        self._step = -1 if step is None else int(step)
         return new
 
     def annotate(
@@ -374,360 +456,3 @@ class Recorder:
     def _check_open(self) -> None:
         if not self._open:
             raise RecordingError("Recorder: not open; use `with netphys.Recorder(...) as rec:`.")
-
-    # -- hooks -------------------------------------------------------------------------
-    def _root_pre(self, module: nn.Module, args: Any, kwargs: Any) -> None:
-        if self._paused or self._suspended or self._in_forward:
-            return
-        if self._writer is not None:
-            self._writer.raise_if_failed()
-        self._in_forward = True
-        self._calls = {}
-        self._captured = {}
-        self._batch: int | None = None
-        self._segments: list[tuple[Block, int, int, int]] = []
-
-    def _layer_hook(self, name: str) -> Any:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not self._in_forward or self._suspended:
-                return
-            count = self._calls.get(name, 0) + 1
-            self._calls[name] = count
-            if count > 1:
-                raise RecordingError(
-                    f"Recorder: module {name!r} ran {count} times in one forward call "
-                    "(a module reused inside the model). Each recorded layer must run once per "
-                    "forward: give each use its own module instance, or record the module that "
-                    "contains them."
-                )
-            t = extract_tensor(output, name).detach()
-            if t.ndim < 2:
-                raise RecordingError(
-                    f"Recorder: module {name!r} output has shape {tuple(t.shape)}; expected a "
-                    "batch dimension first and at least one feature dimension."
-                )
-            if not t.is_floating_point():
-                raise RecordingError(
-                    f"Recorder: module {name!r} output has dtype {t.dtype}; only floating-point "
-                    "activity can be recorded."
-                )
-            b = t.shape[0]
-            if self._batch is None:
-                self._batch = b
-            elif b != self._batch:
-                raise RecordingError(
-                    f"Recorder: module {name!r} output has batch size {b} but earlier layers had "
-                    f"{self._batch}; outputs must be batch-first (e.g. batch_first=True)."
-                )
-            if name not in self._layouts:
-                self._first[name] = t.clone()
-                return
-            self._stage_layer(name, t)
-
-        return hook
-
-    def _root_post(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
-        if not self._in_forward or self._suspended:
-            return
-        try:
-            missing = [n for n in self.layers if n not in self._calls]
-            if missing:
-                raise RecordingError(
-                    f"Recorder: layers {missing} did not run in this forward call; record only "
-                    "modules that run on every call (or use `rec.paused()` for other calls)."
-                )
-            b = int(self._batch or 0)
-            if not self._layouts:
-                self._setup(output)
-                for name in self.layers:
-                    self._stage_layer(name, self._first.pop(name))
-            self._stage_rest(b, output)
-            if self.store_weights and self._session not in self._weights_done:
-                self._weights_done.add(self._session)
-                x = args[0] if args else next(iter(kwargs.values()), None)
-                if isinstance(x, torch.Tensor):
-                    self._store_weights(x[:2])
-        finally:
-            self._in_forward = False
-            self._pending = {}
-
-    # -- staging -----------------------------------------------------------------------
-    def _setup(self, output: Any) -> None:
-        """First recorded forward: unit layouts, store groups, staging pool, writer."""
-        assert self._store is not None
-        rng = np.random.default_rng(self.seed)
-        modules = dict(self.model.named_modules())
-        shapes: dict[str, tuple[int, int]] = {}
-        frame_bytes = 0
-        itemsize = 2 if self.dtype == "float16" else 4
-        for depth, name in enumerate(self.layers):
-            t = self._first[name]
-            cd = channel_dim_for(modules[name], t.ndim, self.channel_dims.get(name))
-            n_total = int(np.prod(t.shape[1:]))
-            mu = self.max_units.get(name) if isinstance(self.max_units, Mapping) else self.max_units
-            layout = LayerLayout(
-                name=name,
-                module_type=type(modules[name]).__name__,
-                raw_shape=tuple(t.shape[1:]),
-                channel_dim=cd,
-                depth=depth,
-                selection=choose_units(n_total, mu, rng),
-                field_of_view=self.field_of_view,
-                layer_spacing=self.layer_spacing,
-            )
-            self._layouts[name] = layout
-            shapes[name] = (layout.n_units, layout.n_channels)
-            frame_bytes += layout.n_units * itemsize + layout.n_channels * 4
-        self._index = {
-            name: torch.as_tensor(lay.selection, device=self._first[name].device)
-            for name, lay in self._layouts.items()
-            if lay.selection is not None
-        }
-        width = self._behaviour_width(output)
-        frame_bytes += 64 + (width or 0) * 4
-        # host staging: n_blocks blocks of `capacity` frames within max_host_memory; a block
-        # is one time chunk on disk, so every write covers whole chunks
-        n_blocks = 3
-        new_store = self._store.frames == 0 and not self._store.layers
-        chunk = self._store.chunk_frames
-        if new_store and self.chunk_frames is None:
-            chunk = int(2 ** np.clip(np.round(np.log2((32 << 20) / frame_bytes)), 8, 14))
-        capacity = max(1, min(chunk, self.max_host_memory // (n_blocks * frame_bytes)))
-        if capacity < chunk:
-            if capacity >= 64:
-                capacity -= capacity % 64
-            logger.info("time chunks of %d frames to respect max_host_memory", capacity)
-        if new_store:
-            self._store.chunk_frames = capacity
-        for name, layout in self._layouts.items():
-            mu = self.max_units.get(name) if isinstance(self.max_units, Mapping) else self.max_units
-            self._store.add_layer(
-                name,
-                unit_coords=layout.unit_coords(),
-                n_nodes=layout.n_channels,
-                dtype=self.dtype,
-                attrs=layout.attrs() | {"max_units": mu, "seed": self.seed},
-            )
-        if width is not None:
-            self._store.add_behaviour(width)
-        device = next(iter(self._first.values())).device
-        self._cuda = device.type == "cuda"
-        self._copies: Any = CopyStream(device) if self._cuda else None
-        self._pool = BlockPool(
-            n_blocks, capacity, shapes, _DTYPES[self.dtype], width, pin=self._cuda
-        )
-        self._writer = WriterThread(self._store, self._pool, inline=self._inline_writes())
-        self._writer.start()
-        self._block = None
-
-    def _inline_writes(self) -> bool:
-        """Write in the recording thread when the model already uses every CPU core."""
-        if self.writer == "thread":
-            return False
-        if self.writer == "inline":
-            return True
-        if self._cuda:
-            return False  # the GPU computes while the host writes
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return torch.get_num_threads() >= (cores or 1)
-
-    def _behaviour_width(self, output: Any) -> int | None:
-        try:
-            t = extract_tensor(output, "<model output>")
-        except RecordingError:
-            logger.info("model output is not a tensor; no behaviour recorded")
-            return None
-        if not t.is_floating_point() or t.ndim < 1:
-            return None
-        width = int(np.prod(t.shape[1:])) if t.ndim > 1 else 1
-        if width > _MAX_BEHAVIOUR_WIDTH:
-            logger.info("model output has %d values per frame; behaviour not recorded", width)
-            return None
-        return width
-
-    def _segments_for(self, b: int) -> list[tuple[Block, int, int, int]]:
-        """Rows (block, row0, batch0, batch1) that the current batch of ``b`` frames fills."""
-        if self._segments:
-            return self._segments
-        assert self._pool is not None
-        assert self._writer is not None
-        segs = []
-        done = 0
-        block = self._block
-        offset = 0 if block is None else block.n
-        room = 0 if block is None else block.capacity - block.n
-        n_new = -(-max(0, b - room) // self._pool.capacity)
-        held = n_new + (block is not None)
-        if held > self._pool.n_blocks - 1:
-            # one batch spans more blocks than the pool has: grow it (memory ~ one batch)
-            self._pool.grow(held + 1 - self._pool.n_blocks)
-        extra: list[Block] = []
-        while done < b:
-            if block is None or offset >= block.capacity:
-                block = self._pool.acquire(self._writer)
-                block.n = 0
-                block.start = -1
-                extra.append(block)
-                offset = 0
-            take = min(b - done, block.capacity - offset)
-            segs.append((block, offset, done, done + take))
-            done += take
-            offset += take
-        self._segments = segs
-        return segs
-
-    def _stage_layer(self, name: str, t: torch.Tensor) -> None:
-        layout = self._layouts[name]
-        b = t.shape[0]
-        if tuple(t.shape[1:]) != layout.raw_shape:
-            raise RecordingError(
-                f"Recorder: module {name!r} output has per-sample shape {tuple(t.shape[1:])} but "
-                f"{layout.raw_shape} when the recording started; inputs of one recording must "
-                "have the same shape."
-            )
-        if layout.channel_dim != 1:
-            t = t.movedim(layout.channel_dim, 1)
-        flat = t.reshape(b, -1)
-        nodes = t.reshape(b, layout.n_channels, -1).float().mean(-1)
-        if layout.selection is not None:
-            flat = flat.index_select(1, self._index[name])
-        if self._cuda:
-            flat = flat.to(_DTYPES[self.dtype])
-        segments = self._segments_for(b)
-        with self._copies.copying(flat, nodes) if self._cuda else contextlib.nullcontext():
-            for block, r0, b0, b1 in segments:  # on the GPU: on the copy stream (_gpu.py)
-                block.activity[name][r0 : r0 + b1 - b0].copy_(flat[b0:b1], non_blocking=self._cuda)
-                block.nodes[name][r0 : r0 + b1 - b0].copy_(nodes[b0:b1], non_blocking=self._cuda)
-
-    def _stage_rest(self, b: int, output: Any) -> None:
-        """Frame table and behaviour for the batch; commit its rows; submit full blocks."""
-        assert self._store is not None
-        table = self._frame_table(b)
-        beh = self._behaviour(output, b, table["label"])
-        segs = self._segments_for(b)
-        for block, r0, b0, b1 in segs:
-            n = b1 - b0
-            for key, values in table.items():
-                block.table[key][r0 : r0 + n] = values[b0:b1]
-            if block.behaviour is not None and beh is not None:
-                with self._copies.copying(*beh.values()) if self._cuda else contextlib.nullcontext():
-                    for key, values in beh.items():
-                        block.behaviour[key][r0 : r0 + n].copy_(
-                            values[b0:b1], non_blocking=self._cuda
-                        )
-            if block.start < 0:
-                block.start = self._frame + b0
-            block.n = r0 + n
-        self._frame += b
-        # every block but the last is full now: hand them to the writer
-        for block, _, _, _ in segs[:-1]:
-            if block is not segs[-1][0]:
-                self._submit(block)
-        last = segs[-1][0]
-        if last.n >= last.capacity:
-            self._submit(last)
-            self._block = None
-        else:
-            self._block = last
-
-    def _submit(self, block: Block) -> None:
-        assert self._writer is not None
-        if self._cuda:
-            block.event = self._copies.event()  # after this block's copies (_gpu.CopyStream)
-        self._writer.submit(block)
-        if block is self._block:
-            self._block = None
-
-    def _frame_table(self, b: int) -> dict[str, np.ndarray]:
-        assert self._store is not None
-        if not self._session_started:
-            self._session = max(self._session, 0)
-            self._session_started = True
-        out = {
-            "frame_time": (self._frame + np.arange(b)) / self.frame_rate,
-            "session": np.full(b, self._session, "int64"),
-            "epoch": np.full(b, self._epoch, "int64"),
-            "step": np.full(b, self._step, "int64"),
-        }
-        for key in ("stimulus", "label", "repeat"):
-            out[key] = self._per_frame_int(key, self._pending.get(key, -1), b)
-        cond = self._pending.get("condition", "stimulus")
-        if isinstance(cond, str):
-            out["condition"] = np.full(b, self._store.condition_code(cond), "int16")
-        else:
-            conds = list(cond)
-            if len(conds) != b:
-                raise ValueError(
-                    f"Recorder.annotate(): `condition` has {len(conds)} values but the forward "
-                    f"call has {b} samples; pass one string or one per sample."
-                )
-            out["condition"] = np.array(
-                [self._store.condition_code(str(c)) for c in conds], "int16"
-            )
-        return out
-
-    @staticmethod
-    def _per_frame_int(key: str, value: Any, b: int) -> np.ndarray:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        arr = np.asarray(value)
-        if arr.ndim == 0:
-            arr = np.full(b, arr)
-        if arr.ndim != 1 or len(arr) != b:
-            raise ValueError(
-                f"Recorder.annotate(): `{key}` has shape {arr.shape} but the forward call has "
-                f"{b} samples; pass one value or one per sample."
-            )
-        if not np.issubdtype(arr.dtype, np.integer):
-            if np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
-                arr = arr.astype("int64")
-            else:
-                raise TypeError(
-                    f"Recorder.annotate(): `{key}` must hold integers; got dtype {arr.dtype}."
-                )
-        return arr.astype("int64")
-
-    def _behaviour(self, output: Any, b: int, labels: np.ndarray) -> dict[str, torch.Tensor] | None:
-        if self._store is None or self._store._behaviour_width is None:
-            return None
-        t = extract_tensor(output, "<model output>").detach()
-        logits = t.reshape(b, -1).float()
-        if logits.shape[1] > 1:
-            prob = torch.softmax(logits, dim=1)
-            confidence, prediction = prob.max(dim=1)
-        else:
-            confidence = torch.sigmoid(logits[:, 0])
-            prediction = (logits[:, 0] > 0).long()
-        loss = torch.full((b,), float("nan"), device=logits.device)
-        lab = torch.as_tensor(labels, device=logits.device)
-        ok = (lab >= 0) & (lab < logits.shape[1])
-        if logits.shape[1] > 1 and bool(ok.any()):
-            loss[ok] = F.cross_entropy(logits[ok], lab[ok], reduction="none")
-        return {"logits": logits, "prediction": prediction, "confidence": confidence, "loss": loss}
-
-    def _store_weights(self, example: torch.Tensor) -> None:
-        """Static node-to-node weights of this session (eval mode, RNG and modes restored)."""
-        try:
-            from netphys.recorder.graph import node_weights
-        except ImportError:  # pragma: no cover - graph module is part of the package
-            return
-        assert self._store is not None
-        modes = {m: m.training for m in self.model.modules()}
-        cpu_state = torch.random.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        self._suspended = True
-        try:
-            self.model.eval()
-            with torch.no_grad():
-                weights = node_weights(self.model, self.layers, example)
-            if weights:
-                self._store.write_graph(self._session, weights)
-        except Exception:
-            logger.info("node weights not stored for session %d", self._session, exc_info=True)
-        finally:
-            self._suspended = False
-            for m, flag in modes.items():
-                m.training = flag
-            torch.random.set_rng_state(cpu_state)
-            if cuda_state is not None:
-                torch.cuda.set_rng_state_all(cuda_state)

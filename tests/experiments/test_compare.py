@@ -36,7 +36,7 @@ def test_like_for_like_selection_and_calcium_model(tmp_path):
 
     import netphys
     from netphys.population import simulate_calcium, simulate_population
-    from netphys.recorder.record import present, present_spontaneous
+    from netphys.recorder import present, present_spontaneous
     from netphys.variability import Poisson
 
     torch.manual_seed(0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import zarr
 
 from netphys.io import _chunks
-from netphys.io.recording import _compressor
+from netphys.io._recording_layout import compressor as _compressor
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "int64"])
@@ -72,3 +74,46 @@ def test_block_larger_than_a_chunk_is_refused(tmp_path):
 def test_other_codecs_keep_zarrs_write_path(tmp_path):
     a = zarr.create_array(tmp_path / "a.zarr", shape=(4,), chunks=(4,), dtype="float32")
     assert _chunks.direct_spec(tmp_path / "a.zarr", a) is None  # zarr's default zstd codec
+
+
+def test_recorder_writes_whole_chunks_directly_before_growing_shapes(tmp_path, monkeypatch):
+    """The writer's flushes go through the direct path, never resize, and commit by shape.
+
+    Also across ``mode="w"``: the new store is written beside the old one and swapped in at its
+    first commit, after which direct writes must land in the swapped-in store.
+    """
+    import torch
+
+    import netphys
+
+    path = tmp_path / "r.zarr"
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU()).eval()
+
+    def run(scale: float) -> None:
+        with netphys.Recorder(model, path, layers=["1"], chunk_frames=16, writer="inline",
+                              mode="w", store_weights=False) as rec:  # fmt: skip
+            for k in range(3):
+                rec.annotate(stimulus=torch.arange(k * 16, k * 16 + 16))
+                with torch.no_grad():
+                    model(torch.ones(16, 6) * scale * torch.arange(k * 16, k * 16 + 16)[:, None])
+
+    run(1.0)
+    seen: list[tuple[int, int]] = []
+    real_chunks = _chunks.ChunkWriter.write
+
+    def chunks_before_shape(self, items):
+        for spec, _, _ in items:  # the stored shape has not grown yet when chunks are written
+            meta = json.loads((spec.folder / "zarr.json").read_text())
+            seen.append((meta["shape"][0], spec.chunks[0]))
+        return real_chunks(self, items)
+
+    monkeypatch.setattr(_chunks.ChunkWriter, "write", chunks_before_shape)
+    run(2.0)
+    assert seen and {s for s, _ in seen} == {0, 16, 32} and {c for _, c in seen} == {16}
+    tree = netphys.open_recording(path)
+    x = torch.ones(48, 6) * 2.0 * torch.arange(48)[:, None]
+    with torch.no_grad():
+        np.testing.assert_array_equal(netphys.layer_activity(tree).values, model(x).numpy())
+    assert zarr.open_array(path / "session", mode="r").chunks == (16,)  # one block per chunk
+    assert not list(tmp_path.glob(".r.zarr.netphys-new-*"))  # the new store was swapped in
+    assert not list(tmp_path.glob(".r.zarr.netphys-old-*"))

@@ -170,7 +170,7 @@ def test_errors(data, kwargs, exc, match) -> None:
 
 
 @pytest.mark.property
-@settings(max_examples=15, deadline=None)
+@settings(deadline=None)
 @given(seed=st.integers(0, 2**16), scale=st.floats(0.01, 100.0))
 def test_invariant_to_unit_order_and_signs_and_scales_quadratically(seed: int, scale: float):
     gen = np.random.default_rng(seed)

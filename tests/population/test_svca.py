@@ -270,7 +270,7 @@ def test_reliable_spectrum_fit_is_fit_power_law(small: xr.Dataset) -> None:
 
 
 @pytest.mark.property
-@settings(max_examples=10, deadline=None)
+@settings(deadline=None)
 @given(seed=st.integers(0, 2**16))
 def test_invariant_to_unit_signs_and_order_with_positions(seed: int) -> None:
     gen = np.random.default_rng(seed)
@@ -286,3 +286,18 @@ def test_invariant_to_unit_signs_and_order_with_positions(seed: int) -> None:
         moved["reliable_variance"], base["reliable_variance"], rtol=1e-8, atol=1e-12
     )
     np.testing.assert_allclose(moved["total_variance"], base["total_variance"], rtol=1e-8)
+
+
+def test_random_split_and_its_fallback_are_keyed_by_unit_id() -> None:
+    rng = np.random.default_rng(0)
+    n = 30
+    ids = rng.permutation(1000)[:n]
+    da = xr.DataArray(np.zeros((5, n)), dims=("time", "unit"), coords={"unit": ids})
+    same = da.assign_coords(pos_x=("unit", np.zeros(n)), pos_y=("unit", np.zeros(n)))
+    for arr, split in ((da, "random"), (same, "auto")):  # explicit, and the fallback
+        sets, method = split_units(arr, split=split, rng=3)
+        assert method == "random"
+        assert sorted(np.bincount(sets)[1:]) == [15, 15]
+        order = rng.permutation(n)
+        moved, _ = split_units(arr.isel(unit=order), split=split, rng=3)
+        assert dict(zip(ids[order], moved, strict=True)) == dict(zip(ids, sets, strict=True))

@@ -107,3 +107,63 @@ def capture(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, t
     for h in handles:
         h.remove()
     return out
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: one ReLU module runs twice per forward."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)
+
+
+class TinyResNet(nn.Module):
+    """A ResNet-shaped model (stem, two BasicBlocks, pooled head), like torchvision's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(BasicBlock(4), BasicBlock(4))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer1(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class TokenModel(nn.Module):
+    """A token model: an nn.Embedding first, then a Linear and a ReLU."""
+
+    def __init__(self, vocab: int = 11) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 6)
+        self.fc = nn.Linear(6, 5)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.fc(self.embed(tokens))).mean(1))
+
+
+def capture_calls(model: nn.Module, module: str, x: torch.Tensor) -> list[torch.Tensor]:
+    """Independent capture of every call of one module (clones, in call order)."""
+    out: list[torch.Tensor] = []
+    h = dict(model.named_modules())[module].register_forward_hook(
+        lambda m, a, o: out.append(o.detach().clone())
+    )
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    return out

@@ -88,7 +88,7 @@ def test_max_units_is_seeded_and_keeps_identity(tmp_path):
             tmp_path / f"{name}.zarr",
             layers=["act1"],
             max_units=50,
-            seed=7,
+            rng=7,
             progress=False,
         )
     a = netphys.layer_activity(tmp_path / "a.zarr")
@@ -107,7 +107,7 @@ def test_max_units_is_seeded_and_keeps_identity(tmp_path):
     np.testing.assert_allclose(a.pos_y.values, (a.y.values + 0.5) / 8 * 1000.0)
     assert set(a.pos_z.values) == {0.0}
     c = netphys.record(
-        model, x, tmp_path / "c.zarr", layers=["act1"], max_units=50, seed=8, progress=False
+        model, x, tmp_path / "c.zarr", layers=["act1"], max_units=50, rng=8, progress=False
     )
     assert not np.array_equal(netphys.layer_activity(c).unit_id.values, ids)
 

@@ -80,7 +80,7 @@ def test_dropout_jitter_seed_and_attrs(tmp_path) -> None:
     specs = [Jitter(pixels=1), Dropout(p=0.25, layers=["1"])]
     for name in ("a.zarr", "b.zarr"):
         netphys.record(
-            model, x, tmp_path / name, layers=["1"], repeats=2, variability=specs, seed=3,
+            model, x, tmp_path / name, layers=["1"], repeats=2, variability=specs, rng=3,
             progress=False,
         )  # fmt: skip
     a, b = _layer(tmp_path / "a.zarr", "1").values, _layer(tmp_path / "b.zarr", "1").values
@@ -140,3 +140,27 @@ def test_bad_layer_and_non_image_jitter(tmp_path) -> None:
     with pytest.raises(ValueError, match="'jitter' needs image inputs"):
         netphys.record(model, torch.rand(5, 4), tmp_path / "y.zarr", variability=Jitter(),
                        progress=False)  # fmt: skip
+
+
+def test_variability_on_call_sites_and_with_a_generator_rng(tmp_path) -> None:
+    """A reused module recorded per call site gets the unit noise; a Generator seeds it."""
+    from tests.recorder.models import TinyResNet
+
+    torch.manual_seed(0)
+    model, x = TinyResNet().eval(), torch.rand(6, 1, 8, 8)
+    spec = Poisson(rate=10, frame_time=0.1)
+    paths = [
+        netphys.record(model, x, tmp_path / f"r{k}.zarr", repeats=2, variability=spec,
+                       rng=np.random.default_rng(4), progress=False)
+        for k in range(2)
+    ]  # fmt: skip
+    tree = netphys.open_recording(paths[0])
+    assert "layer1.0.relu:1" in tree.attrs["layers"]
+    seed = tree.attrs["variability"]["seed"]
+    assert isinstance(seed, int) and seed == netphys.open_recording(paths[1]).attrs[
+        "variability"]["seed"]  # fmt: skip
+    act = _layer(paths[0], "layer1.0.relu:1").values
+    assert not np.array_equal(act[:6], act[6:])  # fresh noise on the second repeat
+    np.testing.assert_array_equal(act, _layer(paths[1], "layer1.0.relu:1").values)
+    counts = act * spec.gain  # Poisson counts over the gain: integers
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)

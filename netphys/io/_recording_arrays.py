@@ -1,0 +1,192 @@
+"""Array-level pieces of the writer: layer groups, graph weights, and the commit primitives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.array import AsyncArray
+from zarr.core.sync import sync
+
+from netphys.errors import RecordingError
+from netphys.io._recording_layout import (
+    ARRAY_CONFIG,
+    BEHAVIOUR,
+    GRAPH,
+    LAYERS,
+    UNIT_COORDS,
+    array_at,
+    compressor,
+    group_at,
+    json_safe,
+    unit_chunk,
+)
+
+__all__ = ["create_behaviour", "create_layer", "grow", "wide", "write_graph_pair"]
+
+
+def wide(arr: zarr.Array, n: int) -> zarr.Array:
+    """Return a handle on ``arr`` that sees ``n`` frames, without touching its stored metadata.
+
+    Writing through it stores chunk objects only; the stored shape (what readers see) grows
+    later, in :meth:`RecordingWriter.write`, once every chunk of the block is on disk.
+    """
+    if arr.shape[0] >= n:
+        return arr
+    a = arr._async_array
+    meta = a.metadata.update_shape((n, *arr.shape[1:]))
+    return zarr.Array(AsyncArray(metadata=meta, store_path=a.store_path, config=a.config))
+
+
+def grow(arrays: Sequence[zarr.Array], n: int) -> None:
+    """Grow every array's stored shape to ``n`` frames, all metadata writes at once.
+
+    Concurrent writes keep the moment when one group's arrays differ in length (plain xarray
+    then refuses to open the group; it never shows unwritten frames) as short as possible.
+    """
+    todo = [a for a in arrays if a.shape[0] < n]
+    if not todo:
+        return
+
+    async def grow_all() -> None:
+        await asyncio.gather(*(a._async_array.resize((n, *a.shape[1:])) for a in todo))
+
+    sync(grow_all())
+
+
+def create_layer(
+    root: zarr.Group,
+    name: str,
+    unit_coords: Mapping[str, np.ndarray],
+    n_units: int,
+    n_nodes: int,
+    dtype: str,
+    attrs: Mapping[str, Any],
+    *,
+    frames: int,
+    chunk_frames: int,
+    compression: str,
+) -> None:
+    """Create the group of one recorded layer: activity, nodes and unit coordinates."""
+    g = root.create_group(f"{LAYERS}/{name}", attributes=json_safe(dict(attrs)))
+    itemsize = np.dtype(dtype).itemsize
+    g.create_array(
+        "activity",
+        shape=(frames, n_units),
+        dtype=dtype,
+        chunks=(chunk_frames, unit_chunk(n_units, chunk_frames, itemsize)),
+        fill_value=float("nan"),
+        dimension_names=("time", "unit"),
+        compressors=compressor(compression),
+        config=ARRAY_CONFIG,
+        attributes={
+            "long_name": "unit activity (module output)",
+            "units": "a.u.",
+            "coordinates": " ".join(UNIT_COORDS),
+        },
+    )
+    g.create_array(
+        "nodes",
+        shape=(frames, n_nodes),
+        dtype="float32",
+        chunks=(chunk_frames, unit_chunk(n_nodes, chunk_frames, 4)),
+        fill_value=float("nan"),
+        dimension_names=("time", "node"),
+        compressors=compressor(),
+        config=ARRAY_CONFIG,
+        attributes={
+            "long_name": "node activity (channel spatial mean of the module output)",
+            "units": "a.u.",
+            "cell_methods": "space: mean",
+        },
+    )
+    g.create_array("node", data=np.arange(n_nodes, dtype="int64"), dimension_names=("node",))
+    for key in UNIT_COORDS:
+        values = np.asarray(unit_coords[key])
+        attrs_c: dict[str, Any] = {"units": "um"} if key.startswith("pos_") else {}
+        g.create_array(key, data=values, dimension_names=("unit",), attributes=attrs_c)
+
+
+def write_graph_pair(root: zarr.Group, session: int, pre: str, post: str, w: np.ndarray) -> None:
+    """Append the weights ``w`` of one session to the ``graph/<pre>--<post>`` group.
+
+    A session already there keeps its weights if they are equal; other weights under a reused
+    session id are refused (they belong to another checkpoint).
+    """
+    key = f"{GRAPH}/{pre}--{post}"
+    if key not in root:
+        g = root.create_group(key, attributes={"pre_layer": pre, "post_layer": post})
+        g.create_array(
+            "weight",
+            shape=(0, *w.shape),
+            dtype="float32",
+            chunks=(1, *w.shape),
+            fill_value=float("nan"),
+            dimension_names=("checkpoint", "post_node", "pre_node"),
+            attributes={"long_name": "static node-to-node weight (BatchNorm folded)"},
+        )
+        g.create_array(
+            "checkpoint",
+            shape=(0,),
+            dtype="int64",
+            chunks=(1024,),
+            fill_value=-1,
+            dimension_names=("checkpoint",),
+        )
+    g = group_at(root, key)
+    weight = array_at(g, "weight")
+    if weight.shape[1:] != w.shape:
+        raise RecordingError(
+            f"Recorder: weights {pre}->{post} have shape {w.shape}, expected {weight.shape[1:]}."
+        )
+    ckpt = array_at(g, "checkpoint")
+    existing = np.asarray(ckpt[:]) if ckpt.shape[0] else np.zeros(0, "int64")
+    if session in existing:
+        old = np.asarray(weight[int(np.flatnonzero(existing == session)[0])])
+        if not np.array_equal(old, w, equal_nan=True):
+            raise RecordingError(
+                f"Recorder: session {session} already has other node weights {pre}->{post} "
+                "in this recording (the model changed but the session id was reused); its "
+                "weights would be lost. Start a new session: `rec.session()` (next id) or "
+                "`record(..., session=None)`."
+            )
+        return
+    k = ckpt.shape[0]
+    wide(weight, k + 1)[k] = w
+    wide(ckpt, k + 1)[k] = session
+    weight.resize((k + 1, *w.shape))
+    ckpt.resize((k + 1,))
+
+
+def create_behaviour(root: zarr.Group, width: int, *, frames: int, chunk_frames: int) -> None:
+    """Create the behaviour group: logits (time, output), prediction, confidence, loss."""
+    g = root.create_group(BEHAVIOUR)
+    opts: dict[str, Any] = {"compressors": compressor(), "config": ARRAY_CONFIG}
+    g.create_array(
+        "logits",
+        shape=(frames, width),
+        dtype="float32",
+        chunks=(chunk_frames, min(width, 4096)),
+        fill_value=float("nan"),
+        dimension_names=("time", "output"),
+        attributes={"long_name": "model output (logits)"},
+        **opts,
+    )
+    for name, dtype, fill, long_name in (
+        ("prediction", "int64", -1, "argmax of the output"),
+        ("confidence", "float32", float("nan"), "max softmax probability"),
+        ("loss", "float32", float("nan"), "cross-entropy to the label (NaN: no label)"),
+    ):
+        g.create_array(
+            name,
+            shape=(frames,),
+            dtype=dtype,
+            chunks=(chunk_frames,),  # one block per chunk: written directly
+            fill_value=fill,
+            dimension_names=("time",),
+            attributes={"long_name": long_name},
+            **opts,
+        )

@@ -1,0 +1,582 @@
+"""The recording writer: whole time chunks, the array shape as the commit point, one writer.
+
+Crash protocol of one flush (see ``docs/format.md``): every chunk object of the block is
+written first (through a handle that sees the array one block longer than its stored shape),
+then each array's shape grows to cover the block, then the root attribute ``frames_committed``
+is updated. A reader that trusts the shapes (plain xarray) never sees a frame whose data is not
+on disk, and a reader that trusts ``frames_committed`` (netphys) never sees one that is not in
+every array.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from netphys._validation import check_choice, check_int
+from netphys.errors import RecordingError
+from netphys.io._chunks import ChunkWriter, write_arrays
+from netphys.io._lease import Lease
+from netphys.io._recording_arrays import (
+    create_behaviour,
+    create_layer,
+    grow,
+    wide,
+    write_graph_pair,
+)
+from netphys.io._recording_layout import (
+    ARRAY_CONFIG,
+    BEHAVIOUR,
+    BEHAVIOUR_KEYS,
+    COMPRESSIONS,
+    FIELD_ATTRS,
+    FORMAT_VERSION,
+    FRAME_FIELDS,
+    GRAPH,
+    LAYERS,
+    RANKS_FORMAT_VERSION,
+    STORED_FIELDS,
+    TABLE_CHUNK,
+    array_at,
+    check_version,
+    committed_frames,
+    compressor,
+    group_at,
+    json_safe,
+)
+
+__all__ = ["RecordingWriter"]
+
+
+def _is_recording(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    attrs = meta.get("attributes", {}) if isinstance(meta, dict) else {}
+    return isinstance(attrs, dict) and attrs.get("format") == "netphys-recording"
+
+
+def _check_replaceable(path: Path) -> None:
+    """``mode="w"`` replaces only a netphys recording (or an empty folder)."""
+    if path.is_dir() and not path.is_symlink() and (_is_recording(path) or not any(path.iterdir())):
+        return
+    kind = "a symbolic link" if path.is_symlink() else "a file" if path.is_file() else "a folder"
+    raise FileExistsError(
+        f"Recorder: `path` {str(path)!r} exists and is {kind} that is not a netphys recording; "
+        "`mode='w'` only replaces recordings (it never deletes other data). Remove it yourself "
+        "if you mean to, or choose another `path`."
+    )
+
+
+class RecordingWriter:
+    """Write frames into a recording store, whole time chunks at a time.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory of the store (``*.zarr``).
+    mode : {"w-", "w", "a"}, default="w-"
+        ``"w-"`` refuses an existing path, ``"w"`` replaces an existing *recording* (the new one
+        is written beside it and takes its place at the first committed frame or at close),
+        ``"a"`` appends to an existing recording of the same layers.
+    chunk_frames : int, default=1024
+        Frames per time chunk; every write except the last covers whole chunks.
+    attrs : mapping, optional
+        Extra root attributes (provenance); must be JSON-serialisable.
+    compression : {"lz4", "zstd", "none"} or None, default="lz4"
+        Codec of unit activity (Blosc with byte shuffle); other arrays always use lz4.
+
+    Notes
+    -----
+    One writer per path: the writer holds a lease (:class:`netphys.io._lease.Lease`) until
+    :meth:`close`, so a second writer or :func:`netphys.recover` on the same path is refused
+    while it lives. Each write checks that the store is still there.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: str = "w-",
+        chunk_frames: int = 1024,
+        attrs: Mapping[str, Any] | None = None,
+        compression: str | None = "lz4",
+    ) -> None:
+        self.path = Path(path)
+        compression = "none" if compression is None else compression
+        self.compression = check_choice(
+            compression, COMPRESSIONS, func="Recorder", name="compression"
+        )
+        if mode not in ("w-", "w", "a"):
+            raise ValueError(
+                f"Recorder: `mode` must be 'w-' (new), 'w' (overwrite) or 'a' (append); got {mode!r}."
+            )
+        self.chunk_frames = check_int(chunk_frames, func="Recorder", name="chunk_frames", minimum=1)
+        exists = os.path.lexists(self.path)
+        if exists and mode == "w-":
+            raise FileExistsError(
+                f"Recorder: `path` {str(self.path)!r} already exists. Pass `mode='w'` to "
+                "overwrite it, `mode='a'` to append new sessions, or choose another path."
+            )
+        if mode == "a" and not exists:
+            mode = "w-"
+        self._check_parent(mode)
+        self.mode = mode
+        self._lock = threading.RLock()
+        self._conditions: list[str] = []
+        self._conditions_written = 0
+        self._array_cache: dict[str, Any] = {}
+        self._layer_specs: dict[str, dict[str, Any]] = {}
+        self._behaviour_width: int | None = None
+        self._dir = self.path
+        self._replacing = False
+        self._chunk_writer: ChunkWriter | None = None
+        self._lease = Lease.acquire(self.path, func="Recorder")
+        try:
+            self._open_store(mode, exists, attrs or {})
+        except BaseException:
+            self._lease.release()
+            raise
+
+    def _check_parent(self, mode: str) -> None:
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if mode == "a":
+            return
+        if not parent.exists():
+            raise FileNotFoundError(
+                f"Recorder: the folder of `path` {str(parent)!r} does not exist; create it first."
+            )
+        if not os.access(parent, os.W_OK):
+            raise PermissionError(
+                f"Recorder: cannot write to {str(parent)!r} (permission denied); "
+                "choose a writable `path`."
+            )
+
+    def _open_store(self, mode: str, exists: bool, attrs: Mapping[str, Any]) -> None:
+        for stale in self.path.parent.glob(f".{self.path.name}.netphys-new-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a crashed writer of this path
+        try:
+            if mode == "w" and exists:
+                _check_replaceable(self.path)
+                self._replacing = True
+                self._dir = self.path.parent / f".{self.path.name}.netphys-new-{os.getpid()}"
+            if mode == "a":
+                self.root = zarr.open_group(
+                    self.path, mode="r+", zarr_format=3, use_consolidated=False
+                )
+                self._load_existing()
+            else:
+                self.root = zarr.open_group(self._dir, mode="w-", zarr_format=3)
+                self._create_root(attrs)
+        except PermissionError as exc:
+            raise PermissionError(
+                f"Recorder: cannot write the recording at {str(self.path)!r}: {exc}. "
+                "Choose a writable `path`."
+            ) from exc
+        self._inode = os.stat(self._dir).st_ino
+
+    # -- creation -------------------------------------------------------------------------
+    def _create_root(self, attrs: Mapping[str, Any]) -> None:
+        root_attrs: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "format": "netphys-recording",
+            "status": "recording",
+            "frames_committed": 0,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "layers": [],
+            # CF: the frame table is the root's coordinates (plain xarray reads them as such)
+            "coordinates": " ".join(FRAME_FIELDS),
+        }
+        root_attrs.update({k: json_safe(v) for k, v in attrs.items()})
+        self.root.attrs.update(root_attrs)
+        self.frames = 0
+        for name in FRAME_FIELDS:
+            self._create_field(name)
+        self.root.create_group(LAYERS)
+        self.root.create_group(GRAPH)
+
+    def _create_field(self, name: str, chunk: int = TABLE_CHUNK) -> None:
+        dtype, fill = STORED_FIELDS.get(name, FRAME_FIELDS[name])
+        self.root.create_array(
+            name,
+            shape=(self.frames,),
+            dtype=dtype,
+            chunks=(chunk,),
+            fill_value=fill,
+            dimension_names=("time",),
+            compressors=compressor(),
+            config=ARRAY_CONFIG,
+            attributes=dict(FIELD_ATTRS[name]),
+        )
+
+    def _fit_table_chunks(self) -> None:
+        """On a new, empty store, re-create the frame table with one block per time chunk.
+
+        The Recorder fixes ``chunk_frames`` (the block size) only at its first forward call,
+        after the root was created; table chunks equal to the block let every block be
+        written as whole chunks by :mod:`netphys.io._chunks` instead of zarr's
+        read-modify-write of a shared chunk.
+        """
+        c = int(self.chunk_frames)
+        if self.frames or self._layer_specs or array_at(self.root, "session").chunks[0] == c:
+            return
+        for name in FRAME_FIELDS:
+            del self.root[name]
+            self._create_field(name, c)
+        self._array_cache = {}
+
+    def _load_existing(self) -> None:
+        attrs: dict[str, Any] = dict(self.root.attrs)
+        check_version(attrs, self.path, "Recorder")
+        if attrs.get("format_version") == RANKS_FORMAT_VERSION:
+            raise RecordingError(
+                f"Recorder: {str(self.path)!r} was recorded by many processes (format version "
+                f"{RANKS_FORMAT_VERSION}); append to it with "
+                "`netphys.recorder.DistributedRecorder(..., mode='a')`, or record to a new `path`."
+            )
+        if attrs.get("status") == "recording":
+            raise RecordingError(
+                f"Recorder: {str(self.path)!r} is marked as still recording (it was interrupted "
+                "or is open elsewhere). Run `netphys.recover(path)` first, then append."
+            )
+        self.frames = committed_frames(attrs, self.path, "Recorder")
+        self._conditions = list(
+            str(array_at(self.root, "condition").attrs.get("flag_meanings", "")).split()
+        )
+        self._conditions_written = len(self._conditions)
+        time_chunks = array_at(self.root, "session").chunks[0]
+        for name in attrs.get("layers", []):
+            g = group_at(self.root, f"{LAYERS}/{name}")
+            time_chunks = array_at(g, "activity").chunks[0]
+            self._layer_specs[name] = {
+                "n_units": array_at(g, "activity").shape[1],
+                "n_nodes": array_at(g, "nodes").shape[1],
+                "dtype": str(array_at(g, "activity").dtype),
+                "unit_id": np.asarray(array_at(g, "unit_id")[:]),
+            }
+        if BEHAVIOUR in self.root:
+            self._behaviour_width = array_at(self.root, f"{BEHAVIOUR}/logits").shape[1]
+        for name in FRAME_FIELDS:
+            if name not in self.root:  # a field added to the format after this store was made
+                self._create_field(name)
+        self.chunk_frames = int(time_chunks)  # append in the chunks the store already has
+        self.root.attrs.update({"status": "recording"})
+
+    def last_session(self) -> int:
+        """Return the largest session id among the committed frames (-1 if none)."""
+        arr = array_at(self.root, "session")
+        return int(np.max(arr[: self.frames])) if self.frames else -1
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the layers in the store, in forward order."""
+        return list(self._layer_specs)
+
+    def layer_dtype(self, name: str) -> str | None:
+        """Return the stored activity dtype of layer ``name`` (None if the store lacks it)."""
+        spec = self._layer_specs.get(name)
+        return None if spec is None else str(spec["dtype"])
+
+    def check_append(self, layers: Sequence[str], dtype: str | None) -> None:
+        """Refuse appending other layers or another activity dtype than the store holds."""
+        if not self._layer_specs:
+            return
+        if list(layers) != self.layers:
+            raise RecordingError(
+                f"Recorder: appending layers {list(layers)} to a recording of layers "
+                f"{self.layers}; every session of one recording must hold the same layers (the "
+                f"others would be filled with NaN). Pass `layers={self.layers!r}`, or record to "
+                "a new `path`."
+            )
+        stored = {spec["dtype"] for spec in self._layer_specs.values()}
+        if dtype is not None and {dtype} != stored:
+            raise RecordingError(
+                f"Recorder: `dtype`={dtype!r} but the recording stores {sorted(stored)} activity; "
+                f"appending would change the precision mid-recording. Pass `dtype={sorted(stored)[0]!r}`."
+            )
+
+    def add_layer(
+        self,
+        name: str,
+        *,
+        unit_coords: Mapping[str, np.ndarray],
+        n_nodes: int,
+        dtype: str,
+        attrs: Mapping[str, Any],
+    ) -> None:
+        """Create the group of one recorded layer (or check it matches on append)."""
+        n_units = len(unit_coords["unit_id"])
+        with self._lock:
+            if name in self._layer_specs:
+                self._check_layer(name, unit_coords, n_nodes, dtype)
+                return
+            if self.frames:
+                raise RecordingError(
+                    f"Recorder: layer {name!r} is not in the existing recording (layers "
+                    f"{self.layers}); append needs the same layers."
+                )
+            self._fit_table_chunks()
+            create_layer(
+                self.root,
+                name,
+                unit_coords,
+                n_units,
+                n_nodes,
+                dtype,
+                attrs,
+                frames=self.frames,
+                chunk_frames=self.chunk_frames,
+                compression=self.compression,
+            )
+            self._layer_specs[name] = {
+                "n_units": n_units,
+                "n_nodes": n_nodes,
+                "dtype": dtype,
+                "unit_id": np.asarray(unit_coords["unit_id"]),
+            }
+            self.root.attrs["layers"] = self.layers
+
+    def _check_layer(
+        self, name: str, unit_coords: Mapping[str, np.ndarray], n_nodes: int, dtype: str
+    ) -> None:
+        spec = self._layer_specs[name]
+        n_units = len(unit_coords["unit_id"])
+        if spec["n_units"] != n_units or spec["n_nodes"] != n_nodes:
+            raise RecordingError(
+                f"Recorder: layer {name!r} has {n_units} units / {n_nodes} nodes now but "
+                f"{spec['n_units']} / {spec['n_nodes']} in the existing recording; append "
+                "needs the same layers and unit selection (same `max_units` and `rng`)."
+            )
+        if not np.array_equal(spec["unit_id"], np.asarray(unit_coords["unit_id"])):
+            raise RecordingError(
+                f"Recorder: layer {name!r} would record other units than the existing "
+                "recording (different `unit_id`s: another `rng` seed or `max_units`); new "
+                "frames would be stored under the old unit ids. Pass the `rng` and `max_units` "
+                "of the first session (see the layer's attrs `seed` and `max_units`)."
+            )
+        if spec["dtype"] != dtype:
+            raise RecordingError(
+                f"Recorder: layer {name!r} is stored as {spec['dtype']} but this recorder "
+                f"writes {dtype}; pass `dtype={spec['dtype']!r}`."
+            )
+
+    def add_behaviour(self, width: int) -> None:
+        """Create the behaviour group for model outputs of ``width`` values per frame."""
+        if self._behaviour_width is not None:
+            if self._behaviour_width != width:
+                raise RecordingError(
+                    f"Recorder: the model output has {width} values per frame now but "
+                    f"{self._behaviour_width} in the existing recording."
+                )
+            return
+        with self._lock:
+            create_behaviour(self.root, width, frames=self.frames, chunk_frames=self.chunk_frames)
+            self._array_cache = {}
+            self._behaviour_width = width
+
+    # -- writing ------------------------------------------------------------------------
+    def condition_code(self, condition: str) -> int:
+        """Return the integer code of a condition string, registering it if new."""
+        if condition not in self._conditions:
+            if any(c.isspace() for c in condition) or not condition:
+                raise ValueError(
+                    f"Recorder: `condition` must be a non-empty word without spaces; got {condition!r}."
+                )
+            self._conditions.append(condition)
+        return self._conditions.index(condition)
+
+    def _condition_values(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
+        """Map condition codes to what the store holds: strings (v2) or the codes (v1)."""
+        codes = np.asarray(codes)
+        if np.dtype(dtype).kind in "iu":
+            return codes
+        names = np.array([*self._conditions, ""], dtype=object)
+        return names[np.where(codes >= 0, codes, len(self._conditions))]
+
+    def _write_conditions(self) -> None:
+        # only version-1 stores keep condition codes (with CF flag_values/flag_meanings)
+        conditions = list(self._conditions)
+        if np.dtype(self._handles()["condition"].dtype).kind not in "iu":
+            return
+        if len(conditions) != self._conditions_written:
+            self._handles()["condition"].attrs.update(
+                {
+                    "flag_values": list(range(len(conditions))),
+                    "flag_meanings": " ".join(conditions),
+                }
+            )
+            self._conditions_written = len(conditions)
+
+    def _check_alive(self) -> None:
+        """Raise if the store was deleted or replaced under this writer."""
+        try:
+            ok = os.stat(self._dir).st_ino == self._inode and (self._dir / "zarr.json").exists()
+        except OSError:
+            ok = False
+        if not ok:
+            raise RecordingError(
+                f"Recorder: the recording at {str(self.path)!r} was deleted or replaced while it "
+                f"was being written (by another process or by hand); frames after the "
+                f"{self.frames} committed ones are lost. Record again to a `path` nobody else "
+                "modifies."
+            )
+
+    def write(
+        self,
+        start: int,
+        table: Mapping[str, np.ndarray],
+        layers: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        behaviour: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Write frames ``start .. start + n`` and commit them.
+
+        ``table`` maps names of :data:`FRAME_FIELDS` to (n,) arrays (``session`` is required;
+        fields left out get their fill value); ``layers`` maps a
+        layer name to ``(activity (n, units), nodes (n, nodes))``. Chunk objects are written
+        first, array shapes grow next, ``frames_committed`` last.
+        """
+        with self._lock:
+            self._check_alive()
+            n = len(table["session"])
+            if start != self.frames:
+                raise RecordingError(f"internal: write at {start} but {self.frames} committed")
+            stop = start + n
+            arrays = self._arrays_for(table, layers, behaviour)
+            # chunk objects first: whole chunks are encoded and written directly, in one wait
+            # (netphys.io._chunks); string arrays and unaligned starts go through zarr. Both
+            # write through a handle one block longer than the stored shape and never resize.
+            if self._chunk_writer is None:
+                self._chunk_writer = ChunkWriter(self._dir)
+            write_arrays(self._chunk_writer, [(wide(a, stop), v) for a, v in arrays], start)
+            self._write_conditions()
+            grow([arr for arr, _ in arrays], stop)  # the commit point of each array
+            self.frames = stop
+            self.root.attrs["frames_committed"] = stop
+            if self._replacing:
+                self._swap_in()
+
+    def _arrays_for(
+        self,
+        table: Mapping[str, np.ndarray],
+        layers: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        behaviour: Mapping[str, np.ndarray] | None,
+    ) -> list[tuple[Any, np.ndarray]]:
+        handles = self._handles()
+        arrays: list[tuple[Any, np.ndarray]] = []
+        for name, (act, nodes) in layers.items():
+            arrays += [
+                (handles[f"{LAYERS}/{name}/activity"], act),
+                (handles[f"{LAYERS}/{name}/nodes"], nodes),
+            ]
+        if behaviour is not None and self._behaviour_width is not None:
+            arrays += [(handles[f"{BEHAVIOUR}/{k}"], behaviour[k]) for k in BEHAVIOUR_KEYS]
+        n = len(table["session"])
+        for k, (dtype, fill) in FRAME_FIELDS.items():  # root table grows last
+            values = table[k] if k in table else np.full(n, fill, dtype=dtype)  # a field left out
+            if k == "condition":
+                values = self._condition_values(values, handles[k].dtype)
+            arrays.append((handles[k], values))
+        return arrays
+
+    def _swap_in(self) -> None:
+        """Put the new store in place of the recording it replaces (``mode="w"``)."""
+        old = self.path.parent / f".{self.path.name}.netphys-old-{os.getpid()}"
+        os.rename(self.path, old)
+        os.rename(self._dir, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        self._dir = self.path
+        self._replacing = False
+        self._stop_chunk_writer()  # its cached array folders were in the new store's old place
+        self.root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
+        self._array_cache = {}
+        self._inode = os.stat(self._dir).st_ino
+
+    def _stop_chunk_writer(self) -> None:
+        if self._chunk_writer is not None:
+            self._chunk_writer.close()
+            self._chunk_writer = None
+
+    def _handles(self) -> dict[str, Any]:
+        """Open array handles along ``time``, cached (each lookup reads metadata)."""
+        keys = [*FRAME_FIELDS]
+        for name in self._layer_specs:
+            keys += [f"{LAYERS}/{name}/activity", f"{LAYERS}/{name}/nodes"]
+        if self._behaviour_width is not None:
+            keys += [f"{BEHAVIOUR}/{k}" for k in BEHAVIOUR_KEYS]
+        if set(keys) != set(self._array_cache):
+            # runtime config is not stored with the array: set it on every handle
+            self._array_cache = {
+                k: self._array_cache.get(k) or array_at(self.root, k).with_config(ARRAY_CONFIG)
+                for k in keys
+            }
+        return self._array_cache
+
+    def write_graph(self, session: int, weights: Mapping[tuple[str, str], np.ndarray]) -> None:
+        """Store the node-to-node weights of one session (checkpoint).
+
+        A session already in the store keeps its weights if they are equal; different weights
+        under a reused session id are refused (they belong to another checkpoint).
+        """
+        with self._lock:
+            for (pre, post), w in weights.items():
+                write_graph_pair(self.root, session, pre, post, np.asarray(w, dtype="float32"))
+
+    def close(self, *, status: str = "complete", attrs: Mapping[str, Any] | None = None) -> None:
+        """Mark ``status``, consolidate metadata, release the lease (and swap in a new store).
+
+        ``attrs`` are root attributes known only at the end (e.g. the variability specs).
+        """
+        with self._lock:
+            try:
+                self._stop_chunk_writer()
+                self._check_alive()
+                self._trim()
+                final = {k: json_safe(v) for k, v in (attrs or {}).items()}
+                self.root.attrs.update({**final, "status": status, "frames_committed": self.frames})
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # zarr: consolidation is outside the spec
+                    zarr.consolidate_metadata(self._dir)
+                if self._replacing:
+                    self._swap_in()
+            finally:
+                self._lease.release()
+
+    def abandon(self) -> None:
+        """Drop a store this writer created that holds no frame (a failed first forward).
+
+        A replaced recording (``mode="w"``) stays as it was; an appended one is closed with
+        its previous frames. Nothing empty is left in the way of a rerun.
+        """
+        with self._lock:
+            if self.frames or self.mode == "a":
+                self.close()
+                return
+            try:
+                self._stop_chunk_writer()
+                shutil.rmtree(self._dir, ignore_errors=True)
+            finally:
+                self._lease.release()
+
+    def release(self) -> None:
+        """Give up the store as it is (after a write failure): release the lease only."""
+        try:
+            self._stop_chunk_writer()
+        finally:
+            self._lease.release()
+
+    def _trim(self) -> None:
+        """Clip every array along ``time`` to the committed length."""
+        for arr in self._handles().values():
+            if arr.shape[0] != self.frames:
+                arr.resize((self.frames, *arr.shape[1:]))
