@@ -63,8 +63,10 @@ def _load(path: Path, budget: ByteBudget) -> Any:
 
 
 class _NpyView:
-    """A numeric ``.npy`` file seen through a read-only memory map opened on each read; small
-    to pickle, so dask can ship it to distributed workers."""
+    """A numeric ``.npy`` file seen through a read-only memory map opened on each read.
+
+    The object is small to pickle, so dask can ship it to distributed workers.
+    """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.path, self.shape, self.dtype, self.ndim = str(path), shape, dtype, len(shape)
@@ -74,9 +76,11 @@ class _NpyView:
 
 
 def _load_trace(path: Path, budget: ByteBudget) -> Any:
-    """A numeric 2-D trace file as a dask array over a read-only memory map (nothing is read
-    until used, so nothing counts against ``budget``); any other file (object dtype, truncated,
-    not 2-D) goes through the guarded loader, which reports it."""
+    """Open a numeric 2-D trace file as a dask array over a read-only memory map.
+
+    Nothing is read until used, so nothing counts against ``budget``; any other file (object
+    dtype, truncated, not 2-D) goes through the guarded loader, which reports it.
+    """
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError):

@@ -457,8 +457,8 @@ def _similarity_block(
                    for h in halves]  # fmt: skip
             draws.append(similarity(sub[0], sub[1]))
         for key in ("rsa", "rsa_ceiling", "cka", "cka_ceiling"):
-            vals = [d[key] for d in draws]
-            out[f"{key}_ci"] = out[key] + np.nanpercentile(vals, [2.5, 97.5]) - np.nanmedian(vals)
+            boot = np.asarray([d[key] for d in draws], dtype=float)
+            out[f"{key}_ci"] = out[key] + np.nanpercentile(boot, [2.5, 97.5]) - np.nanmedian(boot)
     return out
 
 

@@ -112,7 +112,7 @@ def bin_frames(
 
 
 def paper_strip_split(pos_y: np.ndarray, *, n_strips: int = 16, gap: float = 10) -> np.ndarray:
-    """Unit sets of the papers' strip split: 1 (odd strips), 2 (even strips), 0 (gap).
+    """Assign units to the papers' strip split: 1 (odd strips), 2 (even strips), 0 (gap).
 
     ``y = round(pos_y)`` in pixels (1-based as in MATLAB), strip height
     ``nby = floor(max(y) / n_strips)``; strip ``k`` (1-based) keeps rows
@@ -137,7 +137,7 @@ def paper_strip_split(pos_y: np.ndarray, *, n_strips: int = 16, gap: float = 10)
 
 
 def paper_fit_range(n: int) -> tuple[int, int]:
-    """The reference fit range ``11 : min(500, n - 2)`` (``statsShuffledPCA.m``)."""
+    """Return the reference fit range ``11 : min(500, n - 2)`` (``statsShuffledPCA.m``)."""
     return PAPER["fit_start"], min(PAPER["fit_stop"], n - 2)
 
 
