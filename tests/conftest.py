@@ -1,8 +1,15 @@
-"""Shared fixtures. Seeds come from NETPHYS_SEED (default 0), like sklearn's global_random_seed."""
+"""Shared fixtures.
+
+One seed fixture, ``global_random_seed`` (the idea of scikit-learn's): tests that use it must
+pass for any seed. CI runs seed 0; ``NETPHYS_TESTS_GLOBAL_RANDOM_SEED`` picks others:
+``any`` (one random seed in 0-99, printed in the test id), ``all`` (0-99), ``40-42`` (a range)
+or ``7`` (one seed). ``rng`` is a Generator seeded from it.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 
 import matplotlib
 import numpy as np
@@ -23,14 +30,29 @@ settings.register_profile("dev", max_examples=200, deadline=None, print_blob=Tru
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-@pytest.fixture
-def seed() -> int:
-    return int(os.environ.get("NETPHYS_SEED", "0"))
+def _global_random_seeds() -> list[int]:
+    spec = os.environ.get("NETPHYS_TESTS_GLOBAL_RANDOM_SEED", "0").strip()
+    if spec == "any":
+        return [random.Random().randrange(100)]
+    if spec == "all":
+        return list(range(100))
+    if "-" in spec:
+        start, stop = (int(v) for v in spec.split("-", 1))
+        return list(range(start, stop + 1))
+    return [int(spec)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that asks for ``global_random_seed`` over the chosen seeds."""
+    if "global_random_seed" in metafunc.fixturenames:
+        seeds = _global_random_seeds()
+        metafunc.parametrize("global_random_seed", seeds, ids=[f"seed{s}" for s in seeds])
 
 
 @pytest.fixture
-def rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
+def rng(global_random_seed: int) -> np.random.Generator:
+    """A Generator seeded with ``global_random_seed``."""
+    return np.random.default_rng(global_random_seed)
 
 
 @pytest.fixture(scope="session")

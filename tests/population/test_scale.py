@@ -10,9 +10,9 @@ from netphys.population._sorting import _gram_pcs, normalized_for_rastermap, ras
 from tests.population.test_svca import direct_svca
 
 
-def test_gram_route_equals_direct_svd(seed: int) -> None:
-    sim = simulate_population(400, 160, alpha=1.0, snr=2.0, rng=seed)  # units > train frames
-    res = svca(sim["activity"], block_length=10, svd_solver="gram", split="random", rng=seed)
+def test_gram_route_equals_direct_svd(global_random_seed: int) -> None:
+    sim = simulate_population(400, 160, alpha=1.0, snr=2.0, rng=global_random_seed)  # units > train frames
+    res = svca(sim["activity"], block_length=10, svd_solver="gram", split="random", rng=global_random_seed)
     assert res.attrs["svd_solver"] == "gram"
     k = res.sizes["component"]
     rel, tot, sv = direct_svca(
@@ -23,20 +23,20 @@ def test_gram_route_equals_direct_svd(seed: int) -> None:
     np.testing.assert_allclose(res["total_variance"], tot, rtol=1e-6, atol=1e-9 * tot[0])
 
 
-def test_auto_picks_gram_when_units_exceed_frames(seed: int) -> None:
-    sim = simulate_population(300, 100, snr=2.0, rng=seed)
-    res = svca(sim["activity"], block_length=10, rng=seed)
-    dense = svca(sim["activity"], block_length=10, rng=seed, svd_solver="dense")
+def test_auto_picks_gram_when_units_exceed_frames(global_random_seed: int) -> None:
+    sim = simulate_population(300, 100, snr=2.0, rng=global_random_seed)
+    res = svca(sim["activity"], block_length=10, rng=global_random_seed)
+    dense = svca(sim["activity"], block_length=10, rng=global_random_seed, svd_solver="dense")
     assert res.attrs["svd_solver"] == "gram"
     np.testing.assert_allclose(res["reliable_variance"], dense["reliable_variance"], rtol=1e-6)
 
 
-def test_randomized_accuracy_first_128_within_1e3(seed: int) -> None:
+def test_randomized_accuracy_first_128_within_1e3(global_random_seed: int) -> None:
     """The stated accuracy of the randomized route: SVCs 1-128 within 1e-3 (relative)."""
     sim = simulate_population(
-        1200, 1600, alpha=1.0, snr=2.0, n_latents=400, category_strength=0.0, rng=seed
+        1200, 1600, alpha=1.0, snr=2.0, n_latents=400, category_strength=0.0, rng=global_random_seed
     )
-    kw = {"block_length": 20, "n_components": 256, "split": "random", "rng": seed}
+    kw = {"block_length": 20, "n_components": 256, "split": "random", "rng": global_random_seed}
     exact = svca(sim["activity"], svd_solver="dense", **kw)
     approx = svca(sim["activity"], svd_solver="randomized", **kw)
     err = np.abs(approx["reliable_variance"][:128] - exact["reliable_variance"][:128])
@@ -47,8 +47,8 @@ def test_randomized_accuracy_first_128_within_1e3(seed: int) -> None:
     assert float(sv_err.max()) < 1e-3
 
 
-def test_svca_predict_reuses_a_fit(seed: int) -> None:
-    sim = simulate_population(120, 600, alpha=1.0, snr=5.0, behaviour_rank=2, rng=seed)
+def test_svca_predict_reuses_a_fit(global_random_seed: int) -> None:
+    sim = simulate_population(120, 600, alpha=1.0, snr=5.0, behaviour_rank=2, rng=global_random_seed)
     fit = svca(sim["activity"], n_components=10, block_length=20, keep_projections=True)
     reused = svca_predict(sim["activity"], sim["behaviour"], block_length=20, svca=fit)
     refit = svca_predict(sim["activity"], sim["behaviour"], n_components=10, block_length=20)
@@ -56,8 +56,8 @@ def test_svca_predict_reuses_a_fit(seed: int) -> None:
     np.testing.assert_array_equal(reused["lam"], refit["lam"])
 
 
-def test_svca_predict_rejects_a_fit_without_projections(seed: int) -> None:
-    sim = simulate_population(60, 300, behaviour_rank=2, rng=seed)
+def test_svca_predict_rejects_a_fit_without_projections(global_random_seed: int) -> None:
+    sim = simulate_population(60, 300, behaviour_rank=2, rng=global_random_seed)
     fit = svca(sim["activity"], n_components=5, block_length=20)
     with pytest.raises(ValueError, match=r"svca_predict\(\): `svca` has no SVC time courses"):
         svca_predict(sim["activity"], sim["behaviour"], svca=fit)

@@ -18,18 +18,18 @@ def _planted(seed: int, n_units: int = 240, n_frames: int = 800, dims: int = 6) 
     return xr.DataArray(x, dims=("time", "unit"))
 
 
-def test_recovers_planted_dimensionality(seed: int) -> None:
+def test_recovers_planted_dimensionality(global_random_seed: int) -> None:
     res = scaling_analysis(
-        _planted(seed), sizes=[240], n_repeats=1, n_components=20, block_length=20, rng=seed
+        _planted(global_random_seed), sizes=[240], n_repeats=1, n_components=20, block_length=20, rng=global_random_seed
     )
     assert int(res["n_significant"].sel(n_units=240)[0]) == 6
 
 
-def test_more_units_more_reliable(seed: int) -> None:
-    sim = simulate_population(400, 600, alpha=1.0, snr=0.5, n_latents=100, rng=seed)
+def test_more_units_more_reliable(global_random_seed: int) -> None:
+    sim = simulate_population(400, 600, alpha=1.0, snr=0.5, n_latents=100, rng=global_random_seed)
     res = scaling_analysis(
         sim["activity"], sizes=[40, 400], n_repeats=2, n_components=40, block_length=20,
-        n_null=0, rng=seed,
+        n_null=0, rng=global_random_seed,
     )
     frac = res["reliable_fraction_mean"].values
     n_sig = res["n_significant_mean"].values
@@ -37,16 +37,16 @@ def test_more_units_more_reliable(seed: int) -> None:
     assert n_sig[1] > n_sig[0]
 
 
-def test_full_field_equals_direct_svca(seed: int) -> None:
-    da = _planted(seed, n_units=60, n_frames=400)
-    gen = np.random.default_rng(seed)
+def test_full_field_equals_direct_svca(global_random_seed: int) -> None:
+    da = _planted(global_random_seed, n_units=60, n_frames=400)
+    gen = np.random.default_rng(global_random_seed)
     da = da.assign_coords(pos_x=("unit", gen.uniform(size=60)), pos_y=("unit", gen.uniform(size=60)))
     res = scaling_analysis(
         da, sizes=[60], n_repeats=1, n_components=10, n_null=0, block_length=20,
-        split="random", rng=seed,
+        split="random", rng=global_random_seed,
     )
     assert res.attrs["sampling"] == "field_of_view"
-    ref = svca(da.values, n_components=10, block_length=20, split="random", rng=seed)
+    ref = svca(da.values, n_components=10, block_length=20, split="random", rng=global_random_seed)
     np.testing.assert_allclose(
         res["reliable_variance"].values[0, 0], ref["reliable_variance"].values, rtol=1e-10
     )

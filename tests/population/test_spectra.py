@@ -32,9 +32,9 @@ def test_eigenspectrum_agrees_with_numpy(shape, rng: np.random.Generator) -> Non
 
 
 @pytest.mark.parametrize("alpha", [0.8, 1.0, 1.5])
-def test_eigenspectrum_recovers_alpha(alpha: float, seed: int) -> None:
+def test_eigenspectrum_recovers_alpha(alpha: float, global_random_seed: int) -> None:
     sim = simulate_population(
-        400, 4000, alpha=alpha, snr=1000.0, n_latents=200, category_strength=0.0, rng=seed
+        400, 4000, alpha=alpha, snr=1000.0, n_latents=200, category_strength=0.0, rng=global_random_seed
     )
     res = eigenspectrum(sim["activity"], fit_range=(5, 50))
     # noise floor 1e-3 below unit signal variance: components 5-50 sit well above it; sample
