@@ -287,31 +287,7 @@ def compare(
         pops.append(da.values)
         das.append(da)
         infos.append(info)
-    t_avail = min(p.shape[0] for p in pops)
-    usable = [int(np.sum(np.all(np.isfinite(p), axis=0) & (np.std(p, axis=0) > 0))) for p in pops]
-    n_avail = min(usable)
-    t = t_avail if n_frames is None else check_int(n_frames, func=func, name="n_frames", minimum=16)
-    n = n_avail if n_units is None else check_int(n_units, func=func, name="n_units", minimum=8)
-    if t > t_avail or t < 16:
-        raise ValueError(
-            f"{func}(): `n_frames`={t} but the recordings have {[p.shape[0] for p in pops]} frames; "
-            f"ask for 16 to {t_avail}."
-        )
-    if n > n_avail or n < 8:
-        raise ValueError(
-            f"{func}(): `n_units`={n} but the recordings have {usable} usable (non-constant, "
-            f"finite) units; ask for 8 to {n_avail}."
-        )
-    bl = (
-        max(1, min(60, t // 10))
-        if block_length is None
-        else check_int(block_length, func=func, name="block_length", minimum=1)
-    )
-    ms = (
-        max(1, t // 4)
-        if min_shift is None
-        else check_int(min_shift, func=func, name="min_shift", minimum=1)
-    )
+    t, n, bl, ms = _matched_sizes(pops, n_frames, n_units, block_length, min_shift, func=func)
     # paired design: both recordings are cut and analysed with the same random streams
     select_seed, seed = (int(s) for s in gen.integers(2**31, size=2))
     blocks = [_select(p, n, t, np.random.default_rng(select_seed))[0] for p in pops]
@@ -332,38 +308,7 @@ def compare(
         boots[key] = ci + np.array([r[key] for r in analyses])[:, None]
     sim = _similarity_block(das, n, n_boot, boot_fraction, seed)
     rec = list(labels)
-    data: dict[str, Any] = {}
-    for key, _, _ in COMPARE_SCALARS:
-        if key in ("n_units", "n_frames"):
-            continue
-        data[key] = ("recording", np.array([r[key] for r in analyses], dtype=np.float64))
-    data["n_units"] = ("recording", np.array([n, n]))
-    data["n_frames"] = ("recording", np.array([t, t]))
-    data["frame_rate"] = ("recording", np.array([i["frame_rate"] for i in infos]))
-
-    def stack(key: str) -> np.ndarray:
-        k = max(len(r[key]) for r in analyses)
-        out = np.full((2, k), np.nan)
-        for i, r in enumerate(analyses):
-            out[i, : len(r[key])] = r[key]
-        return out
-
-    for key in ("svca_reliable", "svca_total", "eigen_variance"):
-        data[key] = (
-            (("recording", "component"), stack(key))
-            if key.startswith("eigen")
-            else (("recording", "svc"), stack(key))
-        )
-    data["corr_real"] = (("recording", "corr_bin"), np.stack([r["corr_real"] for r in analyses]))
-    data["corr_null"] = (("recording", "corr_bin"), np.stack([r["corr_null"] for r in analyses]))
-    data["raster"] = (
-        ("recording", "raster_unit", "raster_time"),
-        np.stack([r["raster"] for r in analyses]).astype(np.float32),
-    )
-    for key, _, _ in COMPARE_SCALARS[2:]:
-        data[f"{key}_ci"] = (("recording", "bound"), boots.get(key, np.full((2, 2), np.nan)))
-    for key, value in sim.items():
-        data[key] = ((), value) if not key.endswith("_ci") else ("bound", value)
+    data = _result_variables(analyses, boots, sim, infos, n, t)
     ds = xr.Dataset(
         data,
         coords={
@@ -492,3 +437,85 @@ def _caveats(
     elif sim.get("rsa_ceiling", 1.0) < 0.2 or not np.isfinite(sim.get("rsa_ceiling", np.nan)):
         out.append("RSA noise ceiling below 0.2: the RDMs are too noisy to compare")
     return out
+
+
+def _matched_sizes(
+    pops: list[np.ndarray],
+    n_frames: int | None,
+    n_units: int | None,
+    block_length: int | None,
+    min_shift: int | None,
+    *,
+    func: str,
+) -> tuple[int, int, int, int]:
+    """Check and default the matched T, N, SVCA block length and minimum shift."""
+    t_avail = min(p.shape[0] for p in pops)
+    usable = [int(np.sum(np.all(np.isfinite(p), axis=0) & (np.std(p, axis=0) > 0))) for p in pops]
+    n_avail = min(usable)
+    t = t_avail if n_frames is None else check_int(n_frames, func=func, name="n_frames", minimum=16)
+    n = n_avail if n_units is None else check_int(n_units, func=func, name="n_units", minimum=8)
+    if t > t_avail or t < 16:
+        raise ValueError(
+            f"{func}(): `n_frames`={t} but the recordings have {[p.shape[0] for p in pops]} frames; "
+            f"ask for 16 to {t_avail}."
+        )
+    if n > n_avail or n < 8:
+        raise ValueError(
+            f"{func}(): `n_units`={n} but the recordings have {usable} usable (non-constant, "
+            f"finite) units; ask for 8 to {n_avail}."
+        )
+    bl = (
+        max(1, min(60, t // 10))
+        if block_length is None
+        else check_int(block_length, func=func, name="block_length", minimum=1)
+    )
+    ms = (
+        max(1, t // 4)
+        if min_shift is None
+        else check_int(min_shift, func=func, name="min_shift", minimum=1)
+    )
+    return t, n, bl, ms
+
+
+def _result_variables(
+    analyses: list[dict[str, Any]],
+    boots: dict[str, np.ndarray],
+    sim: dict[str, Any],
+    infos: list[dict[str, Any]],
+    n: int,
+    t: int,
+) -> dict[str, Any]:
+    """Label the two analyses, their intervals and the similarity block as Dataset variables."""
+    data: dict[str, Any] = {}
+    for key, _, _ in COMPARE_SCALARS:
+        if key in ("n_units", "n_frames"):
+            continue
+        data[key] = ("recording", np.array([r[key] for r in analyses], dtype=np.float64))
+    data["n_units"] = ("recording", np.array([n, n]))
+    data["n_frames"] = ("recording", np.array([t, t]))
+    data["frame_rate"] = ("recording", np.array([i["frame_rate"] for i in infos]))
+
+    def stack(key: str) -> np.ndarray:
+        k = max(len(r[key]) for r in analyses)
+        out = np.full((2, k), np.nan)
+        for i, r in enumerate(analyses):
+            out[i, : len(r[key])] = r[key]
+        return out
+
+    for key in ("svca_reliable", "svca_total", "eigen_variance"):
+        data[key] = (
+            (("recording", "component"), stack(key))
+            if key.startswith("eigen")
+            else (("recording", "svc"), stack(key))
+        )
+    data["corr_real"] = (("recording", "corr_bin"), np.stack([r["corr_real"] for r in analyses]))
+    data["corr_null"] = (("recording", "corr_bin"), np.stack([r["corr_null"] for r in analyses]))
+    data["raster"] = (
+        ("recording", "raster_unit", "raster_time"),
+        np.stack([r["raster"] for r in analyses]).astype(np.float32),
+    )
+    for key, _, _ in COMPARE_SCALARS[2:]:
+        data[f"{key}_ci"] = (("recording", "bound"), boots.get(key, np.full((2, 2), np.nan)))
+    for key, value in sim.items():
+        data[key] = ((), value) if not key.endswith("_ci") else ("bound", value)
+    return data
