@@ -270,6 +270,48 @@ def _fix_signs(u: np.ndarray, v: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------- public ----
+
+
+def _check_n_components(n_components: int | None, n1: int, n2: int, n_train: int) -> int:
+    """Return the largest possible number of SVCs; refuse a larger ``n_components``."""
+    limit = min(n1, n2, n_train - 1)
+    if n_components is not None:
+        check_int(n_components, func="svca", name="n_components", minimum=1)
+        if n_components > limit:
+            raise ValueError(
+                f"svca(): `n_components`={n_components} exceeds min(set 1 units={n1}, "
+                f"set 2 units={n2}, train samples - 1={n_train - 1}) = {limit}. "
+                f"Ask for at most {limit} components, or use more units or samples."
+            )
+    return limit
+
+
+def _components_after_dropping(
+    is_constant: np.ndarray, n1: int, n2: int, n_train: int, n_components: int | None
+) -> int:
+    """Warn about dropped constant units and return the number of SVCs still possible."""
+    n_dropped = int(is_constant.sum())
+    if n_dropped:
+        warnings.warn(
+            f"svca(): dropped {n_dropped} constant unit(s) (zero variance); they are marked in "
+            "`is_constant` and have unit_set 0.",
+            NetphysWarning,
+            stacklevel=3,
+        )
+    limit = min(n1, n2, n_train - 1)
+    if limit < 1:
+        raise ValueError(
+            "svca(): after dropping constant units a unit set is empty. Remove constant units "
+            "or use more units."
+        )
+    if n_components is not None and n_components > limit:
+        raise ValueError(
+            f"svca(): `n_components`={n_components} exceeds {limit}, the smaller set size after "
+            f"dropping {n_dropped} constant unit(s). Ask for at most {limit} components."
+        )
+    return n_components if n_components is not None else min(1024, limit)
+
+
 def svca(
     activity: Any,
     *,
@@ -445,54 +487,44 @@ def svca(
         )
     idx1, idx2 = np.flatnonzero(unit_set == 1), np.flatnonzero(unit_set == 2)
     n_train = int(is_train.sum())
-    limit = min(len(idx1), len(idx2), n_train - 1)
-    if n_components is not None:
-        check_int(n_components, func=func, name="n_components", minimum=1)
-        if n_components > limit:
-            raise ValueError(
-                f"svca(): `n_components`={n_components} exceeds min(set 1 units={len(idx1)}, "
-                f"set 2 units={len(idx2)}, train samples - 1={n_train - 1}) = {limit}. "
-                f"Ask for at most {limit} components, or use more units or samples."
-            )
+    limit = _check_n_components(n_components, len(idx1), len(idx2), n_train)
     solver = _resolve_solver(svd_solver, len(idx1), len(idx2), n_train, max_cov_bytes)
     whole_mean = np.asarray(da.mean(str(da.dims[0])).values, dtype=np.float64) if paper else None
     k_fit = n_components if n_components is not None else min(1024, limit)
     fit = fit_svca(
-        da, is_train, idx1, idx2, solver=solver, k=k_fit, max_cov_bytes=max_cov_bytes,
-        n_oversamples=n_oversamples, n_power_iter=n_power_iter, gen=gen,
-        chunk_size=chunk_size, progress=progress, fixed_mean=whole_mean,
+        da,
+        is_train,
+        idx1,
+        idx2,
+        solver=solver,
+        k=k_fit,
+        max_cov_bytes=max_cov_bytes,
+        n_oversamples=n_oversamples,
+        n_power_iter=n_power_iter,
+        gen=gen,
+        chunk_size=chunk_size,
+        progress=progress,
+        fixed_mean=whole_mean,
     )
     is_constant = fit["stats"]["max"] == fit["stats"]["min"]
     keep1, keep2 = ~is_constant[idx1], ~is_constant[idx2]
-    n_dropped = int(is_constant.sum())
-    if n_dropped:
-        warnings.warn(
-            f"svca(): dropped {n_dropped} constant unit(s) (zero variance); they are marked in "
-            "`is_constant` and have unit_set 0.",
-            NetphysWarning,
-            stacklevel=2,
-        )
     k1, k2 = idx1[keep1], idx2[keep2]
-    limit = min(len(k1), len(k2), n_train - 1)
-    if limit < 1:
-        raise ValueError(
-            "svca(): after dropping constant units a unit set is empty. Remove constant units "
-            "or use more units."
-        )
-    if n_components is not None and n_components > limit:
-        raise ValueError(
-            f"svca(): `n_components`={n_components} exceeds {limit}, the smaller set size after "
-            f"dropping {n_dropped} constant unit(s). Ask for at most {limit} components."
-        )
-    k = n_components if n_components is not None else min(1024, limit)
+    k = _components_after_dropping(is_constant, len(k1), len(k2), n_train, n_components)
     if solver == "dense":
         u, sv, v = decompose_dense(fit["cov"][np.ix_(keep1, keep2)], k)
     else:
         u, sv, v = fit["u"][keep1, :k], fit["sv"][:k], fit["v"][keep2, :k]
     _fix_signs(u, v)
     proj = project_svca(
-        da, u, v, (k1, k2), fit["mean"], ~is_train,
-        keep_projections=keep_projections, chunk_size=chunk_size, progress=progress,
+        da,
+        u,
+        v,
+        (k1, k2),
+        fit["mean"],
+        ~is_train,
+        keep_projections=keep_projections,
+        chunk_size=chunk_size,
+        progress=progress,
     )
     unit_set = unit_set.copy()
     unit_set[is_constant] = 0
