@@ -20,6 +20,7 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom:
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.92em; color: #333; } figcaption b { color: #000; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+.scroll { overflow-x: auto; max-width: 100%; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f4f4f4; } .note { font-size: 0.9em; color: #555; }
 """
@@ -59,7 +60,7 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
                 text = "" if v is None else str(v)
             cells.append(f"<td>{html.escape(text)}</td>")
         body += "<tr>" + "".join(cells) + "</tr>"
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def _figure(base: Path, fig: ReportFigure) -> str:
