@@ -186,7 +186,7 @@ def _info(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     import netphys
 
-    print(json.dumps(netphys.recover(args.path), indent=2))
+    print(json.dumps(netphys.recover(args.path, force=args.force), indent=2))
     return 0
 
 
@@ -269,6 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=_units)
     p = sub.add_parser("recover", help="make an interrupted recording consistent")
     p.add_argument("path")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="recover even though a live writer holds the store's lock (it may corrupt it)",
+    )
     p.set_defaults(func=_recover)
     p = sub.add_parser("compare", help="the same analyses on two recordings, side by side")
     p.add_argument("a", help="recording or dataset (zarr, suite2p folder, NWB, .mat, .npz)")

@@ -100,6 +100,8 @@ def test_cli_info_recover_and_errors(tmp_path, capsys):
     assert "layer '1': 4 units" in capsys.readouterr().out
     assert main(["recover", str(path)]) == 0
     assert '"frames_committed": 5' in capsys.readouterr().out
+    assert main(["recover", str(path), "--force"]) == 0  # no live writer: same result
+    assert '"status_before": "recovered"' in capsys.readouterr().out
     assert main(["info", str(tmp_path / "missing.zarr")]) == 2
     assert "error" in capsys.readouterr().err
 
