@@ -93,28 +93,23 @@ def test_layers_import_only_downwards():
     assert _violations() == []
 
 
-def test_matplotlib_only_in_plot_and_cli():
-    allowed = {"plot", "cli"}
-    bad = [
+def _importers_outside(allowed: set[str], module: str) -> list[str]:
+    """Every ``file:line`` that imports ``module`` from a part of the package not in ``allowed``."""
+    return [
         f"{path.relative_to(PACKAGE.parent)}:{line}"
         for path in sorted(PACKAGE.rglob("*.py"))
         if _part(path) not in allowed
-        for line, module in _imports(path)
-        if _matches(module, "matplotlib")
+        for line, name in _imports(path)
+        if _matches(name, module)
     ]
-    assert bad == []
+
+
+def test_matplotlib_only_in_plot_and_cli():
+    assert _importers_outside({"plot", "cli"}, "matplotlib") == []
 
 
 def test_torch_only_in_recorder_and_experiments():
-    allowed = {"recorder", "experiments"}
-    bad = [
-        f"{path.relative_to(PACKAGE.parent)}:{line}"
-        for path in sorted(PACKAGE.rglob("*.py"))
-        if _part(path) not in allowed
-        for line, module in _imports(path)
-        if _matches(module, "torch")
-    ]
-    assert bad == []
+    assert _importers_outside({"recorder", "experiments"}, "torch") == []
 
 
 def test_checker_sees_a_planted_violation(tmp_path):

@@ -62,26 +62,27 @@ def plot_compare(result: xr.Dataset) -> Figure:
     colors = ["tab:blue", "tab:orange"]
     fig = Figure(figsize=(14, 7.5), layout="constrained")
     grid = fig.add_gridspec(2, 4, height_ratios=[1, 1.2])
-    ax = fig.add_subplot(grid[0, 0])
-    for i, lab in enumerate(labels):
-        y = result["svca_reliable"].isel(recording=i).values
-        k = np.arange(1, len(y) + 1)
-        ok = np.isfinite(y) & (y > 0)
-        ax.loglog(
-            k[ok], y[ok], color=colors[i], label=f"{lab}: α={float(result['svca_alpha'][i]):.2f}"
-        )
-    ax.set(title="SVCA reliable variance", xlabel="SVC", ylabel="fraction of SVC variance")
-    ax.legend(fontsize=8)
-    ax = fig.add_subplot(grid[0, 1])
-    for i, lab in enumerate(labels):
-        y = result["eigen_variance"].isel(recording=i).values
-        k = np.arange(1, len(y) + 1)
-        ok = np.isfinite(y) & (y > 0)
-        ax.loglog(
-            k[ok], y[ok], color=colors[i], label=f"{lab}: α={float(result['eigen_alpha'][i]):.2f}"
-        )
-    ax.set(title="eigenspectrum", xlabel="PC", ylabel="explained variance ratio")
-    ax.legend(fontsize=8)
+    panels = (
+        (
+            "svca_reliable",
+            "svca_alpha",
+            "SVCA reliable variance",
+            "SVC",
+            "fraction of SVC variance",
+        ),
+        ("eigen_variance", "eigen_alpha", "eigenspectrum", "PC", "explained variance ratio"),
+    )
+    for col, (var, alpha, title, xlabel, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, col])
+        for i, lab in enumerate(labels):
+            y = result[var].isel(recording=i).values
+            k = np.arange(1, len(y) + 1)
+            ok = np.isfinite(y) & (y > 0)
+            ax.loglog(
+                k[ok], y[ok], color=colors[i], label=f"{lab}: α={float(result[alpha][i]):.2f}"
+            )
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.legend(fontsize=8)
     for a in fig.axes:
         _tidy_loglog(a)
     ax = fig.add_subplot(grid[0, 2])
