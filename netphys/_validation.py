@@ -341,6 +341,37 @@ def check_matrix(weights: Any, *, func: str, name: str) -> np.ndarray:
     return w
 
 
+def activity_array(x: Any, *, func: str, name: str, fix: str) -> xr.DataArray:
+    """Return the (sample, ``unit``) activity of a DataArray, or of a Dataset's ``activity``.
+
+    The Dataset's attrs are merged into the result's; ``fix`` ends the error for other inputs.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"activity": (("unit", "time"), np.zeros((3, 5)))}, attrs={"rate": 2})
+    >>> da = activity_array(ds, func="f", name="x", fix="")
+    >>> da.dims, da.attrs["rate"]
+    (('time', 'unit'), 2)
+    """
+    if isinstance(x, xr.Dataset):
+        if "activity" not in x.data_vars:
+            raise ValueError(
+                f"{func}(): `{name}` is a Dataset without an 'activity' variable; it has "
+                f"{list(x.data_vars)}. Pass `ds[name]` for the variable to use."
+            )
+        attrs = dict(x.attrs)
+        x = x["activity"]
+        x.attrs = {**attrs, **x.attrs}
+    if not isinstance(x, xr.DataArray) or x.ndim != 2 or "unit" not in x.dims:
+        got = f" with dims {x.dims}" if isinstance(x, xr.DataArray) else ""
+        raise TypeError(
+            f"{func}(): `{name}` must be a 2-D (time, 'unit') DataArray or a Dataset with "
+            f"'activity'; got {type(x).__name__}{got}. {fix}".rstrip()
+        )
+    sample = next(d for d in x.dims if d != "unit")
+    return x.transpose(sample, "unit")
+
+
 def check_finite(
     values: np.ndarray,
     *,

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -213,12 +214,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``netphys`` command line."""
-    parser = argparse.ArgumentParser(
-        prog="netphys", description="Record a neural network like a mouse, analyse it like one."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="train a CNN on sklearn digits, record it, write a report")
     p.add_argument("--out", default="netphys-demo", help="output folder (default: netphys-demo)")
     p.add_argument(
@@ -255,9 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="continual only: finetune, replay, ewc, both (finetune+replay) or all",
     )
     p.set_defaults(func=_demo)
+
+
+def _add_info(sub: Any) -> None:
     p = sub.add_parser("info", help="summarise a recording")
     p.add_argument("path")
     p.set_defaults(func=_info)
+
+
+def _add_units(sub: Any) -> None:
     p = sub.add_parser("units", help="one unit's page: tuning, top stimuli, sessions, spontaneous")
     p.add_argument("path", help="a recording (*.zarr)")
     p.add_argument("--layer", required=True, help="recorded layer name (see `netphys info`)")
@@ -267,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--inputs", default=None, help=".npy of the inputs by stimulus id (optional)")
     p.add_argument("--out", default=None, help="PNG to write (default: unit_LAYER_UNIT.png)")
     p.set_defaults(func=_units)
+
+
+def _add_recover(sub: Any) -> None:
     p = sub.add_parser("recover", help="make an interrupted recording consistent")
     p.add_argument("path")
     p.add_argument(
@@ -275,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="recover even though a live writer holds the store's lock (it may corrupt it)",
     )
     p.set_defaults(func=_recover)
+
+
+def _add_compare(sub: Any) -> None:
     p = sub.add_parser("compare", help="the same analyses on two recordings, side by side")
     p.add_argument("a", help="recording or dataset (zarr, suite2p folder, NWB, .mat, .npz)")
     p.add_argument("b")
@@ -295,6 +303,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--all-rois", action="store_true", help="keep non-cell ROIs (suite2p)")
     p.add_argument("--n-boot", type=int, default=10, help="neuron subsamples for intervals")
     p.set_defaults(func=_compare)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``netphys`` command line."""
+    parser = argparse.ArgumentParser(
+        prog="netphys", description="Record a neural network like a mouse, analyse it like one."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_info(sub)
+    _add_units(sub)
+    _add_recover(sub)
+    _add_compare(sub)
     args = parser.parse_args(argv)
     if args.command in ("demo", "compare", "units"):
         import matplotlib

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_magnitude
+from netphys._validation import activity_array, check_magnitude
 from netphys.errors import NetphysWarning, RecordingFormatError
 from netphys.io._guard import ByteBudget
 
@@ -233,27 +233,18 @@ def as_recording_dataset(recording: Any, *, func: str) -> xr.Dataset:
         attrs = dict(recording.attrs)
         recording = da.to_dataset(name="activity")
         recording.attrs.update({k: v for k, v in attrs.items() if k == "frame_rate"})
-    if isinstance(recording, xr.DataArray):
-        if recording.ndim != 2 or "unit" not in recording.dims:
-            raise ValueError(
-                f"{func}(): `recording` must be a 2-D DataArray with dims (time, 'unit'); got dims "
-                f"{recording.dims}. Use `netphys.io.recording.layer_activity(tree)` to get one."
-            )
-        sample = next(d for d in recording.dims if d != "unit")
-        da = recording.transpose(sample, "unit")
-        if sample != "time":
-            da = da.rename({sample: "time"})
-        ds = da.to_dataset(name="activity")
-        ds.attrs.update(recording.attrs)
-        return ds
-    if isinstance(recording, xr.Dataset):
-        if "activity" not in recording.data_vars:
-            raise ValueError(
-                f"{func}(): `recording` is a Dataset without an 'activity' variable; it has "
-                f"{list(recording.data_vars)}. Pass `ds[name]` for the variable to write."
-            )
-        sample = next(d for d in recording["activity"].dims if d != "unit")
-        ds = recording if sample == "time" else recording.rename({sample: "time"})
+    if isinstance(recording, xr.DataArray | xr.Dataset):
+        da = activity_array(
+            recording,
+            func=func,
+            name="recording",
+            fix="Use `netphys.io.recording.layer_activity(tree)` to get one.",
+        )
+        ds = recording if isinstance(recording, xr.Dataset) else da.to_dataset(name="activity")
+        if isinstance(recording, xr.DataArray):
+            ds.attrs.update(recording.attrs)
+        if da.dims[0] != "time":
+            ds = ds.rename({da.dims[0]: "time"})
         return ds.transpose("time", "unit", ...)
     raise TypeError(
         f"{func}(): `recording` must be an xarray DataArray (time, unit), a Dataset with "

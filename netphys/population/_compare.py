@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import as_rng, check_int
+from netphys._validation import activity_array, as_rng, check_int
 
 __all__ = ["COMPARE_SCALARS", "compare"]
 
@@ -49,24 +49,13 @@ def _as_population(
         if x.ndim != 2:
             raise ValueError(f"{func}(): `{name}` must be 2-D (time x unit); got shape {x.shape}.")
         x = xr.DataArray(x, dims=("time", "unit"))
-    if isinstance(x, xr.Dataset):
-        if "activity" not in x.data_vars:
-            raise ValueError(
-                f"{func}(): `{name}` is a Dataset without an 'activity' variable; it has "
-                f"{list(x.data_vars)}. Pass `ds[name]` for the variable to compare."
-            )
-        attrs = dict(x.attrs)
-        x = x["activity"]
-        x.attrs = {**attrs, **x.attrs}
-    if not isinstance(x, xr.DataArray) or x.ndim != 2 or "unit" not in x.dims:
-        raise TypeError(
-            f"{func}(): `{name}` must be a 2-D (time, 'unit') DataArray or array, or a Dataset "
-            f"with 'activity'; got {type(x).__name__}"
-            + (f" with dims {x.dims}" if isinstance(x, xr.DataArray) else "")
-            + ". Rename the unit dim with `.rename(neuron='unit')`."
-        )
-    sample = next(d for d in x.dims if d != "unit")
-    da = x.transpose(sample, "unit")
+    da = activity_array(
+        x,
+        func=func,
+        name=name,
+        fix="Pass a numpy array, or rename the unit dim with `.rename(neuron='unit')`.",
+    )
+    sample = da.dims[0]
     info = {
         "source": str(da.attrs.get("source", da.attrs.get("format", "array"))),
         "format": str(da.attrs.get("format", "array")),

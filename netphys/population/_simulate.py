@@ -13,6 +13,30 @@ from netphys._validation import SAMPLE_DIMS, as_rng, check_choice, check_int, ch
 __all__ = ["simulate_population"]
 
 
+def _planted_latents(
+    gen: np.random.Generator,
+    n_samples: int,
+    n_latents: int,
+    *,
+    alpha: float,
+    n_categories: int,
+    category_strength: float,
+    timescale: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latent variances ``λ_k ∝ k^-alpha`` (sum 1), sample labels and the latents."""
+    lam = np.arange(1, n_latents + 1, dtype=np.float64) ** -alpha
+    lam /= lam.sum()
+    labels = gen.integers(n_categories, size=n_samples)
+    centres = gen.standard_normal((n_categories, n_latents))
+    eps = gen.standard_normal((n_samples, n_latents))
+    if timescale > 0:  # stationary AR(1) with unit variance
+        phi = np.exp(-1.0 / timescale)
+        eps[0] /= np.sqrt(1 - phi**2)
+        eps = scipy.signal.lfilter([np.sqrt(1 - phi**2)], [1, -phi], eps, axis=0)
+    xi = np.sqrt(category_strength) * centres[labels] + np.sqrt(1 - category_strength) * eps
+    return lam, labels, xi * np.sqrt(lam)
+
+
 def simulate_population(
     n_units: int,
     n_samples: int,
@@ -123,17 +147,15 @@ def simulate_population(
     )
     gen = as_rng(rng, func=func)
 
-    lam = np.arange(1, n_latents + 1, dtype=np.float64) ** -alpha
-    lam /= lam.sum()
-    labels = gen.integers(n_categories, size=n_samples)
-    centres = gen.standard_normal((n_categories, n_latents))
-    eps = gen.standard_normal((n_samples, n_latents))
-    if timescale > 0:  # stationary AR(1) with unit variance
-        phi = np.exp(-1.0 / timescale)
-        eps[0] /= np.sqrt(1 - phi**2)
-        eps = scipy.signal.lfilter([np.sqrt(1 - phi**2)], [1, -phi], eps, axis=0)
-    xi = np.sqrt(category_strength) * centres[labels] + np.sqrt(1 - category_strength) * eps
-    latents = xi * np.sqrt(lam)
+    lam, labels, latents = _planted_latents(
+        gen,
+        n_samples,
+        n_latents,
+        alpha=alpha,
+        n_categories=n_categories,
+        category_strength=category_strength,
+        timescale=timescale,
+    )
     q, _ = np.linalg.qr(gen.standard_normal((n_units, n_latents)))
     loadings = q * np.sqrt(n_units)
     signal = latents @ loadings.T
