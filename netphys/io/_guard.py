@@ -202,6 +202,7 @@ def check_hdf5_confined(f: Any, *, func: str, source: str, trusted: bool = False
     group_keys: dict[str, Any] = {"": _object_key(f)}
     problems: list[str] = []
     cycles: list[str] = []
+    damaged: list[str] = []
 
     def visit(name: str) -> bool | None:
         # never raise in here: h5py's iteration does not survive a Python exception
@@ -211,7 +212,11 @@ def check_hdf5_confined(f: Any, *, func: str, source: str, trusted: bool = False
             return None
         if not isinstance(link, h5py.HardLink):
             return None  # soft links point inside this file and are seen as their targets
-        obj = f[name]
+        try:
+            obj = f[name]
+        except Exception as exc:  # a damaged object header, reported below
+            damaged.append(f"/{name} cannot be opened ({type(exc).__name__}: {exc})")
+            return True  # stop visiting
         if isinstance(obj, h5py.Group):
             key = _object_key(obj)
             parts = name.split("/")
@@ -229,6 +234,11 @@ def check_hdf5_confined(f: Any, *, func: str, source: str, trusted: bool = False
         return None
 
     f.visit_links(visit)
+    if damaged:
+        raise RecordingFormatError(
+            f"{func}(): {source}: {damaged[0]}. The file is truncated or corrupted; copy it "
+            "again from its source."
+        )
     if cycles:
         raise RecordingFormatError(
             f"{func}(): {source}: the group /{cycles[0]} is a hard link to one of its own "
@@ -248,6 +258,16 @@ def check_hdf5_dataset(dset: Any, budget: ByteBudget, what: str) -> None:
     """
     nbytes = declared_nbytes(dset.shape, dset.dtype.itemsize)
     budget.take(nbytes, f"{what} ({dset.name}, shape {dset.shape}, {dset.dtype})")
+    check_hdf5_written(dset, budget)
+
+
+def check_hdf5_written(dset: Any, budget: ByteBudget) -> None:
+    """Refuse a dataset of which more than 16 MiB was declared but never written.
+
+    The part of :func:`check_hdf5_dataset` that a lazy reader (which takes nothing from the
+    budget at open) also needs.
+    """
+    nbytes = declared_nbytes(dset.shape, dset.dtype.itemsize)
     if nbytes <= _UNWRITTEN_SLACK:
         return
     if dset.chunks is None:

@@ -10,6 +10,7 @@ import numpy as np
 from netphys.errors import RecordingFormatError
 from netphys.io._common import bin_spike_times, choose_activity
 from netphys.io._guard import ByteBudget
+from netphys.io._hdf5_lazy import LazySpec
 from netphys.io._nwb_read import (
     _PREFERENCE,
     mask_positions,
@@ -25,8 +26,8 @@ from netphys.io._nwb_read import (
 
 __all__ = ["read_ophys", "read_units"]
 
-# (data (time, roi), frame times, roi indices into the table, exact rate or None)
-_Series = tuple[np.ndarray, np.ndarray, np.ndarray, float | None]
+# (data (time, roi), NumPy or dask; frame times, roi indices into the table, exact rate or None)
+_Series = tuple[Any, np.ndarray, np.ndarray, float | None]
 
 
 def _find(f: h5py.File, neurodata_type: str) -> list[h5py.Group]:
@@ -61,22 +62,27 @@ def _series_table(
     return table, rois
 
 
-def _series_array(grp: h5py.Group, n_rois: int, source: str, budget: ByteBudget) -> np.ndarray:
-    """Return the series data as (time, roi), transposing ROI x time storage."""
+def _series_array(
+    grp: h5py.Group, n_rois: int, source: str, budget: ByteBudget, lazy: LazySpec | None
+) -> Any:
+    """Return the series data as (time, roi), transposing ROI x time storage.
+
+    The orientation is decided from the shape alone, so a lazy read knows its frame axis.
+    """
     data = grp["data"]
-    n_t = grp["timestamps"].shape[0] if "timestamps" in grp else None
-    arr = scaled(data, budget, "the ROI series")
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
+    shape = getattr(data, "shape", None)
+    if shape is None or len(shape) not in (1, 2):
         raise RecordingFormatError(
-            f"read_nwb(): {source}: series {grp.name} has {arr.ndim}-D data {data.shape}; "
+            f"read_nwb(): {source}: series {grp.name} has {len(shape or ())}-D data {shape}; "
             "ROI series are (time, roi)."
         )
-    if arr.shape[1] != n_rois and arr.shape[0] == n_rois:
-        arr = arr.T  # stored ROI x time (pynapple's suite2p converter does this)
-    elif arr.shape[0] == arr.shape[1] == n_rois and n_t is not None and n_t != n_rois:
-        arr = arr.T
+    n_t = grp["timestamps"].shape[0] if "timestamps" in grp else None
+    rois_first = len(shape) == 2 and (
+        (shape[1] != n_rois and shape[0] == n_rois)  # pynapple's suite2p converter
+        or (shape[0] == shape[1] == n_rois and n_t is not None and n_t != n_rois)
+    )
+    arr = scaled(data, budget, "the ROI series", lazy=lazy, time_axis=1 if rois_first else 0)
+    arr = arr[:, None] if arr.ndim == 1 else (arr.T if rois_first else arr)
     if arr.shape[1] != n_rois:
         raise RecordingFormatError(
             f"read_nwb(): {source}: series {grp.name} has data shape {data.shape}, which does "
@@ -85,8 +91,17 @@ def _series_array(grp: h5py.Group, n_rois: int, source: str, budget: ByteBudget)
     return arr
 
 
+def _concat_units(parts: list[Any]) -> Any:
+    """Concatenate (time, roi) parts along ROIs, lazily when any is a dask array."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts, axis=1)
+    import dask.array as dsa
+
+    return dsa.concatenate([dsa.asarray(p) for p in parts], axis=1)
+
+
 def _collect_series(
-    f: h5py.File, source: str, budget: ByteBudget
+    f: h5py.File, source: str, budget: ByteBudget, lazy: LazySpec | None
 ) -> tuple[dict[str, dict[str, _Series]], dict[str, h5py.Group]]:
     """Group the ROI series by ROI table: ``{table: {kind: series}}``, first of each kind."""
     tables = _find(f, "PlaneSegmentation")
@@ -111,7 +126,7 @@ def _collect_series(
         slot = by_table.setdefault(table.name, {})
         if kind in slot:
             continue
-        arr = _series_array(grp, len(rois), source, budget)
+        arr = _series_array(grp, len(rois), source, budget, lazy)
         rate = (
             float(grp["starting_time"].attrs["rate"])
             if "starting_time" in grp and "timestamps" not in grp
@@ -161,10 +176,20 @@ def _plane_coords(
 
 
 def read_ophys(
-    f: h5py.File, path: str, *, activity: str | None, swap_xy: bool | str, budget: ByteBudget
-) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict[str, Any], str]:
-    """Traces, frame times, unit coords, attrs and chosen activity of the ROI series in ``f``."""
-    by_table, table_of = _collect_series(f, path, budget)
+    f: h5py.File,
+    path: str,
+    *,
+    activity: str | None,
+    swap_xy: bool | str,
+    budget: ByteBudget,
+    lazy: LazySpec | None = None,
+) -> tuple[dict[str, Any], np.ndarray, dict[str, np.ndarray], dict[str, Any], str]:
+    """Traces, frame times, unit coords, attrs and chosen activity of the ROI series in ``f``.
+
+    With ``lazy`` the traces are dask arrays over the file's chunks (see
+    :mod:`netphys.io._hdf5_lazy`); the rest is read at once.
+    """
+    by_table, table_of = _collect_series(f, path, budget, lazy)
     if not by_table:
         return {}, np.empty(0), {}, {}, ""
     kinds = sorted(set.intersection(*(set(v) for v in by_table.values())))
@@ -172,9 +197,7 @@ def read_ophys(
     n_frames = min(v[k][0].shape[0] for v in by_table.values() for k in kinds)
     first = next(iter(by_table.values()))
     frame_time = first[chosen][1][:n_frames]
-    traces = {
-        k: np.concatenate([v[k][0][:n_frames] for v in by_table.values()], axis=1) for k in kinds
-    }
+    traces = {k: _concat_units([v[k][0][:n_frames] for v in by_table.values()]) for k in kinds}
     coords: dict[str, list[np.ndarray]] = {}
     swapped = []
     for iplane, (tname, slot) in enumerate(by_table.items()):

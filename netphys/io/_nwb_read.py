@@ -16,6 +16,7 @@ import xarray as xr
 from netphys.errors import RecordingFormatError
 from netphys.io._common import check_file_rate, check_trace
 from netphys.io._guard import ByteBudget, check_hdf5_dataset
+from netphys.io._hdf5_lazy import LazySpec, lazy_dataset
 
 _PREFERENCE = ("spks", "dff", "F", "neuropil")
 # TimeSeries types that are not behaviour (movies, ROI traces, raw voltage)
@@ -76,10 +77,25 @@ def series_time(group: h5py.Group, n: int, budget: ByteBudget) -> np.ndarray:
     )
 
 
-def scaled(ds: h5py.Dataset, budget: ByteBudget, what: str) -> np.ndarray:
-    """Read ``ds`` as real numbers, applying its ``conversion`` and ``offset`` attrs."""
-    data = read_array(ds, budget, what)
-    check_trace(data, func=budget.func, source=budget.source, what=f"{what} {ds.name}")
+def scaled(
+    ds: h5py.Dataset,
+    budget: ByteBudget,
+    what: str,
+    *,
+    lazy: LazySpec | None = None,
+    time_axis: int = 0,
+) -> Any:
+    """Read ``ds`` as real numbers, applying its ``conversion`` and ``offset`` attrs.
+
+    With ``lazy``, a dask array over the dataset's chunks (``time_axis`` is its frame axis).
+    """
+    label = f"{what} {ds.name}"
+    if lazy is None:
+        data = read_array(ds, budget, what)
+        check_trace(data, func=budget.func, source=budget.source, what=label)
+    else:  # the dtype is checked before the (lazy) dataset is even opened
+        check_trace(np.empty(0, ds.dtype), func=budget.func, source=budget.source, what=label)
+        data = lazy_dataset(ds, budget, what, spec=lazy, time_axis=time_axis)
     conv = float(ds.attrs.get("conversion", 1.0))
     off = float(ds.attrs.get("offset", 0.0))
     if conv != 1.0 or off != 0.0:

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_positive_float
+from netphys._validation import check_positive_float, check_read_chunks
 from netphys.errors import NetphysWarning, RecordingFormatError, ResourceLimitError
 from netphys.io._common import build_dataset, check_file_rate, choose_activity
 from netphys.io._guard import (
@@ -24,6 +24,7 @@ from netphys.io._guard import (
     check_hdf5_dataset,
     declared_nbytes,
 )
+from netphys.io._hdf5_lazy import LazySpec, lazy_dataset
 
 __all__ = ["read_stringer_mat"]
 
@@ -45,16 +46,23 @@ _WANTED = (*_NEURONS_BY_TIME, *_RATE_KEYS, "stim", "db", "med", "stat", "beh", "
 _MI_COMPRESSED, _MI_MATRIX = 15, 14
 
 
+# activity matrices opened as dask arrays (``chunks`` not None): HDF5 name -> frame axis as
+# stored (MATLAB writes column-major, so h5py sees neurons x time variables as time x neurons)
+_LAZY_VARIABLES = {**{f"/{k}": 0 for k in _NEURONS_BY_TIME}, "/stim/spont": 1}
+
+
 class _LazyGroup(Mapping[str, Any]):
     """A v7.3 (HDF5) .mat group read on access: datasets in MATLAB order, groups as mappings.
 
     Only the datasets the reader asks for are read (each checked against the budget first),
-    so a file full of unused variables costs nothing.
+    so a file full of unused variables costs nothing. With ``lazy``, the numeric activity
+    matrices (:data:`_LAZY_VARIABLES`) come back as dask arrays over their HDF5 chunks.
     """
 
-    def __init__(self, group: h5py.Group, budget: ByteBudget) -> None:
+    def __init__(self, group: h5py.Group, budget: ByteBudget, lazy: LazySpec | None) -> None:
         self._group = group
         self._budget = budget
+        self._lazy = lazy
         self._cache: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
@@ -64,7 +72,17 @@ class _LazyGroup(Mapping[str, Any]):
             raise KeyError(key)
         obj = self._group[key]
         if isinstance(obj, h5py.Group):
-            value: Any = _LazyGroup(obj, self._budget)
+            value: Any = _LazyGroup(obj, self._budget, self._lazy)
+        elif (
+            self._lazy is not None
+            and obj.name in _LAZY_VARIABLES
+            and obj.ndim == 2
+            and obj.size > 1
+            and obj.dtype.kind in "biuf"
+        ):
+            what = f"variable {key!r}"
+            axis = _LAZY_VARIABLES[obj.name]
+            value = lazy_dataset(obj, self._budget, what, spec=self._lazy, time_axis=axis).T
         else:
             check_hdf5_dataset(obj, self._budget, f"variable {key!r}")
             value = obj[()]
@@ -138,7 +156,7 @@ def _v5_matrix_header(head: bytes, endian: str) -> tuple[str | None, int]:
     return name_raw.decode("latin1", "replace"), max(nbytes + 8, elements)
 
 
-def _load(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
+def _load(path: str, budget: ByteBudget, trusted: bool, lazy: LazySpec | None) -> Mapping[str, Any]:
     import scipy.io
 
     func = "read_stringer_mat"
@@ -150,7 +168,7 @@ def _load(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
         mat["__variables__"] = list(sizes)  # every variable's name, for error messages
         return mat
     except NotImplementedError:  # MATLAB v7.3 = HDF5
-        return _load_v73(path, budget, trusted)
+        return _load_v73(path, budget, trusted, lazy)
     except ResourceLimitError:
         raise
     except Exception as exc:  # scipy raises many types on damaged files
@@ -160,7 +178,9 @@ def _load(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
         ) from exc
 
 
-def _load_v73(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]:
+def _load_v73(
+    path: str, budget: ByteBudget, trusted: bool, lazy: LazySpec | None
+) -> Mapping[str, Any]:
     func = "read_stringer_mat"
     try:
         f = h5py.File(path, "r")
@@ -174,7 +194,12 @@ def _load_v73(path: str, budget: ByteBudget, trusted: bool) -> Mapping[str, Any]
     except BaseException:
         f.close()
         raise
-    return _LazyGroup(f, budget)
+    return _LazyGroup(f, budget, lazy)
+
+
+def _array(value: Any) -> Any:
+    """``value`` as a NumPy array, or itself when it is a (lazy) dask array."""
+    return value if hasattr(value, "dask") else np.asarray(value)
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -200,6 +225,7 @@ def read_stringer_mat(
     frame_rate: float | None = None,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     trusted: bool = False,
+    chunks: str | int | None = "auto",
 ) -> xr.Dataset:
     """Read a Stringer-lab (or similar) ``.mat`` recording into the (time, unit) schema.
 
@@ -217,9 +243,18 @@ def read_stringer_mat(
     max_bytes : int or None, default=4 GiB
         Most bytes the reader may allocate, checked against the declared sizes of the
         variables it reads (only those it uses are read) before reading them. None: no limit.
+        Lazy activity matrices (v7.3, see ``chunks``) are not counted, except one compressed
+        more than 100-fold (a compression bomb); each chunk must fit in ``max_bytes``.
     trusted : bool, default=False
         For v7.3 (HDF5) files: follow external links, external storage and virtual datasets,
         which read other files on the machine. Refused by default.
+    chunks : 'auto', int or None, default='auto'
+        For v7.3 (HDF5) files, how the activity matrices (``Fsp``, ``spks``, ``F``, ...,
+        ``stim.spont``) come back: ``'auto'``, lazily as dask arrays over the file's HDF5
+        chunks (every unit in one chunk, frames filling dask's ``array.chunk-size``, rounded
+        to whole HDF5 chunks), computable by dask.distributed workers; an int, that many
+        frames per chunk; None, read into memory now. Checked as :func:`~netphys.io.read_nwb`
+        checks its lazy series. v5 files (scipy) are always read into memory.
 
     Returns
     -------
@@ -266,7 +301,9 @@ def read_stringer_mat(
         raise FileNotFoundError(f"{func}(): `path` {name!r} is not a file.")
     if frame_rate is not None:
         frame_rate = check_positive_float(frame_rate, func=func, name="frame_rate")
-    mat = _load(name, ByteBudget(max_bytes, func=func, source=name), trusted)
+    chunks = check_read_chunks(chunks, func=func)
+    lazy = None if chunks is None else LazySpec(chunks=chunks, trusted=bool(trusted))
+    mat = _load(name, ByteBudget(max_bytes, func=func, source=name), trusted, lazy)
     try:
         ds = _neural(mat, name, activity=activity, frame_rate=frame_rate)
         n_time, n_unit = ds.sizes["time"], ds.sizes["unit"]
@@ -286,16 +323,16 @@ def _neural(
 ) -> xr.Dataset:
     """Traces, frame times and unit coords (the reader schema without extras)."""
     func = "read_stringer_mat"
-    traces: dict[str, np.ndarray] = {}
+    traces: dict[str, Any] = {}
     for key, kind in _NEURONS_BY_TIME.items():
         if kind in traces or key not in mat:
             continue
-        arr = np.asarray(mat[key])
+        arr = _array(mat[key])
         if arr.ndim == 2 and arr.dtype.kind in "biuf":
             traces[kind] = arr.T.astype(np.float32, copy=False)
     spont = _get(mat, "stim", "spont")
     if "spks" not in traces and spont is not None and np.ndim(spont) == 2:
-        traces["spks"] = np.asarray(spont, dtype=np.float32)  # already time x neurons
+        traces["spks"] = _array(spont).astype(np.float32)  # already time x neurons
     if not traces:
         keys = sorted(mat.get("__variables__") or (k for k in mat if not k.startswith("__")))
         raise RecordingFormatError(

@@ -19,9 +19,11 @@ import h5py
 import numpy as np
 import xarray as xr
 
+from netphys._validation import check_read_chunks
 from netphys.errors import RecordingFormatError, UnsafeFileError
 from netphys.io._common import build_dataset, choose_activity, frame_rate_from_times
 from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget, check_hdf5_confined
+from netphys.io._hdf5_lazy import LazySpec
 from netphys.io._nwb_ophys import read_ophys, read_units
 from netphys.io._nwb_read import behaviour, intervals, text
 from netphys.io._nwb_write import write_nwb
@@ -40,6 +42,7 @@ def read_nwb(
     swap_xy: bool | str = "auto",
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     trusted: bool = False,
+    chunks: str | int | None = "auto",
 ) -> xr.Dataset:
     """Read an NWB 2 file (HDF5) into the (time, unit) reader schema, with h5py only.
 
@@ -63,10 +66,22 @@ def read_nwb(
         suite2p; True/False force it.
     max_bytes : int or None, default=4 GiB
         Most bytes the reader may allocate, checked against every dataset's declared size (and
-        the number of spike bins) before reading it. None: no limit.
+        the number of spike bins) before reading it. None: no limit. Lazy ROI series (see
+        ``chunks``) are not counted, as nothing of them is read at open, except a series
+        compressed more than 100-fold (a compression bomb), whose whole declared size is;
+        each chunk must fit in ``max_bytes``.
     trusted : bool, default=False
         Follow HDF5 external links, external raw storage and virtual datasets, which read other
         files on the machine. Refused by default.
+    chunks : 'auto', int or None, default='auto'
+        How the ROI series come back. ``'auto'``: lazily, as dask arrays over the file's HDF5
+        chunks (as :func:`xarray.open_zarr` does): every unit in one chunk and as many frames
+        as fit in dask's ``array.chunk-size`` (128 MiB unless configured), rounded to whole
+        HDF5 chunks; nothing is read until computed, and the arrays can be computed by
+        dask.distributed workers (each reopens the file read-only). An int: that many frames
+        per chunk (rounded up to whole HDF5 chunks). None: read into memory (NumPy) now.
+        Timestamps, ROI tables, behaviour and interval tables, and the spike counts of a units
+        table are always read at once.
 
     Returns
     -------
@@ -96,14 +111,25 @@ def read_nwb(
     ResourceLimitError
         If the file asks for more than ``max_bytes``.
 
+    Notes
+    -----
+    Every check of an eager read is made at open on the lazy path too (confinement, link
+    cycles, datasets never written, compression bombs), plus: every stored chunk lies inside
+    the file (a truncated file fails at open). Each chunk read checks again that the file is
+    unchanged since it was opened; a changed file raises :class:`RecordingFormatError`.
+    Lazy values equal the eager (``chunks=None``) ones exactly.
+
     Examples
     --------
     >>> import numpy as np, tempfile, xarray as xr
     >>> act = xr.DataArray(np.random.default_rng(0).random((30, 5)), dims=("time", "unit"),
     ...                    attrs={"frame_rate": 10.0})
     >>> path = write_nwb(act, tempfile.mkdtemp() + "/rec.nwb")
-    >>> read_nwb(path).activity.shape
-    (30, 5)
+    >>> ds = read_nwb(path)
+    >>> ds.activity.shape, ds.activity.chunks
+    ((30, 5), ((30,), (5,)))
+    >>> bool((ds.activity == read_nwb(path, chunks=None).activity).all())
+    True
     """
     func = "read_nwb"
     name = os.fspath(path)
@@ -113,9 +139,11 @@ def read_nwb(
         )
     if not (isinstance(bin_width, (int, float)) and bin_width > 0):
         raise ValueError(f"{func}(): `bin_width` must be a positive number (s); got {bin_width!r}.")
+    chunks = check_read_chunks(chunks, func=func)
     if not Path(name).is_file():
         raise FileNotFoundError(f"{func}(): `path` {name!r} is not a file.")
     budget = ByteBudget(max_bytes, func=func, source=name)
+    lazy = None if chunks is None else LazySpec(chunks=chunks, trusted=bool(trusted))
     try:
         f = h5py.File(name, "r")
     except OSError as exc:
@@ -136,6 +164,7 @@ def read_nwb(
                 t_stop=t_stop,
                 swap_xy=swap_xy,
                 budget=budget,
+                lazy=lazy,
             )
     except (RecordingFormatError, UnsafeFileError):
         raise
@@ -164,13 +193,14 @@ def _read_open(
     t_stop: float | None,
     swap_xy: bool | str,
     budget: ByteBudget,
+    lazy: LazySpec | None,
 ) -> xr.Dataset:
     func = "read_nwb"
-    traces: dict[str, np.ndarray] = {}
+    traces: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if modality in ("auto", "ophys"):
         traces, frame_time, coords, extra, chosen = read_ophys(
-            f, name, activity=activity, swap_xy=swap_xy, budget=budget
+            f, name, activity=activity, swap_xy=swap_xy, budget=budget, lazy=lazy
         )
     has_units = "units" in f and "spike_times" in f["units"]
     if not traces and modality in ("auto", "units") and has_units:
