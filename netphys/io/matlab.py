@@ -160,6 +160,8 @@ def _load(path: str, budget: ByteBudget, trusted: bool, lazy: LazySpec | None) -
     import scipy.io
 
     func = "read_stringer_mat"
+    if h5py.is_hdf5(path):  # MATLAB v7.3; never parse its gigabytes as v5 element tags
+        return _load_v73(path, budget, trusted, lazy)
     try:
         sizes = _v5_declared_sizes(path)
         names = [k for k in sizes if k in _WANTED]

@@ -63,16 +63,68 @@ def _load(path: Path, budget: ByteBudget) -> Any:
 
 
 class _NpyView:
-    """A numeric ``.npy`` file seen through a read-only memory map opened on each read.
+    """A numeric ``.npy`` file read on demand: positioned reads, else a read-only memory map.
 
-    The object is small to pickle, so dask can ship it to distributed workers.
+    The object is small to pickle, so dask can ship it to distributed workers. A block of a
+    C-ordered 2-D file (rows = ROIs, a run of frames) is read row by row with ``os.preadv``
+    into the result, so the process never maps the file: reading a few frames of every ROI
+    costs the block's bytes of memory, not every page of the file it touches (which a memory
+    map counts in the resident size that dask.distributed's memory limits watch).
     """
 
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int = -1):
         self.path, self.shape, self.dtype, self.ndim = str(path), shape, dtype, len(shape)
+        self.offset = offset  # of the data in the file; -1: read through a memory map
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        return np.array(np.load(self.path, mmap_mode="r", allow_pickle=False)[index])
+        block = _plain_block(index, self.shape) if self.offset >= 0 else None
+        if block is None:
+            return np.array(np.load(self.path, mmap_mode="r", allow_pickle=False)[index])
+        (r0, r1), (c0, c1) = block
+        out = np.empty((r1 - r0, c1 - c0), self.dtype)
+        if out.size:
+            _pread_rows(self.path, self.offset + r0 * self.shape[1] * out.itemsize, out, c0,
+                        self.shape[1])  # fmt: skip
+        return out
+
+
+def _plain_block(index: Any, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...] | None:
+    """``((r0, r1), (c0, c1))`` when ``index`` is two unit-step slices of a 2-D array."""
+    if len(shape) != 2 or not isinstance(index, tuple) or len(index) != 2:
+        return None
+    out = []
+    for sl, n in zip(index, shape, strict=True):
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            return None
+        start, stop, _ = sl.indices(n)
+        out.append((start, max(start, stop)))
+    return out[0], out[1]
+
+
+def _pread_rows(path: str, start: int, out: np.ndarray, c0: int, n_cols: int) -> None:
+    """Fill ``out`` (rows, cols) from the C-ordered rows of ``n_cols`` items at byte ``start``."""
+    row = n_cols * out.itemsize
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if c0 == 0 and out.shape[1] == n_cols:  # whole rows: one contiguous read
+            _pread_all(fd, out.reshape(-1).view(np.uint8), start, path)
+            return
+        for i in range(out.shape[0]):
+            _pread_all(fd, out[i].view(np.uint8), start + i * row + c0 * out.itemsize, path)
+    finally:
+        os.close(fd)
+
+
+def _pread_all(fd: int, buf: np.ndarray, offset: int, path: str) -> None:
+    done = 0
+    while done < buf.size:
+        n = os.preadv(fd, [buf.data[done:]], offset + done)
+        if n <= 0:
+            raise RecordingFormatError(
+                f"read_suite2p(): {path} ended at byte {offset + done} while reading it (it was "
+                "truncated after it was opened). Open the folder again."
+            )
+        done += n
 
 
 def _load_trace(path: Path, budget: ByteBudget) -> Any:
@@ -89,7 +141,8 @@ def _load_trace(path: Path, budget: ByteBudget) -> Any:
         return _load(path, budget)
     import dask.array as dsa
 
-    view = _NpyView(path, arr.shape, arr.dtype)
+    offset = int(arr.offset) if isinstance(arr, np.memmap) and arr.flags.c_contiguous else -1
+    view = _NpyView(path, arr.shape, arr.dtype, offset)
     frames = max(1, min(arr.shape[1], 2**24 // max(1, arr.shape[0])))
     stamp = path.stat()
     name = f"suite2p-{path}-{stamp.st_mtime_ns}-{stamp.st_size}"

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from netphys.io import read_nwb, read_stringer_mat
+from netphys.errors import RecordingFormatError
+from netphys.io import read_nwb, read_stringer_mat, read_suite2p
 from netphys.io._hdf5_lazy import HDF5ArrayView
+from netphys.io.suite2p import _NpyView
 
 MAT_HEADER = b"MATLAB 7.3 MAT-file".ljust(116) + b"\x00" * 8 + b"\x00\x02IM"
 
@@ -109,6 +111,33 @@ def test_view_pickles_without_its_file_handle(tmp_path, rng):
     np.testing.assert_array_equal(pickle.loads(blob)[:, 1], data[:, 1])
 
 
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i2"])
+def test_suite2p_positioned_reads_equal_numpy(tmp_path, rng, dtype):
+    x = (rng.standard_normal((7, 50)) * 100).astype(dtype)
+    np.save(tmp_path / "F.npy", x)
+    np.save(tmp_path / "Ff.npy", np.asfortranarray(x))  # Fortran order: the memory-map path
+    for name in ("F.npy", "Ff.npy"):
+        mm = np.load(tmp_path / name, mmap_mode="r")
+        offset = int(mm.offset) if mm.flags.c_contiguous else -1
+        view = _NpyView(tmp_path / name, x.shape, x.dtype, offset)
+        for index in [
+            (slice(None), slice(3, 17)),
+            (slice(2, 5), slice(None)),
+            (slice(None), slice(None)),
+            (slice(6, 2), slice(0, 4)),
+            (slice(None), slice(0, 50, 2)),  # a step: the memory-map path
+            (1, slice(4, 9)),
+        ]:
+            got = view[index]
+            assert got.dtype == x.dtype
+            np.testing.assert_array_equal(got, x[index])
+    ds = read_suite2p(tmp_path, frame_rate=5.0)
+    np.testing.assert_array_equal(ds.F.values, x.T)
+    (tmp_path / "F.npy").write_bytes((tmp_path / "F.npy").read_bytes()[:200])
+    with pytest.raises(RecordingFormatError, match=r"F\.npy ended at byte \d+ .*truncated"):
+        ds.F.values  # noqa: B018
+
+
 @pytest.fixture(scope="module")
 def client():
     distributed = pytest.importorskip("distributed")
@@ -126,10 +155,14 @@ def test_lazy_arrays_compute_on_distributed_workers(tmp_path, rng, client):
     planes = [rng.random((64, 5)), rng.random((64, 3))]
     nwb = read_nwb(_ophys(tmp_path / "a.nwb", planes), chunks=16)
     mat = read_stringer_mat(_mat73(tmp_path / "a.mat", Fsp=planes[0], fs=np.array([[5.0]])))
+    np.save(tmp_path / "F.npy", planes[1].T.astype(np.float32))  # suite2p: (ROI, frame)
+    s2p = read_suite2p(tmp_path, frame_rate=5.0)
     assert nwb.activity.data.npartitions == 8  # 4 frame chunks x 2 planes
     with distributed.get_task_stream(client) as ts:
-        nwb_act, mat_act = client.compute([nwb.activity, mat.activity], sync=True)
-    read_on = {t["worker"] for t in ts.data if "hdf5-" in str(t["key"])}
-    assert len(read_on) >= 1 and len([t for t in ts.data if "hdf5-" in str(t["key"])]) >= 9
-    np.testing.assert_array_equal(nwb_act.values, np.concatenate(planes, axis=1))
-    np.testing.assert_array_equal(mat_act.values, planes[0].astype(np.float32))
+        got = client.compute([nwb.activity, mat.activity, s2p.activity], sync=True)
+    reads = [t for t in ts.data if "hdf5-" in str(t["key"])]  # some reads fuse with casts
+    assert len(reads) >= 8  # the NWB file's chunks were read in the worker processes
+    assert {t["worker"] for t in ts.data} <= set(client.scheduler_info()["workers"])
+    np.testing.assert_array_equal(got[0].values, np.concatenate(planes, axis=1))
+    np.testing.assert_array_equal(got[1].values, planes[0].astype(np.float32))
+    np.testing.assert_array_equal(got[2].values, planes[1].astype(np.float32))
