@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_positive_float
+from netphys._validation import check_positive_float, check_read_chunks
 from netphys.errors import RecordingFormatError
 from netphys.io._common import (
     build_dataset,
@@ -127,12 +127,15 @@ def _pread_all(fd: int, buf: np.ndarray, offset: int, path: str) -> None:
         done += n
 
 
-def _load_trace(path: Path, budget: ByteBudget) -> Any:
-    """Open a numeric 2-D trace file as a dask array over a read-only memory map.
+def _load_trace(path: Path, budget: ByteBudget, chunks: str | int | None = "auto") -> Any:
+    """Open a numeric 2-D trace file as a dask array read on demand (``chunks`` frames each).
 
     Nothing is read until used, so nothing counts against ``budget``; any other file (object
-    dtype, truncated, not 2-D) goes through the guarded loader, which reports it.
+    dtype, truncated, not 2-D), and every file when ``chunks`` is None, goes through the
+    guarded loader, which reads it at once (or reports it).
     """
+    if chunks is None:
+        return _load(path, budget)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError):
@@ -143,7 +146,8 @@ def _load_trace(path: Path, budget: ByteBudget) -> Any:
 
     offset = int(arr.offset) if isinstance(arr, np.memmap) and arr.flags.c_contiguous else -1
     view = _NpyView(path, arr.shape, arr.dtype, offset)
-    frames = max(1, min(arr.shape[1], 2**24 // max(1, arr.shape[0])))
+    auto = 2**24 // max(1, arr.shape[0])
+    frames = max(1, min(arr.shape[1], auto if chunks == "auto" else int(chunks)))
     stamp = path.stat()
     name = f"suite2p-{path}-{stamp.st_mtime_ns}-{stamp.st_size}"
     return dsa.from_array(view, chunks=(arr.shape[0], frames), lock=False, name=name)
@@ -199,6 +203,7 @@ def read_suite2p(
     activity: str | None = None,
     frame_rate: float | None = None,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    chunks: str | int | None = "auto",
 ) -> xr.Dataset:
     """Read a suite2p output folder into the (time, unit) reader schema.
 
@@ -216,7 +221,13 @@ def read_suite2p(
         is required when neither file exists.
     max_bytes : int or None, default=4 GiB
         Most bytes the reader may allocate over all files (checked against each ``.npy``
-        header, and the expanded size of pickles, before allocating). None: no limit.
+        header, and the expanded size of pickles, before allocating). None: no limit. Lazy
+        traces (see ``chunks``) are not counted: nothing of them is read at open.
+    chunks : 'auto', int or None, default='auto'
+        How ``F``, ``Fneu`` and ``spks`` come back. ``'auto'``: lazily, as dask arrays (every
+        ROI in one chunk, about 2**24 values per chunk) read on demand by positioned reads of
+        the ``.npy`` files, computable by dask.distributed workers; an int: that many frames
+        per chunk; None: read into memory (NumPy) now, checked against ``max_bytes``.
 
     Returns
     -------
@@ -262,6 +273,7 @@ def read_suite2p(
         raise FileNotFoundError(f"{func}(): `folder` {str(path)!r} does not exist.")
     if frame_rate is not None:
         frame_rate = check_positive_float(frame_rate, func=func, name="frame_rate")
+    chunks = check_read_chunks(chunks, func=func)
     planes = _plane_folders(path)
     if not planes:
         raise RecordingFormatError(
@@ -270,7 +282,7 @@ def read_suite2p(
             "suite2p wrote (usually <data>/suite2p)."
         )
     budget = ByteBudget(max_bytes, func=func, source=str(path))
-    read = [_read_plane(plane, iplane, budget) for iplane, plane in planes]
+    read = [_read_plane(plane, iplane, budget, chunks) for iplane, plane in planes]
     per_trace: dict[str, list[np.ndarray]] = {}
     for plane_read in read:
         for name, arr in plane_read.traces.items():
@@ -334,13 +346,15 @@ class _Plane:
     where: Path
 
 
-def _read_plane(plane: Path, iplane: int, budget: ByteBudget) -> _Plane:
+def _read_plane(
+    plane: Path, iplane: int, budget: ByteBudget, chunks: str | int | None = "auto"
+) -> _Plane:
     func = "read_suite2p"
     meta, generation = _plane_metadata(plane, budget)
     traces = {}
     for name, fname in _TRACE_FILES.items():
         if (plane / fname).is_file():
-            arr = _load_trace(plane / fname, budget)
+            arr = _load_trace(plane / fname, budget, chunks)
             if arr.ndim != 2:
                 raise RecordingFormatError(
                     f"{func}(): {plane / fname} should be 2-D (n_rois, n_frames); "

@@ -97,6 +97,8 @@ def test_chunks_argument_is_checked(tmp_path, rng, chunks):
         read_nwb(path, chunks=chunks)
     with pytest.raises(ValueError, match=r"read_stringer_mat\(\): `chunks` must be 'auto'"):
         read_stringer_mat(path, chunks=chunks)
+    with pytest.raises(ValueError, match=r"read_suite2p\(\): `chunks` must be 'auto'"):
+        read_suite2p(tmp_path, chunks=chunks)
 
 
 def test_view_pickles_without_its_file_handle(tmp_path, rng):
@@ -133,6 +135,10 @@ def test_suite2p_positioned_reads_equal_numpy(tmp_path, rng, dtype):
             np.testing.assert_array_equal(got, x[index])
     ds = read_suite2p(tmp_path, frame_rate=5.0)
     np.testing.assert_array_equal(ds.F.values, x.T)
+    assert read_suite2p(tmp_path, frame_rate=5.0, chunks=20).F.chunks == ((20, 20, 10), (7,))
+    eager = read_suite2p(tmp_path, frame_rate=5.0, chunks=None)
+    assert isinstance(eager.F.data, np.ndarray)
+    xr.testing.assert_identical(ds.compute(), eager)
     (tmp_path / "F.npy").write_bytes((tmp_path / "F.npy").read_bytes()[:200])
     with pytest.raises(RecordingFormatError, match=r"F\.npy ended at byte \d+ .*truncated"):
         ds.F.values  # noqa: B018
