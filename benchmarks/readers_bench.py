@@ -180,6 +180,7 @@ def open_worker(kind: str, path: str) -> None:
         "baseline_open_s": round(t_base, 3),
         "open_s": round(t_open, 3),
         "open_over_baseline": round(t_open / max(t_base, 1e-9), 1),
+        "peak_rss_before_open_mib": round(rss0, 1),
         "open_peak_rss_growth_mib": round(rss_open - rss0, 1),
         "mean_2000_frames_s": round(t_mean, 2),
         "peak_rss_after_mean_mib": round(_peak_mib(), 1),

@@ -216,7 +216,13 @@ def dask_chunks(
 
 
 def _check_storage(dset: h5py.Dataset, budget: ByteBudget, what: str) -> None:
-    """Refuse data stored past the end of the file; budget compression bombs and big chunks."""
+    """Refuse data stored past the end of the file; budget compression bombs and big chunks.
+
+    External and virtual datasets (allowed only with ``trusted=True``) keep their data in
+    other files and are not measured here.
+    """
+    if dset.external or dset.is_virtual:
+        return
     size = os.path.getsize(dset.file.filename)
     extents: list[tuple[int, int]] = []
     if dset.chunks is None:

@@ -156,6 +156,7 @@ def client():
     cluster.close()
 
 
+@pytest.mark.slow
 def test_lazy_arrays_compute_on_distributed_workers(tmp_path, rng, client):
     distributed = pytest.importorskip("distributed")
     planes = [rng.random((64, 5)), rng.random((64, 3))]
