@@ -24,7 +24,6 @@ __all__ = [
     "check_matrix",
     "check_population",
     "check_positive_float",
-    "check_read_chunks",
     "renamed_argument",
 ]
 
@@ -120,27 +119,6 @@ def check_positive_float(value: Any, *, func: str, name: str, allow_zero: bool =
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{func}(): `{name}` must be finite and {bound}; got {value}.")
     return value
-
-
-def check_read_chunks(value: Any, *, func: str, name: str = "chunks") -> str | int | None:
-    """Check a reader's ``chunks=``: 'auto', a positive int number of frames, or None.
-
-    Examples
-    --------
-    >>> check_read_chunks(500, func="read_nwb")
-    500
-    """
-    if value is None:
-        return None
-    if isinstance(value, str) and value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) <= 0:
-        raise ValueError(
-            f"{func}(): `{name}` must be 'auto' (dask arrays, chunk size chosen for you), a "
-            f"positive int (frames per dask chunk) or None (read into memory now); got "
-            f"{value!r}."
-        )
-    return int(value)
 
 
 def check_choice(value: Any, choices: tuple[str, ...], *, func: str, name: str) -> str:

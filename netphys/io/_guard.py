@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "ByteBudget",
     "check_max_bytes",
+    "check_read_chunks",
     "check_store_confined",
     "declared_nbytes",
 ]
@@ -284,3 +285,26 @@ def check_hdf5_written(dset: Any, budget: ByteBudget) -> None:
 
 
 _UNWRITTEN_SLACK = 16 * 2**20
+
+
+def check_read_chunks(value: Any, *, func: str, name: str = "chunks") -> str | int | None:
+    """Check a reader's ``chunks=``: 'auto', a positive int number of frames, or None.
+
+    Like :func:`check_max_bytes`, an option of the suite2p, NWB and .mat readers.
+
+    Examples
+    --------
+    >>> check_read_chunks(500, func="read_nwb")
+    500
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) <= 0:
+        raise ValueError(
+            f"{func}(): `{name}` must be 'auto' (dask arrays, chunk size chosen for you), a "
+            f"positive int (frames per dask chunk) or None (read into memory now); got "
+            f"{value!r}."
+        )
+    return int(value)

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_positive_float, check_read_chunks
+from netphys._validation import check_positive_float
 from netphys.errors import NetphysWarning, RecordingFormatError, ResourceLimitError
 from netphys.io._common import build_dataset, check_file_rate, choose_activity
 from netphys.io._guard import (
@@ -22,6 +22,7 @@ from netphys.io._guard import (
     ByteBudget,
     check_hdf5_confined,
     check_hdf5_dataset,
+    check_read_chunks,
     declared_nbytes,
 )
 from netphys.io._hdf5_lazy import LazySpec, lazy_dataset

@@ -19,10 +19,14 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_read_chunks
 from netphys.errors import RecordingFormatError, UnsafeFileError
 from netphys.io._common import build_dataset, choose_activity, frame_rate_from_times
-from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget, check_hdf5_confined
+from netphys.io._guard import (
+    DEFAULT_MAX_BYTES,
+    ByteBudget,
+    check_hdf5_confined,
+    check_read_chunks,
+)
 from netphys.io._hdf5_lazy import LazySpec
 from netphys.io._nwb_ophys import read_ophys, read_units
 from netphys.io._nwb_read import behaviour, intervals, text

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_positive_float, check_read_chunks
+from netphys._validation import check_positive_float
 from netphys.errors import RecordingFormatError
 from netphys.io._common import (
     build_dataset,
@@ -25,7 +25,7 @@ from netphys.io._common import (
     check_trace,
     choose_activity,
 )
-from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget
+from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget, check_read_chunks
 from netphys.io._safe_pickle import load_npy
 from netphys.io._suite2p_write import write_suite2p
 
