@@ -20,7 +20,7 @@ from torch import nn
 
 from netphys._validation import check_int_values
 from netphys.errors import RecordingError
-from netphys.io.recording import RecordingWriter
+from netphys.io.recording import FRAME_FIELDS, RecordingWriter
 from netphys.recorder._gpu import CopyStream
 from netphys.recorder._layers import (
     LayerLayout,
@@ -37,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64}
 _MAX_BEHAVIOUR_WIDTH = 4096
+#: Host blocks in the staging pool: one being filled, one being written, one queued.
+_POOL_BLOCKS = 3
+#: Room kept under ``max_host_memory`` for the writer's transient copies, in blocks: the
+#: encoder threads work on distinct chunks of one block and hold, per chunk, its compressed
+#: bytes and (for a partial last block) its copy padded to the full chunk.
+_WRITE_RESERVE = 2
 
 
 class Staging:
@@ -123,7 +129,9 @@ class Staging:
             if lay.selection is not None
         }
         width = self._behaviour_width(output)
-        frame_bytes += 64 + (width or 0) * 4
+        frame_bytes += sum(np.dtype(dt).itemsize for dt, _ in FRAME_FIELDS.values())
+        if width is not None:  # logits, prediction, confidence, loss
+            frame_bytes += width * 4 + 8 + 4 + 4
         capacity = self._plan_capacity(frame_bytes)
         for name, layout in self._layouts.items():
             self._store.add_layer(
@@ -139,15 +147,22 @@ class Staging:
         device = next(iter(self._first.values())).device
         self._cuda = device.type == "cuda"
         self._copies = CopyStream(device) if self._cuda else None
-        self._pool = BlockPool(3, capacity, shapes, DTYPES[self.dtype], width, pin=self._cuda)
+        self._pool = BlockPool(
+            _POOL_BLOCKS, capacity, shapes, DTYPES[self.dtype], width, pin=self._cuda
+        )
         self._writer = WriterThread(self._store, self._pool, inline=self._inline_writes())
         self._writer.start()
         self._block = None
 
     def _plan_capacity(self, frame_bytes: int) -> int:
-        """Frames per host block (= per time chunk on disk) within ``max_host_memory``."""
+        """Frames per host block (= per time chunk on disk) within ``max_host_memory``.
+
+        The pool's blocks plus the writer's transient copies (:data:`_WRITE_RESERVE`) fit in
+        the cap; only a single batch larger than the pool's blocks grows it (see
+        :meth:`_segments_for`).
+        """
         assert self._store is not None
-        n_blocks = 3
+        n_blocks = _POOL_BLOCKS + _WRITE_RESERVE
         new_store = self._store.frames == 0 and not self._store.layers
         chunk = self._store.chunk_frames
         if new_store and self.chunk_frames is None:

@@ -4,6 +4,8 @@ Hooks copy each batch into a *block*: host buffers holding ``chunk_frames`` fram
 recorded layer (pinned memory when the model is on a GPU, so device-to-host copies do not
 block). Full blocks go to a writer thread that compresses and writes whole Zarr chunks. A
 fixed pool of blocks bounds host memory: when the writer falls behind, the model waits.
+Host blocks are numpy arrays seen through torch (``torch.from_numpy``), so that their memory
+is visible to :mod:`tracemalloc` like the writer's (the memory-cap tests measure both).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from netphys.io.recording import FRAME_FIELDS, RecordingWriter
 __all__ = ["Block", "BlockPool", "WriterThread"]
 
 logger = logging.getLogger(__name__)
+
+_NUMPY = {
+    torch.float16: np.float16,
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.int64: np.int64,
+}
 
 
 @dataclass
@@ -83,25 +92,23 @@ class BlockPool:
         layer_shapes, dtype, behaviour_width, pin = self._spec
         capacity = self.capacity
         self.n_blocks += n_blocks
+
+        def empty(shape: tuple[int, ...], dt: torch.dtype) -> torch.Tensor:
+            if pin:  # page-locked for asynchronous device-to-host copies
+                return torch.empty(shape, dtype=dt, pin_memory=True)
+            return torch.from_numpy(np.empty(shape, _NUMPY[dt]))  # seen by tracemalloc
+
         for _ in range(n_blocks):
-            activity = {
-                k: torch.empty((capacity, u), dtype=dtype, pin_memory=pin)
-                for k, (u, _) in layer_shapes.items()
-            }
-            nodes = {
-                k: torch.empty((capacity, c), dtype=torch.float32, pin_memory=pin)
-                for k, (_, c) in layer_shapes.items()
-            }
+            activity = {k: empty((capacity, u), dtype) for k, (u, _) in layer_shapes.items()}
+            nodes = {k: empty((capacity, c), torch.float32) for k, (_, c) in layer_shapes.items()}
             table = {k: np.empty(capacity, dtype=dt) for k, (dt, _) in FRAME_FIELDS.items()}
             beh = None
             if behaviour_width is not None:
                 beh = {
-                    "logits": torch.empty(
-                        (capacity, behaviour_width), dtype=torch.float32, pin_memory=pin
-                    ),
-                    "prediction": torch.empty(capacity, dtype=torch.int64, pin_memory=pin),
-                    "confidence": torch.empty(capacity, dtype=torch.float32, pin_memory=pin),
-                    "loss": torch.empty(capacity, dtype=torch.float32, pin_memory=pin),
+                    "logits": empty((capacity, behaviour_width), torch.float32),
+                    "prediction": empty((capacity,), torch.int64),
+                    "confidence": empty((capacity,), torch.float32),
+                    "loss": empty((capacity,), torch.float32),
                 }
             self.free.put(Block(capacity, activity, nodes, table, beh))
 

@@ -102,7 +102,11 @@ class Recorder(Hooks):
         needed to respect ``max_host_memory``; an interrupted recording loses at most the
         frames of one flush.
     max_host_memory : int, default=512 MiB
-        Cap in bytes on the host staging buffers.
+        Cap in bytes on the recorder's host memory: the staging blocks (3) plus room for the
+        writer's compressed and padded copies (2 blocks); the block size follows from it.
+        Measured with ``tracemalloc`` under every writer (``tests/recorder/test_memory_cap.py``:
+        peak within the cap + 512 KiB of Python objects). Exceeded only by a forward call
+        whose batch alone is larger than the staging blocks (the pool grows to hold it).
     frame_rate : float, default=30.0
         Nominal frames per second; ``frame_time = frame index / frame_rate``.
     channel_dims : dict, optional
