@@ -11,42 +11,50 @@ rank's last chunk, or slots of a rank that wrote fewer blocks); :func:`drop_padd
 them when reading.
 
 Rank 0 creates the store and the arrays; when every rank has closed, rank 0 *finalizes*
-(:func:`finalize`): chunk files of uncommitted slots are deleted, arrays are sized to the
-last committed slot, condition codes are merged, and the root's ``frames_committed``,
-``frames_valid`` and ``status`` are written last. A killed rank therefore loses only the
-block it had not committed; ``netphys.recover`` finalizes an interrupted store.
+(:func:`netphys.io._ranks_finalize.finalize`): chunk files of uncommitted slots are deleted,
+arrays are sized to the last committed slot, the root ``condition`` strings are written from
+the ranks' int16 codes (``ranks/condition``, each rank's own vocabulary), and the root's
+``frames_committed``, ``frames_valid`` and ``status`` are written last. A killed rank
+therefore loses only the block it had not committed; ``netphys.recover`` finalizes an
+interrupted store.
 """
 
 from __future__ import annotations
 
-import json
+import datetime as _dt
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 import zarr
 
 from netphys.errors import RecordingError
-from netphys.io._chunks import ChunkWriter, _atomic_write
-from netphys.io._recording_arrays import create_layer
+from netphys.io._chunks import ChunkWriter
+from netphys.io._ranks_finalize import (
+    CODES,
+    RANKS,
+    drop_padding,
+    finalize,
+    read_group_attrs,
+    write_group_attrs,
+)
+from netphys.io._recording_arrays import create_behaviour, create_layer, write_graph_pair
 from netphys.io._recording_layout import (
     FIELD_ATTRS,
     FRAME_FIELDS,
+    GRAPH,
     RANKS_FORMAT_VERSION,
-    array_at,
+    STORED_FIELDS,
     compressor,
     json_safe,
 )
 
 __all__ = ["RANKS_FORMAT_VERSION", "RankWriter", "drop_padding", "finalize"]
 
-_RANKS = "ranks"
 _WAIT_S = 600.0
 
 
@@ -59,17 +67,6 @@ def _wait_for(path: Path, what: str, timeout: float = _WAIT_S) -> None:
                 "rank 0 creates; is rank 0 running and recording the same `path`?"
             )
         time.sleep(0.02)
-
-
-def _read_group_attrs(path: Path) -> dict[str, Any]:
-    meta = json.loads((path / "zarr.json").read_text())
-    return dict(meta.get("attributes", {}))
-
-
-def _write_group_attrs(path: Path, attrs: Mapping[str, Any]) -> None:
-    meta = {"zarr_format": 3, "node_type": "group", "attributes": dict(attrs)}
-    path.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path / "zarr.json", json.dumps(meta).encode())
 
 
 class _RootView:
@@ -118,13 +115,15 @@ class RankWriter:
         self._behaviour_width: int | None = None
         self._layer_specs: dict[str, dict[str, Any]] = {}
         self._conditions: list[str] = []
+        self._variability: Any = None
+        self._created = False
         self._arrays: dict[str, Any] = {}
         self._slots: list[int] = []
         self._nframes: list[int] = []
         if self.rank == 0:
             self._create_or_reopen(mode, attrs)
         barrier()
-        _wait_for(self.path / _RANKS / str(self.rank) / "zarr.json", "this rank's record")
+        _wait_for(self.path / RANKS / str(self.rank) / "zarr.json", "this rank's record")
         root = zarr.open_group(self.path, mode="r", zarr_format=3, use_consolidated=False)
         rattrs: dict[str, Any] = dict(root.attrs)
         if int(rattrs.get("world_size", -1)) != self.world_size:
@@ -144,10 +143,16 @@ class RankWriter:
             }
         if "behaviour" in root:
             self._behaviour_width = int(root["behaviour/logits"].shape[1])  # type: ignore[union-attr]
-        record = _read_group_attrs(self.path / _RANKS / str(self.rank))
+        record = read_group_attrs(self.path / RANKS / str(self.rank))
         self._slots = [int(s) for s in record.get("slots", [])]
         self._nframes = [int(n) for n in record.get("frames", [])]
         self._conditions = list(record.get("conditions", []))
+        self._variability = record.get("variability")
+        if CODES not in root:
+            raise RecordingError(
+                f"DistributedRecorder: {str(self.path)!r} was written by an older netphys "
+                "(condition codes in the root); record to a new `path`."
+            )
         self.frames = len(self._slots) * self._chunk  # a resumed rank starts a new chunk
         self._cw = ChunkWriter(self.path)
 
@@ -160,7 +165,7 @@ class RankWriter:
                 "`mode='w'` to overwrite it, `mode='a'` to resume, or choose another path."
             )
         if exists and mode == "a":
-            status = _read_group_attrs(self.path).get("status")
+            status = read_group_attrs(self.path).get("status")
             if status == "recording":
                 finalize(self.path, status="recovered")  # drop uncommitted blocks first
             root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
@@ -168,6 +173,7 @@ class RankWriter:
             return
         if exists:
             shutil.rmtree(self.path)
+        self._created = True
         root = zarr.open_group(self.path, mode="w-", zarr_format=3)
         root.attrs.update(
             {
@@ -180,11 +186,23 @@ class RankWriter:
                 "world_size": self.world_size,
                 "chunk_frames": self._chunk,
                 "layers": [],
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                # CF: the frame table is the root's coordinates (plain xarray reads them so)
+                "coordinates": " ".join([*FRAME_FIELDS, "rank"]),
                 **{k: json_safe(v) for k, v in attrs.items()},
             }
         )
-        fields = {**FRAME_FIELDS, "rank": ("int16", -1)}
-        for name, (dtype, fill) in fields.items():
+        write_group_attrs(self.path / RANKS, {"long_name": "per-rank commit records"})
+        for r in range(self.world_size):
+            write_group_attrs(self.path / RANKS / str(r), {"rank": r, "slots": [], "frames": []})
+        rank_attrs = {"long_name": "writing rank (-1: padding row)"}
+        code_attrs = {"long_name": "condition code in the writing rank's vocabulary"}
+        fields = {
+            **{k: (*STORED_FIELDS.get(k, v), FIELD_ATTRS[k]) for k, v in FRAME_FIELDS.items()},
+            "rank": ("int16", -1, rank_attrs),
+            CODES: ("int16", -1, code_attrs),  # the ranks' codes; `condition` from finalize
+        }
+        for name, (dtype, fill, field_attrs) in fields.items():
             root.create_array(
                 name,
                 shape=(0,),
@@ -193,14 +211,10 @@ class RankWriter:
                 fill_value=fill,
                 dimension_names=("time",),
                 compressors=compressor(),
-                attributes=dict(
-                    FIELD_ATTRS.get(name, {"long_name": "writing rank (-1: padding row)"})
-                ),
+                attributes=dict(field_attrs),
             )
         root.create_group("layers")
-        _write_group_attrs(self.path / _RANKS, {"long_name": "per-rank commit records"})
-        for r in range(self.world_size):
-            _write_group_attrs(self.path / _RANKS / str(r), {"rank": r, "slots": [], "frames": []})
+        root.create_group(GRAPH)
 
     @property
     def chunk_frames(self) -> int:
@@ -265,25 +279,10 @@ class RankWriter:
         if self.rank != 0:
             return
         root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-        g = root.create_group("behaviour")
-        for name, dtype, fill, tail in (
-            ("logits", "float32", float("nan"), (width,)),
-            ("prediction", "int64", -1, ()),
-            ("confidence", "float32", float("nan"), ()),
-            ("loss", "float32", float("nan"), ()),
-        ):
-            g.create_array(
-                name,
-                shape=(0, *tail),
-                dtype=dtype,
-                chunks=(self._chunk, *tail),
-                fill_value=fill,
-                dimension_names=("time", "output")[: 1 + len(tail)],
-                compressors=compressor(),
-            )
+        create_behaviour(root, width, frames=0, chunk_frames=self._chunk)
 
     def condition_code(self, condition: str) -> int:
-        """Return this rank's code of ``condition`` (codes are merged across ranks on finalize)."""
+        """Return this rank's code of ``condition`` (:func:`finalize` writes the strings)."""
         if not condition or any(c.isspace() for c in condition):
             raise ValueError(
                 f"Recorder: `condition` must be a non-empty word without spaces; got {condition!r}."
@@ -317,7 +316,7 @@ class RankWriter:
                 f"most {c}"
             )
         slot = (start // c) * self.world_size + self.rank
-        values: list[tuple[str, np.ndarray]] = [(k, table[k]) for k in FRAME_FIELDS]
+        values = [(CODES if k == "condition" else k, table[k]) for k in FRAME_FIELDS]
         values.append(("rank", np.full(n, self.rank, "int16")))
         for name, (act, nodes) in layers.items():
             values += [(f"layers/{name}/activity", act), (f"layers/{name}/nodes", nodes)]
@@ -336,18 +335,29 @@ class RankWriter:
         self.frames = start + c
 
     def _commit(self) -> None:
-        _write_group_attrs(
-            self.path / _RANKS / str(self.rank),
+        write_group_attrs(
+            self.path / RANKS / str(self.rank),
             {
                 "rank": self.rank,
                 "slots": self._slots,
                 "frames": self._nframes,
                 "conditions": self._conditions,
+                "variability": self._variability,
             },
         )
 
-    def write_graph(self, session: int, weights: Any) -> None:
-        """Node weights are not stored by multi-process recordings."""
+    def write_graph(self, session: int, weights: Mapping[tuple[str, str], np.ndarray]) -> None:
+        """Rank 0 stores the node weights of one session (the ranks hold the same model)."""
+        if self.rank != 0:
+            return
+        root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
+        for (pre, post), w in weights.items():
+            write_graph_pair(root, session, pre, post, np.asarray(w, dtype="float32"))
+
+    @property
+    def valid_frames(self) -> int:
+        """Frames this rank has committed (padding rows left out), over every run."""
+        return int(sum(self._nframes))
 
     def last_session(self) -> int:
         """Largest session id in the store, over every rank (-1 if none; padding is -1)."""
@@ -368,105 +378,27 @@ class RankWriter:
             )
 
     def close(self, *, status: str = "complete", attrs: Mapping[str, Any] | None = None) -> None:
-        """Commit this rank's record and stop the encoder threads (rank 0 finalizes later)."""
+        """Commit this rank's record and stop the encoder threads (rank 0 finalizes later).
+
+        ``attrs["variability"]`` (the specs as resolved at the first forward) goes into this
+        rank's record; :func:`finalize` makes rank 0's the root's.
+        """
+        if attrs and attrs.get("variability") is not None:
+            self._variability = json_safe(attrs["variability"])
         self._commit()
         self._cw.close()
 
     def abandon(self) -> None:
-        """Stop after a failed first forward: commit what there is (nothing), see :meth:`close`."""
+        """Stop after a failed first forward: nothing of this rank is committed.
+
+        A store that a single rank (``world_size=1``) created in this run and that holds no
+        frame is removed, so that a rerun finds the path free; with several ranks the others
+        may still write, so the empty store stays (a rerun passes ``mode="w"``).
+        """
         self.close()
+        if self.rank == 0 and self.world_size == 1 and self._created and not self._slots:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def release(self) -> None:
         """Give up after a write failure: stop the encoder threads; committed blocks stay."""
         self._cw.close()
-
-
-def _time_arrays(root: zarr.Group, prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for name, arr in root.arrays():
-        if tuple(getattr(arr.metadata, "dimension_names", None) or ())[:1] == ("time",):
-            out.append((f"{prefix}{name}", arr))
-    for name, sub in root.groups():
-        if name != _RANKS:
-            out += _time_arrays(sub, f"{prefix}{name}/")
-    return out
-
-
-def finalize(path: str | os.PathLike[str], *, status: str = "complete") -> dict[str, Any]:
-    """Make a rank-interleaved store consistent from the ranks' records (rank 0, last).
-
-    Chunk files of slots that no rank committed are deleted, arrays are sized to the last
-    committed slot, condition codes are merged into one vocabulary, and the root attributes
-    ``frames_committed`` (rows, padding included), ``frames_valid`` and ``status`` are
-    written last.
-    """
-    p = Path(path)
-    root = zarr.open_group(p, mode="r+", zarr_format=3, use_consolidated=False)
-    attrs: dict[str, Any] = dict(root.attrs)
-    world, c = int(attrs["world_size"]), int(attrs["chunk_frames"])
-    records = [_read_group_attrs(p / _RANKS / str(r)) for r in range(world)]
-    slots = {int(s) for rec in records for s in rec.get("slots", [])}
-    length = (max(slots) + 1) * c if slots else 0
-    removed = 0
-    for f in p.rglob("*.partial"):
-        f.unlink()
-        removed += 1
-    arrays = _time_arrays(root)
-    for _, arr in arrays:
-        folder = p / arr.path / "c"
-        if folder.exists():
-            for entry in folder.iterdir():
-                if entry.name.isdigit() and int(entry.name) not in slots:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                    removed += 1
-        if arr.shape[0] != length:
-            arr.resize((length, *arr.shape[1:]))
-    vocab = _merge_conditions(root, records, c)
-    valid = int(sum(sum(int(n) for n in rec.get("frames", [])) for rec in records))
-    root.attrs.update({"status": status, "frames_committed": length, "frames_valid": valid})
-    if vocab:
-        root["condition"].attrs.update(
-            {"flag_values": list(range(len(vocab))), "flag_meanings": " ".join(vocab)}
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(p)
-    return {
-        "frames_committed": length,
-        "frames_valid": valid,
-        "status_before": attrs.get("status"),
-        "chunk_files_removed": removed,
-    }
-
-
-def _merge_conditions(root: zarr.Group, records: list[dict[str, Any]], c: int) -> list[str]:
-    vocab: list[str] = []
-    for rec in records:
-        vocab += [k for k in rec.get("conditions", []) if k not in vocab]
-    cond = array_at(root, "condition")
-    for rec in records:
-        local = list(rec.get("conditions", []))
-        if local == vocab[: len(local)]:
-            continue  # this rank's codes already agree
-        lut = np.array([vocab.index(k) for k in local] + [-1], "int16")
-        for s in rec.get("slots", []):
-            rows = slice(int(s) * c, (int(s) + 1) * c)
-            codes = np.asarray(cond[rows])
-            cond[rows] = np.where(codes >= 0, lut[np.clip(codes, 0, len(local))], -1)
-    return vocab
-
-
-def drop_padding(tree: xr.DataTree, ranks: np.ndarray) -> xr.DataTree:
-    """Add the ``rank`` coordinate and remove padding rows (``rank == -1``) from every node."""
-    ranks = np.asarray(ranks).astype("int16")
-    keep = np.flatnonzero(ranks >= 0)
-    nodes = {}
-    for node in tree.subtree:
-        ds = node.to_dataset(inherit=False)
-        if node is tree:
-            ds = ds.assign_coords(rank=("time", ranks, {"long_name": "writing rank"}))
-            ds = ds.set_xindex("rank")  # indexed: every group inherits it, like the frame table
-        if "time" in ds.dims:
-            ds = ds.isel(time=keep)
-        nodes[node.path] = ds
-    return xr.DataTree.from_dict(nodes)

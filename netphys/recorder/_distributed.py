@@ -9,6 +9,7 @@ import numpy as np
 import zarr
 from torch import distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from netphys.errors import RecordingError
 from netphys.io._ranks import RankWriter, finalize
@@ -27,11 +28,27 @@ class DistributedRecorder(Recorder):
     Each rank records the frames of its own forward calls (e.g. its shard of a
     ``DistributedSampler``) into time chunks that only it writes; ``annotate(stimulus=...)``
     should give the *global* sample index of each frame. The recording is format version 3
-    (``docs/format.md``): a per-frame ``rank`` coordinate, rows of ``rank == -1`` being
-    padding that :func:`netphys.open_recording` leaves out. Rank 0 creates the store and, once
-    every rank has closed, writes the manifest (``frames_committed``, ``status``) last. A
-    killed rank loses only the block it had not committed; resume with ``mode="a"`` and skip
-    :meth:`committed_samples`. Node weights are not stored (``store_weights=False``).
+    (``docs/format.md``): a single-process recording's content (frame table with the same
+    dtypes and meanings, behaviour, node weights, variability specs) plus a per-frame ``rank``
+    coordinate, rows of ``rank == -1`` being padding that :func:`netphys.open_recording`
+    leaves out. Rank 0 creates the store and, once every rank has closed, writes the manifest
+    (``frames_committed``, ``status``) last. A killed rank loses only the block it had not
+    committed; resume with ``mode="a"`` and skip :meth:`committed_samples`.
+
+    What differs from a single-process recording, and why:
+
+    - ``frame_time`` is the *global* frame index over ``frame_rate``, the k-th frame of rank
+      r being global frame ``k * world_size + r`` (k counts the rank's committed frames,
+      across restarts): the order of a ``DistributedSampler`` epoch, so an unshuffled one
+      gives the frame times of one process presenting the samples in order.
+    - Node weights (``/graph``) are probed and written by rank 0 only (DDP keeps the ranks'
+      weights equal); a ``DistributedDataParallel`` model is probed through its ``module``,
+      outside DDP's collectives.
+    - ``variability`` noise is drawn on each rank from a seed derived from ``rng`` and the
+      rank (independent across ranks); the root ``variability`` attribute holds rank 0's
+      resolved specs, every rank's are in ``ranks/<r>``.
+    - Frames appear in rank-chunk order (sort by ``frame_time`` or ``stimulus`` for
+      presentation order), and ``chunk_frames`` is fixed when rank 0 creates the store.
 
     Parameters
     ----------
@@ -41,9 +58,12 @@ class DistributedRecorder(Recorder):
         Default: from the initialised ``torch.distributed`` process group.
     chunk_frames : int, default=1024
         Frames per time chunk, the unit of commit (a killed rank loses at most this many).
+        Every rank stages blocks of exactly this size, so it must fit in
+        ``max_host_memory`` (refused with the largest size that fits otherwise).
     **kwargs
         Other :class:`netphys.Recorder` options (``layers``, ``dtype``, ``max_units``,
-        ``rng``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ``variability``, ...).
+        ``rng``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ``variability``,
+        ``store_weights``, ...).
 
     Examples
     --------
@@ -66,11 +86,6 @@ class DistributedRecorder(Recorder):
         chunk_frames: int = 1024,
         **kwargs: Any,
     ) -> None:
-        if kwargs.pop("store_weights", False):
-            raise ValueError(
-                "DistributedRecorder: `store_weights=True` is not supported; record node "
-                "weights with a single-process `netphys.Recorder`."
-            )
         if rank is None or world_size is None:
             if not _dist_on():
                 raise RecordingError(
@@ -85,9 +100,41 @@ class DistributedRecorder(Recorder):
                 f"DistributedRecorder: need 0 <= `rank` < `world_size`; got rank={rank!r}, "
                 f"world_size={world_size!r}."
             )
-        super().__init__(model, path, chunk_frames=chunk_frames, store_weights=False, **kwargs)
-        self.rank = int(rank)
+        self.rank = int(rank)  # before Recorder.__init__: the variability seed depends on it
         self.world_size = int(world_size)
+        super().__init__(model, path, chunk_frames=chunk_frames, **kwargs)
+
+    def _variability_seed(self) -> int:
+        """Noise seed of this rank: drawn from ``rng``'s seed and the rank (independent)."""
+        base = super()._variability_seed()
+        state = np.random.SeedSequence([base, self.rank]).generate_state(2, np.uint32)
+        return int((int(state[0]) << 31) | (int(state[1]) >> 1))
+
+    def _reset_state(self) -> None:
+        super()._reset_state()
+        store: Any = self._store  # a RankWriter
+        self._frame0 = self._frame  # rows of this run start here (a new chunk)
+        self._valid0 = int(store.valid_frames)  # committed frames of earlier runs
+
+    def _frame_table(self, b: int) -> dict[str, np.ndarray]:
+        """Return the frame table with the global ``frame_time`` (see the class docstring)."""
+        out = super()._frame_table(b)
+        k = self._valid0 + (self._frame - self._frame0) + np.arange(b)
+        out["frame_time"] = (k * self.world_size + self.rank) / self.frame_rate
+        return out
+
+    def _probe_model(self) -> tuple[nn.Module, str]:
+        """Probe a DDP model through its ``module`` (a DDP forward would run collectives)."""
+        if isinstance(self.model, DistributedDataParallel):
+            return self.model.module, "module."
+        return self.model, ""
+
+    def _store_weights(self, args: Any) -> None:
+        """Rank 0 probes and stores the session's node weights; other ranks skip the probe."""
+        if self.rank == 0:
+            super()._store_weights(args)
+        else:
+            self._weights_done.add(self._session)
 
     def _barrier(self) -> None:
         if _dist_on() and self.world_size > 1:

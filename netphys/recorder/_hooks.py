@@ -51,7 +51,7 @@ class Hooks(Staging):
             self._batch = None
             self._ran = set()
             self._post_done = False
-            self._training = bool(self.model.training)
+            self._training = bool(self._probe_model()[0].training)  # DDP: its module's
 
     def _recording(self) -> bool:
         return bool(self._stack) and self._stack[-1] == _TOP and not suspended()
@@ -187,6 +187,10 @@ class Hooks(Staging):
             self._session_started = True
         return self._session not in self._weights_done
 
+    def _probe_model(self) -> tuple[nn.Module, str]:
+        """Return the module the weight probe runs and the prefix of its names in ``layers``."""
+        return self.model, ""
+
     def _store_weights(self, args: Any) -> None:
         """Store the static node-to-node weights of this session (probe run without a trace).
 
@@ -202,10 +206,13 @@ class Hooks(Staging):
             self._weights_done.add(self._session)
             return
         weights = None
+        model, prefix = self._probe_model()
+        layers = [name.removeprefix(prefix) for name in self.layers]
         try:
-            with preserved_state(self.model), torch.no_grad():
-                self.model.eval()
-                weights = node_weights(self.model, self.layers, x[:2])
+            with preserved_state(model), torch.no_grad():
+                model.eval()
+                found = node_weights(model, layers, x[:2])
+            weights = {(prefix + pre, prefix + post): w for (pre, post), w in found.items()}
         except Exception:
             logger.info("node weights not stored for session %d", self._session, exc_info=True)
         if weights:

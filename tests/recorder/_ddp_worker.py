@@ -1,9 +1,10 @@
-"""A DDP-style recording worker, run as ``python _ddp_worker.py RANK WORLD PATH N [KILL_AT]``.
+"""A DDP recording worker: ``python _ddp_worker.py RANK WORLD PATH N KILL_AT MODE DTYPE [ddp]``.
 
 Each rank initialises a gloo process group (file:// rendezvous next to PATH), records its
 shard (every ``WORLD``-th sample, like ``DistributedSampler`` without shuffling) of ``N``
 deterministic inputs through a small CNN, skipping samples already committed (resume), and
-with ``KILL_AT`` set SIGKILLs itself after that many forward calls.
+with ``KILL_AT`` >= 0 SIGKILLs itself after that many forward calls. With ``ddp`` the model is
+wrapped in ``DistributedDataParallel`` (layers ``module.1``, ``module.3``).
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ def main() -> None:
     )
     torch.set_num_threads(1)
     m, x = model(), inputs(n)
+    wrapped = len(sys.argv) > 8 and sys.argv[8] == "ddp"
+    if wrapped:
+        m = nn.parallel.DistributedDataParallel(m)
     mine = torch.arange(rank, n, world)
     with (
         torch.no_grad(),
         netphys.DistributedRecorder(
             m,
             path,
-            layers=["1"],
+            layers=[f"{'module.' if wrapped else ''}{k}" for k in ("1", "3")],
             dtype=sys.argv[7] if len(sys.argv) > 7 else "float32",
             chunk_frames=8,
             mode=mode,
@@ -64,7 +68,7 @@ def main() -> None:
             if k == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
             idx = torch.tensor(todo[s : s + 5])
-            rec.annotate(stimulus=idx, label=idx % 5)
+            rec.annotate(stimulus=idx, label=idx % 5, condition=["even", "odd"][rank])
             m(x[idx])
     dist.destroy_process_group()
 

@@ -20,7 +20,7 @@ N = 43  # odd on purpose: ranks get 22 and 21 samples, last chunks are partial
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_ranks(path: Path, *, kill_at=(-1, -1), mode="w", dtype="float32") -> list[int]:
+def run_ranks(path: Path, *, kill_at=(-1, -1), mode="w", dtype="float32", ddp="") -> list[int]:
     """Start both ranks, wait, return their exit codes."""
     Path(f"{path}.rendezvous").unlink(missing_ok=True)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
@@ -36,6 +36,7 @@ def run_ranks(path: Path, *, kill_at=(-1, -1), mode="w", dtype="float32") -> lis
                 str(kill_at[r]),
                 mode,
                 dtype,
+                ddp,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -52,19 +53,22 @@ def expected(stimulus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out = {}
     h = m[1].register_forward_hook(lambda mod, a, o: out.setdefault("a", o.detach().clone()))
     with torch.no_grad():
-        logits = m(x[torch.as_tensor(stimulus)])
+        logits = m(x[torch.as_tensor(np.array(stimulus))])
     h.remove()
     return out["a"].reshape(len(stimulus), -1).numpy(), logits.numpy()
 
 
-def check_frames(path: Path, dtype: str) -> np.ndarray:
+def check_frames(path: Path, dtype: str, layer: str = "1") -> np.ndarray:
     """Every frame of the recording equals the independent capture; return its stimuli."""
     rec = netphys.open_recording(path)
     stim = rec["stimulus"].values
     assert len(np.unique(stim)) == len(stim), "a sample was recorded twice"
     np.testing.assert_array_equal(rec["rank"].values, stim % 2)  # rank r got samples r::2
+    np.testing.assert_array_equal(rec["condition"].values, np.where(stim % 2, "odd", "even"))
+    # global frame time: rank r's k-th frame is frame 2k + r, here the sample (across restarts)
+    np.testing.assert_array_equal(rec["frame_time"].values, stim / 30.0)
     act, logits = expected(stim)
-    got = rec["layers/1/activity"].values
+    got = rec[f"layers/{layer}/activity"].values
     want = act.astype(np.float16) if dtype == "float16" else act
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))  # bit-exact
@@ -74,18 +78,59 @@ def check_frames(path: Path, dtype: str) -> np.ndarray:
     return stim
 
 
+def single_process(path: Path) -> None:
+    """The same samples, model and annotations recorded by one process, in order."""
+    m, x = model(), inputs(N)
+    with torch.no_grad(), netphys.Recorder(m, path, layers=["1", "3"], chunk_frames=8) as rec:
+        for s in range(0, N, 5):
+            idx = torch.arange(s, min(s + 5, N))
+            cond = ["odd" if i % 2 else "even" for i in idx.tolist()]
+            rec.annotate(stimulus=idx, label=idx % 5, condition=cond)
+            m(x[idx])
+
+
 @pytest.mark.slow
-def test_two_ranks_one_recording_exact(tmp_path):
+def test_two_ranks_one_recording_exact_and_like_one_process(tmp_path):
+    """A DDP-wrapped model on 2 gloo ranks records what one process records, plus `rank`."""
     path = tmp_path / "ddp.zarr"
-    assert run_ranks(path) == [0, 0]
-    stim = check_frames(path, "float32")
+    assert run_ranks(path, ddp="ddp") == [0, 0]
+    stim = check_frames(path, "float32", layer="module.1")
     assert sorted(stim.tolist()) == list(range(N))
-    attrs = netphys.open_recording(path).attrs
+    ddp = netphys.open_recording(path)
+    attrs = ddp.attrs
     assert (attrs["format_version"], attrs["status"], attrs["frames_valid"]) == (3, "complete", N)
     # plain xarray opens it too: padding rows are the ones with rank -1
     plain = xr.open_datatree(path, engine="zarr")
     assert int((plain["rank"].values >= 0).sum()) == N
-    assert plain["layers/1/activity"].shape[0] == attrs["frames_committed"]
+    assert plain["layers/module.1/activity"].shape[0] == attrs["frames_committed"]
+    assert plain["condition"].dtype.kind in "OUT"  # strings on disk, as in version 2
+    # one process, same samples: every table field equal (dtype too) but `rank`
+    single_process(tmp_path / "one.zarr")
+    one = netphys.open_recording(tmp_path / "one.zarr")
+    order = np.argsort(stim, kind="stable")
+    fields = [k for k in one.coords if one[k].dims == ("time",)]
+    assert set(fields) == {k for k in ddp.coords if ddp[k].dims == ("time",)} - {"rank"}
+    for k in fields:
+        np.testing.assert_array_equal(ddp[k].values[order], one[k].values, err_msg=k)
+        assert ddp[k].dtype == one[k].dtype, k
+        assert dict(ddp[k].attrs) == dict(one[k].attrs), k
+    got = ddp["layers/module.1/activity"].values[order]
+    np.testing.assert_array_equal(
+        got.view(np.uint8), one["layers/1/activity"].values.view(np.uint8)
+    )
+    np.testing.assert_array_equal(
+        ddp["layers/module.1/nodes"].values[order], one["layers/1/nodes"].values
+    )
+    # the Linear layer and the logits: batches differ (see check_frames), float32 precision
+    for k, j in (("layers/module.3/activity", "layers/3/activity"), ("behaviour/logits",) * 2):
+        np.testing.assert_allclose(ddp[k].values[order], one[j].values, rtol=1e-5, atol=1e-6)
+    assert one.attrs["variability"] is None and attrs["variability"] is None
+    # node weights: probed by rank 0 through the DDP module (no collectives), equal
+    w_ddp = ddp["graph/module.1--module.3/weight"]
+    w_one = one["graph/1--3/weight"]
+    assert w_ddp.shape == w_one.shape == (1, 5, 4)
+    np.testing.assert_array_equal(w_ddp.values, w_one.values)
+    np.testing.assert_array_equal(ddp["graph/module.1--module.3/checkpoint"].values, [0])
 
 
 @pytest.mark.slow
@@ -115,10 +160,6 @@ def test_bad_rank_arguments(tmp_path):
         netphys.DistributedRecorder(m, tmp_path / "a.zarr", rank=2, world_size=2)
     with pytest.raises(RecordingError, match="not initialised"):
         netphys.DistributedRecorder(m, tmp_path / "a.zarr")
-    with pytest.raises(ValueError, match="store_weights"):
-        netphys.DistributedRecorder(
-            m, tmp_path / "a.zarr", rank=0, world_size=1, store_weights=True
-        )
 
 
 def test_single_rank_without_process_group(tmp_path):
@@ -138,3 +179,19 @@ def test_single_rank_without_process_group(tmp_path):
     act, _ = expected(np.arange(N))
     np.testing.assert_array_equal(out["layers/1/activity"].values, act)
     assert out.attrs["frames_committed"] == 48 and out.attrs["frames_valid"] == N
+
+
+def test_failed_first_forward_leaves_no_store_for_one_rank(tmp_path):
+    """A lone rank whose first forward fails leaves the path free for the rerun."""
+    m = model()
+    path = tmp_path / "f.zarr"
+    with (
+        pytest.raises(RuntimeError, match="shapes cannot be multiplied"),
+        netphys.DistributedRecorder(m, path, rank=0, world_size=1, layers=["1"]),
+    ):
+        m(torch.randn(2, 1, 5, 5))  # wrong input size: the Linear fails
+    assert not path.exists()
+    with torch.no_grad(), netphys.DistributedRecorder(m, path, rank=0, world_size=1) as rec:
+        rec.annotate(stimulus=torch.arange(3))
+        m(inputs(3))
+    assert netphys.open_recording(path).attrs["frames_valid"] == 3

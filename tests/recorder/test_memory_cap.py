@@ -27,7 +27,7 @@ CAP = 2 << 20  # 2 MiB
 #: Python objects: zarr/asyncio metadata garbage awaiting the cyclic GC (~7 kB per block
 #: written, in cycles), the layer's unit coordinates (~40 kB), frame-table strings
 TOLERANCE = 512 << 10
-FRAMES = 352  # x 18.5 kB per frame: 6.5 MB written, 3x the cap; 16 blocks of 22 frames
+FRAMES = 242  # x 18.5 kB per frame: 4.5 MB written, over 2x the cap; 11 blocks of 22
 
 
 def _model() -> nn.Module:
@@ -74,7 +74,7 @@ def test_peak_host_memory_stays_under_the_cap(tmp_path, writer):
         peak, pool_bytes, grown = _record(tmp_path, writer, x, "r", **kw)
     finally:
         tracemalloc.stop()
-    assert FRAMES * 4608 * 4 > 3 * CAP  # several times the cap went through
+    assert FRAMES * 4608 * 4 > 2 * CAP  # over twice the cap went through
     assert grown >= pool_bytes > CAP // 2  # tracemalloc sees the staging blocks (not vacuous)
     assert peak <= CAP + TOLERANCE, f"{writer}: peak {peak / 2**20:.2f} MiB over the cap"
     # and the recording is complete and exact

@@ -353,15 +353,16 @@ def test_host_memory_cap_bounds_staging(tmp_path):
     torch.manual_seed(8)
     model = CNN().eval()
     x = torch.randn(200, 1, 8, 8)
-    # 4*64 + 6*16 units (float32) ~ 1.4 kB per frame: a 16 kB cap leaves a few frames per block
+    # 4*64 + 6*16 units (float32) ~ 1.5 kB per frame: a 32 kB cap leaves 4 frames per block
+    # (5 blocks' room: 3 staging, 2 for the writer's copies; tracemalloc: test_memory_cap.py)
     rec = netphys.Recorder(
-        model, tmp_path / "r.zarr", layers=["act1", "pool"], max_host_memory=16_000
+        model, tmp_path / "r.zarr", layers=["act1", "pool"], max_host_memory=32_000
     )
     with rec, torch.no_grad():
         for s in range(0, 200, 3):
             model(x[s : s + 3])
         capacity = rec._pool.capacity
         n_blocks = rec._pool.n_blocks
-    assert capacity * n_blocks * (4 * 64 + 6 * 16) * 4 <= 16_000
+    assert capacity * (n_blocks + 2) * (4 * 64 + 6 * 16) * 4 <= 32_000
     got = netphys.layer_activity(tmp_path / "r.zarr", "act1").values
     np.testing.assert_array_equal(got, capture(model, ["act1"], x)["act1"].reshape(200, -1).numpy())
