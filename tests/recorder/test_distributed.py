@@ -195,3 +195,42 @@ def test_failed_first_forward_leaves_no_store_for_one_rank(tmp_path):
         rec.annotate(stimulus=torch.arange(3))
         m(inputs(3))
     assert netphys.open_recording(path).attrs["frames_valid"] == 3
+
+
+def test_two_ranks_in_one_process_draw_independent_noise_and_store_specs(tmp_path):
+    """Variability: each rank's noise comes from (rng, rank); specs reach the root and ranks/."""
+    x = inputs(8)
+    path = tmp_path / "v.zarr"
+    ms = [model(), model()]
+    recs = [
+        netphys.DistributedRecorder(
+            m,
+            path,
+            rank=r,
+            world_size=2,
+            layers=["1"],
+            chunk_frames=8,
+            rng=3,
+            mode="w",
+            variability=netphys.variability.InputNoise(snr=4.0),
+        )
+        for r, m in enumerate(ms)
+    ]
+    with torch.no_grad(), recs[0], recs[1]:  # rank 1 closes first; rank 0 finalizes last
+        for r, (m, rec) in enumerate(zip(ms, recs, strict=True)):
+            rec.annotate(stimulus=torch.arange(8) * 2 + r)
+            m(x)  # the same inputs on both ranks
+    tree = netphys.open_recording(path)
+    act = tree["layers/1/activity"].values
+    ranks = tree["rank"].values
+    assert sorted(ranks.tolist()) == [0] * 8 + [1] * 8
+    assert not np.array_equal(act[ranks == 0], act[ranks == 1])  # independent noise
+    clean, _ = expected(np.arange(8))
+    assert not np.array_equal(act[ranks == 0], clean)  # noise was applied
+    spec = tree.attrs["variability"]
+    assert spec["sources"][0]["kind"] == "input_noise" and spec["sources"][0]["signal_std"] > 0
+    seeds = [
+        netphys.io._ranks_finalize.read_group_attrs(path / "ranks" / str(r))["variability"]["seed"]
+        for r in range(2)
+    ]
+    assert seeds[0] == spec["seed"] and seeds[0] != seeds[1]
