@@ -234,3 +234,31 @@ def test_two_ranks_in_one_process_draw_independent_noise_and_store_specs(tmp_pat
         for r in range(2)
     ]
     assert seeds[0] == spec["seed"] and seeds[0] != seeds[1]
+
+
+def test_legacy_version3_store_with_root_condition_codes_recovers(tmp_path):
+    """Stores written before `ranks/condition` (int16 codes in the root) still recover and open."""
+    import zarr
+
+    path = tmp_path / "old.zarr"
+    ms = [model(), model()]
+    recs = [
+        netphys.DistributedRecorder(m, path, rank=r, world_size=2, layers=["1"], chunk_frames=4)
+        for r, m in enumerate(ms)
+    ]
+    with torch.no_grad(), recs[0], recs[1]:
+        for r, (m, rec) in enumerate(zip(ms, recs, strict=True)):
+            rec.annotate(stimulus=torch.arange(3) * 2 + r, condition=["even", "odd"][r])
+            m(inputs(3))
+    # rewrite as the old layout: each rank's local codes (both 0) in an int16 root `condition`
+    root = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    codes = np.asarray(root["ranks/condition"][:])
+    del root["condition"], root["ranks/condition"]
+    old = root.create_array("condition", shape=codes.shape, dtype="int16", chunks=(4,),
+                            fill_value=-1, dimension_names=("time",))  # fmt: skip
+    old[:] = codes
+    root.attrs["status"] = "recording"
+    netphys.recover(path)
+    tree = netphys.open_recording(path)
+    want = np.where(tree["stimulus"].values % 2, "odd", "even")
+    np.testing.assert_array_equal(tree["condition"].values, want)
