@@ -34,14 +34,10 @@ import zarr
 
 from netphys.errors import RecordingError
 from netphys.io._chunks import ChunkWriter
-from netphys.io._ranks_finalize import (
-    CODES,
-    RANKS,
-    drop_padding,
-    finalize,
-    read_group_attrs,
-    write_group_attrs,
-)
+from netphys.io._ranks_finalize import CODES, drop_padding, finalize
+from netphys.io._ranks_finalize import RANKS as _RANKS
+from netphys.io._ranks_finalize import read_group_attrs as _read_group_attrs
+from netphys.io._ranks_finalize import write_group_attrs as _write_group_attrs
 from netphys.io._recording_arrays import create_behaviour, create_layer, write_graph_pair
 from netphys.io._recording_layout import (
     FIELD_ATTRS,
@@ -123,7 +119,7 @@ class RankWriter:
         if self.rank == 0:
             self._create_or_reopen(mode, attrs)
         barrier()
-        _wait_for(self.path / RANKS / str(self.rank) / "zarr.json", "this rank's record")
+        _wait_for(self.path / _RANKS / str(self.rank) / "zarr.json", "this rank's record")
         root = zarr.open_group(self.path, mode="r", zarr_format=3, use_consolidated=False)
         rattrs: dict[str, Any] = dict(root.attrs)
         if int(rattrs.get("world_size", -1)) != self.world_size:
@@ -143,7 +139,7 @@ class RankWriter:
             }
         if "behaviour" in root:
             self._behaviour_width = int(root["behaviour/logits"].shape[1])  # type: ignore[union-attr]
-        record = read_group_attrs(self.path / RANKS / str(self.rank))
+        record = _read_group_attrs(self.path / _RANKS / str(self.rank))
         self._slots = [int(s) for s in record.get("slots", [])]
         self._nframes = [int(n) for n in record.get("frames", [])]
         self._conditions = list(record.get("conditions", []))
@@ -165,7 +161,7 @@ class RankWriter:
                 "`mode='w'` to overwrite it, `mode='a'` to resume, or choose another path."
             )
         if exists and mode == "a":
-            status = read_group_attrs(self.path).get("status")
+            status = _read_group_attrs(self.path).get("status")
             if status == "recording":
                 finalize(self.path, status="recovered")  # drop uncommitted blocks first
             root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
@@ -192,9 +188,9 @@ class RankWriter:
                 **{k: json_safe(v) for k, v in attrs.items()},
             }
         )
-        write_group_attrs(self.path / RANKS, {"long_name": "per-rank commit records"})
+        _write_group_attrs(self.path / _RANKS, {"long_name": "per-rank commit records"})
         for r in range(self.world_size):
-            write_group_attrs(self.path / RANKS / str(r), {"rank": r, "slots": [], "frames": []})
+            _write_group_attrs(self.path / _RANKS / str(r), {"rank": r, "slots": [], "frames": []})
         rank_attrs = {"long_name": "writing rank (-1: padding row)"}
         code_attrs = {"long_name": "condition code in the writing rank's vocabulary"}
         fields = {
@@ -335,8 +331,8 @@ class RankWriter:
         self.frames = start + c
 
     def _commit(self) -> None:
-        write_group_attrs(
-            self.path / RANKS / str(self.rank),
+        _write_group_attrs(
+            self.path / _RANKS / str(self.rank),
             {
                 "rank": self.rank,
                 "slots": self._slots,
