@@ -13,6 +13,10 @@ frames/s of
 with each one's ratio to the bare pass (wall clock, and process CPU time: on a shared machine
 the CPU ratio is the steadier one), the MB/s written and the extra peak resident memory.
 Methods are interleaved with bare runs; the summary gives medians over ``--repeats``.
+A fixed-cost line gives the one-off seconds of a recording (opening the store, the first
+forward's setup, closing a one-batch recording: array creation, chunks, manifest), so that
+short and long recordings can be told apart: the ratio of a recording of N frames is about
+``1 / (1 / ratio + fixed / bare time of N frames)``.
 
 Usage: ``python benchmarks/record_overhead.py [--frames N] [--batch 256] [--device cpu|cuda]
 [--only demo|wide|resnet] [--zarr-writes]``
@@ -135,6 +139,28 @@ def run_netphys(model, x, batch, device, layers, dtype, path, compression, write
             model(x[s : s + batch].to(device, non_blocking=True))
 
 
+def fixed_costs(model, x, batch, device, layers, dtype, folder, compression, writer):
+    """Seconds of the one-off parts of a recording: open, first forward minus bare, close."""
+    xb = x[:batch].to(device)
+    with torch.no_grad():
+        t = time.perf_counter()
+        model(xb)
+        sync(device)
+        bare = time.perf_counter() - t
+        t0 = time.perf_counter()
+        rec = netphys.Recorder(
+            model, folder / "fixed.zarr", layers=layers, dtype=dtype, mode="w",
+            store_weights=False, compression=compression, writer=writer,
+        ).open()  # fmt: skip
+        t1 = time.perf_counter()
+        model(xb)  # setup (layouts, pool) + staging of the first batch
+        sync(device)
+        t2 = time.perf_counter()
+        rec.close()  # flush of the one partial block (array creation, chunks), manifest
+        t3 = time.perf_counter()
+    return {"open": t1 - t0, "setup": t2 - t1 - bare, "close": t3 - t2}
+
+
 def _hooks(model, layers, fn):
     mods = dict(model.named_modules())
     return [mods[n].register_forward_hook(lambda m, a, o, n=n: fn(n, o)) for n in layers]
@@ -242,6 +268,18 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
             r["cpu_ratio"] = (pre["cpu"] + post["cpu"]) / 2 / r["cpu"]
             r["bare"] = (pre["fps"] + post["fps"]) / 2
             rows[key].append(r)
+    fixed = []
+    for _ in range(args.repeats):
+        folder = Path(tempfile.mkdtemp(prefix="netphys-bench-"))
+        try:
+            fixed.append(
+                fixed_costs(model, x, b, device, layers, args.dtype, folder, args.compression,
+                            args.writer)
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    fx = {k: float(np.median([f[k] for f in fixed])) for k in fixed[0]}
+    bare_s = n / float(np.median([r["bare"] for rs in rows.values() for r in rs]))
     print(
         f"{'method':>11} {'bare f/s':>9} {'f/s':>8} {'ratio':>6} {'cpu ratio':>9} {'MB/s':>7} "
         f"{'+peak RSS MB':>12}   (medians of {args.repeats}, each between two bare runs)"
@@ -252,6 +290,13 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
             f"{key:>11} {med['bare']:9.0f} {med['fps']:8.0f} {med['ratio']:6.2f} "
             f"{med['cpu_ratio']:9.2f} {med['mbs']:7.1f} {med['rss']:12.0f}"
         )
+        if key == "netphys":
+            total = fx["open"] + fx["setup"] + fx["close"]
+            print(
+                f"{'':>11} fixed cost per recording: open {fx['open']:.3f} s, first-forward "
+                f"setup {fx['setup']:.3f} s, close with one block {fx['close']:.3f} s "
+                f"(= {total / bare_s:.2f} x this run's bare time of {bare_s:.2f} s)"
+            )
         if device.type == "cuda" and "copy only" in rows and key == "netphys":
             cp = float(np.median([r["fps"] for r in rows["copy only"]]))
             print(f"{'':>11} netphys / copy-only: {med['fps'] / cp:.2f}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,11 @@ from netphys.errors import RecordingError
 from netphys.io._recording_layout import (
     ARRAY_CONFIG,
     BEHAVIOUR,
+    FIELD_ATTRS,
+    FRAME_FIELDS,
     GRAPH,
     LAYERS,
+    STORED_FIELDS,
     UNIT_COORDS,
     array_at,
     compressor,
@@ -25,7 +28,17 @@ from netphys.io._recording_layout import (
     unit_chunk,
 )
 
-__all__ = ["create_behaviour", "create_layer", "grow", "wide", "write_graph_pair"]
+__all__ = [
+    "behaviour_coroutine",
+    "create_behaviour",
+    "create_layer",
+    "field_coroutine",
+    "grow",
+    "layer_coroutine",
+    "run_all",
+    "wide",
+    "write_graph_pair",
+]
 
 
 def wide(arr: zarr.Array, n: int) -> zarr.Array:
@@ -57,6 +70,34 @@ def grow(arrays: Sequence[zarr.Array], n: int) -> None:
     sync(grow_all())
 
 
+def run_all(coros: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run zarr coroutines concurrently in zarr's event loop (one round trip for all)."""
+
+    async def gather() -> list[Any]:
+        return list(await asyncio.gather(*coros))
+
+    return list(sync(gather()))
+
+
+def field_coroutine(
+    root: zarr.Group, name: str, *, frames: int, chunk: int, overwrite: bool = False
+) -> Coroutine[Any, Any, Any]:
+    """Coroutine creating the root array ``name`` of the per-frame table (time chunk ``chunk``)."""
+    dtype, fill = STORED_FIELDS.get(name, FRAME_FIELDS[name])
+    return root._async_group.create_array(
+        name,
+        shape=(frames,),
+        dtype=dtype,
+        chunks=(chunk,),
+        fill_value=fill,
+        dimension_names=("time",),
+        compressors=compressor(),
+        config=ARRAY_CONFIG,
+        attributes=dict(FIELD_ATTRS[name]),
+        overwrite=overwrite,
+    )
+
+
 def create_layer(
     root: zarr.Group,
     name: str,
@@ -71,43 +112,78 @@ def create_layer(
     compression: str,
 ) -> None:
     """Create the group of one recorded layer: activity, nodes and unit coordinates."""
-    g = root.create_group(f"{LAYERS}/{name}", attributes=json_safe(dict(attrs)))
+    run_all(
+        [
+            layer_coroutine(
+                root,
+                name,
+                unit_coords,
+                n_units,
+                n_nodes,
+                dtype,
+                attrs,
+                frames=frames,
+                chunk_frames=chunk_frames,
+                compression=compression,
+            )
+        ]
+    )
+
+
+async def layer_coroutine(
+    root: zarr.Group,
+    name: str,
+    unit_coords: Mapping[str, np.ndarray],
+    n_units: int,
+    n_nodes: int,
+    dtype: str,
+    attrs: Mapping[str, Any],
+    *,
+    frames: int,
+    chunk_frames: int,
+    compression: str,
+) -> None:
+    """Create one layer's group, then all its arrays concurrently (see :func:`create_layer`)."""
+    g = await root._async_group.create_group(f"{LAYERS}/{name}", attributes=json_safe(dict(attrs)))
     itemsize = np.dtype(dtype).itemsize
-    g.create_array(
-        "activity",
-        shape=(frames, n_units),
-        dtype=dtype,
-        chunks=(chunk_frames, unit_chunk(n_units, chunk_frames, itemsize)),
-        fill_value=float("nan"),
-        dimension_names=("time", "unit"),
-        compressors=compressor(compression),
-        config=ARRAY_CONFIG,
-        attributes={
-            "long_name": "unit activity (module output)",
-            "units": "a.u.",
-            "coordinates": " ".join(UNIT_COORDS),
-        },
-    )
-    g.create_array(
-        "nodes",
-        shape=(frames, n_nodes),
-        dtype="float32",
-        chunks=(chunk_frames, unit_chunk(n_nodes, chunk_frames, 4)),
-        fill_value=float("nan"),
-        dimension_names=("time", "node"),
-        compressors=compressor(),
-        config=ARRAY_CONFIG,
-        attributes={
-            "long_name": "node activity (channel spatial mean of the module output)",
-            "units": "a.u.",
-            "cell_methods": "space: mean",
-        },
-    )
-    g.create_array("node", data=np.arange(n_nodes, dtype="int64"), dimension_names=("node",))
+    todo = [
+        g.create_array(
+            "activity",
+            shape=(frames, n_units),
+            dtype=dtype,
+            chunks=(chunk_frames, unit_chunk(n_units, chunk_frames, itemsize)),
+            fill_value=float("nan"),
+            dimension_names=("time", "unit"),
+            compressors=compressor(compression, activity=True),
+            config=ARRAY_CONFIG,
+            attributes={
+                "long_name": "unit activity (module output)",
+                "units": "a.u.",
+                "coordinates": " ".join(UNIT_COORDS),
+            },
+        ),
+        g.create_array(
+            "nodes",
+            shape=(frames, n_nodes),
+            dtype="float32",
+            chunks=(chunk_frames, unit_chunk(n_nodes, chunk_frames, 4)),
+            fill_value=float("nan"),
+            dimension_names=("time", "node"),
+            compressors=compressor(),
+            config=ARRAY_CONFIG,
+            attributes={
+                "long_name": "node activity (channel spatial mean of the module output)",
+                "units": "a.u.",
+                "cell_methods": "space: mean",
+            },
+        ),
+        g.create_array("node", data=np.arange(n_nodes, dtype="int64"), dimension_names=("node",)),
+    ]
     for key in UNIT_COORDS:
         values = np.asarray(unit_coords[key])
         attrs_c: dict[str, Any] = {"units": "um"} if key.startswith("pos_") else {}
-        g.create_array(key, data=values, dimension_names=("unit",), attributes=attrs_c)
+        todo.append(g.create_array(key, data=values, dimension_names=("unit",), attributes=attrs_c))
+    await asyncio.gather(*todo)
 
 
 def write_graph_pair(root: zarr.Group, session: int, pre: str, post: str, w: np.ndarray) -> None:
@@ -163,30 +239,42 @@ def write_graph_pair(root: zarr.Group, session: int, pre: str, post: str, w: np.
 
 def create_behaviour(root: zarr.Group, width: int, *, frames: int, chunk_frames: int) -> None:
     """Create the behaviour group: logits (time, output), prediction, confidence, loss."""
-    g = root.create_group(BEHAVIOUR)
+    run_all([behaviour_coroutine(root, width, frames=frames, chunk_frames=chunk_frames)])
+
+
+async def behaviour_coroutine(
+    root: zarr.Group, width: int, *, frames: int, chunk_frames: int
+) -> None:
+    """Create the behaviour group, then its four arrays concurrently."""
+    g = await root._async_group.create_group(BEHAVIOUR)
     opts: dict[str, Any] = {"compressors": compressor(), "config": ARRAY_CONFIG}
-    g.create_array(
-        "logits",
-        shape=(frames, width),
-        dtype="float32",
-        chunks=(chunk_frames, min(width, 4096)),
-        fill_value=float("nan"),
-        dimension_names=("time", "output"),
-        attributes={"long_name": "model output (logits)"},
-        **opts,
-    )
+    todo = [
+        g.create_array(
+            "logits",
+            shape=(frames, width),
+            dtype="float32",
+            chunks=(chunk_frames, min(width, 4096)),
+            fill_value=float("nan"),
+            dimension_names=("time", "output"),
+            attributes={"long_name": "model output (logits)"},
+            **opts,
+        )
+    ]
     for name, dtype, fill, long_name in (
         ("prediction", "int64", -1, "argmax of the output"),
         ("confidence", "float32", float("nan"), "max softmax probability"),
         ("loss", "float32", float("nan"), "cross-entropy to the label (NaN: no label)"),
     ):
-        g.create_array(
-            name,
-            shape=(frames,),
-            dtype=dtype,
-            chunks=(chunk_frames,),  # one block per chunk: written directly
-            fill_value=fill,
-            dimension_names=("time",),
-            attributes={"long_name": long_name},
-            **opts,
+        todo.append(
+            g.create_array(
+                name,
+                shape=(frames,),
+                dtype=dtype,
+                chunks=(chunk_frames,),  # one block per chunk: written directly
+                fill_value=fill,
+                dimension_names=("time",),
+                attributes={"long_name": long_name},
+                **opts,
+            )
         )
+    await asyncio.gather(*todo)

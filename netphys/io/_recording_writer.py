@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,29 +28,27 @@ from netphys.errors import RecordingError
 from netphys.io._chunks import ChunkWriter, write_arrays
 from netphys.io._lease import Lease
 from netphys.io._recording_arrays import (
-    create_behaviour,
-    create_layer,
+    field_coroutine,
     grow,
+    run_all,
     wide,
     write_graph_pair,
 )
+from netphys.io._recording_define import Definitions
 from netphys.io._recording_layout import (
     ARRAY_CONFIG,
     BEHAVIOUR,
     BEHAVIOUR_KEYS,
     COMPRESSIONS,
-    FIELD_ATTRS,
     FORMAT_VERSION,
     FRAME_FIELDS,
     GRAPH,
     LAYERS,
     RANKS_FORMAT_VERSION,
-    STORED_FIELDS,
     TABLE_CHUNK,
     array_at,
     check_version,
     committed_frames,
-    compressor,
     group_at,
     json_safe,
 )
@@ -79,7 +77,7 @@ def _check_replaceable(path: Path) -> None:
     )
 
 
-class RecordingWriter:
+class RecordingWriter(Definitions):
     """Write frames into a recording store, whole time chunks at a time.
 
     Parameters
@@ -139,6 +137,8 @@ class RecordingWriter:
         self._array_cache: dict[str, Any] = {}
         self._layer_specs: dict[str, dict[str, Any]] = {}
         self._behaviour_width: int | None = None
+        self._pending_layers: dict[str, dict[str, Any]] = {}
+        self._pending_behaviour = False
         self._dir = self.path
         self._replacing = False
         self._chunk_writer: ChunkWriter | None = None
@@ -201,40 +201,13 @@ class RecordingWriter:
         root_attrs.update({k: json_safe(v) for k, v in attrs.items()})
         self.root.attrs.update(root_attrs)
         self.frames = 0
-        for name in FRAME_FIELDS:
-            self._create_field(name)
-        self.root.create_group(LAYERS)
-        self.root.create_group(GRAPH)
-
-    def _create_field(self, name: str, chunk: int = TABLE_CHUNK) -> None:
-        dtype, fill = STORED_FIELDS.get(name, FRAME_FIELDS[name])
-        self.root.create_array(
-            name,
-            shape=(self.frames,),
-            dtype=dtype,
-            chunks=(chunk,),
-            fill_value=fill,
-            dimension_names=("time",),
-            compressors=compressor(),
-            config=ARRAY_CONFIG,
-            attributes=dict(FIELD_ATTRS[name]),
+        run_all(
+            [
+                *(field_coroutine(self.root, k, frames=0, chunk=TABLE_CHUNK) for k in FRAME_FIELDS),
+                self.root._async_group.create_group(LAYERS),
+                self.root._async_group.create_group(GRAPH),
+            ]
         )
-
-    def _fit_table_chunks(self) -> None:
-        """On a new, empty store, re-create the frame table with one block per time chunk.
-
-        The Recorder fixes ``chunk_frames`` (the block size) only at its first forward call,
-        after the root was created; table chunks equal to the block let every block be
-        written as whole chunks by :mod:`netphys.io._chunks` instead of zarr's
-        read-modify-write of a shared chunk.
-        """
-        c = int(self.chunk_frames)
-        if self.frames or self._layer_specs or array_at(self.root, "session").chunks[0] == c:
-            return
-        for name in FRAME_FIELDS:
-            del self.root[name]
-            self._create_field(name, c)
-        self._array_cache = {}
 
     def _load_existing(self) -> None:
         attrs: dict[str, Any] = dict(self.root.attrs)
@@ -267,9 +240,10 @@ class RecordingWriter:
             }
         if BEHAVIOUR in self.root:
             self._behaviour_width = array_at(self.root, f"{BEHAVIOUR}/logits").shape[1]
-        for name in FRAME_FIELDS:
-            if name not in self.root:  # a field added to the format after this store was made
-                self._create_field(name)
+        missing = [k for k in FRAME_FIELDS if k not in self.root]  # added to the format later
+        run_all(
+            [field_coroutine(self.root, k, frames=self.frames, chunk=TABLE_CHUNK) for k in missing]
+        )
         self.chunk_frames = int(time_chunks)  # append in the chunks the store already has
         self.root.attrs.update({"status": "recording"})
 
@@ -277,113 +251,6 @@ class RecordingWriter:
         """Return the largest session id among the committed frames (-1 if none)."""
         arr = array_at(self.root, "session")
         return int(np.max(arr[: self.frames])) if self.frames else -1
-
-    @property
-    def layers(self) -> list[str]:
-        """Names of the layers in the store, in forward order."""
-        return list(self._layer_specs)
-
-    def layer_dtype(self, name: str) -> str | None:
-        """Return the stored activity dtype of layer ``name`` (None if the store lacks it)."""
-        spec = self._layer_specs.get(name)
-        return None if spec is None else str(spec["dtype"])
-
-    def check_append(self, layers: Sequence[str], dtype: str | None) -> None:
-        """Refuse appending other layers or another activity dtype than the store holds."""
-        if not self._layer_specs:
-            return
-        if list(layers) != self.layers:
-            raise RecordingError(
-                f"Recorder: appending layers {list(layers)} to a recording of layers "
-                f"{self.layers}; every session of one recording must hold the same layers (the "
-                f"others would be filled with NaN). Pass `layers={self.layers!r}`, or record to "
-                "a new `path`."
-            )
-        stored = {spec["dtype"] for spec in self._layer_specs.values()}
-        if dtype is not None and {dtype} != stored:
-            raise RecordingError(
-                f"Recorder: `dtype`={dtype!r} but the recording stores {sorted(stored)} activity; "
-                f"appending would change the precision mid-recording. Pass `dtype={sorted(stored)[0]!r}`."
-            )
-
-    def add_layer(
-        self,
-        name: str,
-        *,
-        unit_coords: Mapping[str, np.ndarray],
-        n_nodes: int,
-        dtype: str,
-        attrs: Mapping[str, Any],
-    ) -> None:
-        """Create the group of one recorded layer (or check it matches on append)."""
-        n_units = len(unit_coords["unit_id"])
-        with self._lock:
-            if name in self._layer_specs:
-                self._check_layer(name, unit_coords, n_nodes, dtype)
-                return
-            if self.frames:
-                raise RecordingError(
-                    f"Recorder: layer {name!r} is not in the existing recording (layers "
-                    f"{self.layers}); append needs the same layers."
-                )
-            self._fit_table_chunks()
-            create_layer(
-                self.root,
-                name,
-                unit_coords,
-                n_units,
-                n_nodes,
-                dtype,
-                attrs,
-                frames=self.frames,
-                chunk_frames=self.chunk_frames,
-                compression=self.compression,
-            )
-            self._layer_specs[name] = {
-                "n_units": n_units,
-                "n_nodes": n_nodes,
-                "dtype": dtype,
-                "unit_id": np.asarray(unit_coords["unit_id"]),
-            }
-            self.root.attrs["layers"] = self.layers
-
-    def _check_layer(
-        self, name: str, unit_coords: Mapping[str, np.ndarray], n_nodes: int, dtype: str
-    ) -> None:
-        spec = self._layer_specs[name]
-        n_units = len(unit_coords["unit_id"])
-        if spec["n_units"] != n_units or spec["n_nodes"] != n_nodes:
-            raise RecordingError(
-                f"Recorder: layer {name!r} has {n_units} units / {n_nodes} nodes now but "
-                f"{spec['n_units']} / {spec['n_nodes']} in the existing recording; append "
-                "needs the same layers and unit selection (same `max_units` and `rng`)."
-            )
-        if not np.array_equal(spec["unit_id"], np.asarray(unit_coords["unit_id"])):
-            raise RecordingError(
-                f"Recorder: layer {name!r} would record other units than the existing "
-                "recording (different `unit_id`s: another `rng` seed or `max_units`); new "
-                "frames would be stored under the old unit ids. Pass the `rng` and `max_units` "
-                "of the first session (see the layer's attrs `seed` and `max_units`)."
-            )
-        if spec["dtype"] != dtype:
-            raise RecordingError(
-                f"Recorder: layer {name!r} is stored as {spec['dtype']} but this recorder "
-                f"writes {dtype}; pass `dtype={spec['dtype']!r}`."
-            )
-
-    def add_behaviour(self, width: int) -> None:
-        """Create the behaviour group for model outputs of ``width`` values per frame."""
-        if self._behaviour_width is not None:
-            if self._behaviour_width != width:
-                raise RecordingError(
-                    f"Recorder: the model output has {width} values per frame now but "
-                    f"{self._behaviour_width} in the existing recording."
-                )
-            return
-        with self._lock:
-            create_behaviour(self.root, width, frames=self.frames, chunk_frames=self.chunk_frames)
-            self._array_cache = {}
-            self._behaviour_width = width
 
     # -- writing ------------------------------------------------------------------------
     def condition_code(self, condition: str) -> int:
@@ -451,6 +318,7 @@ class RecordingWriter:
             n = len(table["session"])
             if start != self.frames:
                 raise RecordingError(f"internal: write at {start} but {self.frames} committed")
+            self.materialize()
             stop = start + n
             arrays = self._arrays_for(table, layers, behaviour)
             # chunk objects first: whole chunks are encoded and written directly, in one wait
@@ -541,6 +409,7 @@ class RecordingWriter:
             try:
                 self._stop_chunk_writer()
                 self._check_alive()
+                self.materialize()
                 self._trim()
                 final = {k: json_safe(v) for k, v in (attrs or {}).items()}
                 self.root.attrs.update({**final, "status": status, "frames_committed": self.frames})

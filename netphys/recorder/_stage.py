@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from netphys._validation import check_int_values
@@ -43,6 +42,20 @@ _POOL_BLOCKS = 3
 #: encoder threads work on distinct chunks of one block and hold, per chunk, its compressed
 #: bytes and (for a partial last block) its copy padded to the full chunk.
 _WRITE_RESERVE = 2
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed torch CPU calls on the calling thread only (restored on exit)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 class Staging:
@@ -255,13 +268,22 @@ class Staging:
         if layout.channel_dim != 1:
             t = t.movedim(layout.channel_dim, 1)
         flat = t.reshape(b, -1)
-        nodes = t.reshape(b, layout.n_channels, -1).float().mean(-1)
         if layout.selection is not None:
             flat = flat.index_select(1, self._index[name])
+        segments = self._segments_for(b)
+        if not self._cuda and t.dtype == torch.float32:
+            # one torch call per array, the channel mean straight into the block, and on one
+            # thread: these small copies are not worth waking (and waiting for) the pool
+            per_channel = t.reshape(b, layout.n_channels, -1)
+            with one_thread():
+                for block, r0, b0, b1 in segments:
+                    block.activity[name][r0 : r0 + b1 - b0].copy_(flat[b0:b1])
+                    torch.mean(per_channel[b0:b1], -1, out=block.nodes[name][r0 : r0 + b1 - b0])
+            return
+        nodes = t.reshape(b, layout.n_channels, -1).float().mean(-1)
         if self._cuda:
             assert self.dtype is not None
             flat = flat.to(DTYPES[self.dtype])
-        segments = self._segments_for(b)
         with self._copying(flat, nodes):  # on the GPU: on the copy stream (_gpu.py)
             for block, r0, b0, b1 in segments:
                 block.activity[name][r0 : r0 + b1 - b0].copy_(flat[b0:b1], non_blocking=self._cuda)
@@ -277,18 +299,17 @@ class Staging:
         """Frame table and behaviour for the batch; commit its rows; submit full blocks."""
         assert self._store is not None
         table = self._frame_table(b)
-        beh = self._behaviour(output, b, table["label"])
+        logits = self._behaviour(output, b)
         segs = self._segments_for(b)
         for block, r0, b0, b1 in segs:
             n = b1 - b0
             for key, values in table.items():
                 block.table[key][r0 : r0 + n] = values[b0:b1]
-            if block.behaviour is not None and beh is not None:
-                with self._copying(*beh.values()):
-                    for key, tensor in beh.items():
-                        block.behaviour[key][r0 : r0 + n].copy_(
-                            tensor[b0:b1], non_blocking=self._cuda
-                        )
+            if block.behaviour is not None and logits is not None:
+                with self._copying(logits):
+                    block.behaviour["logits"][r0 : r0 + n].copy_(
+                        logits[b0:b1], non_blocking=self._cuda
+                    )
             if block.start < 0:
                 block.start = self._frame + b0
             block.n = r0 + n
@@ -356,20 +377,9 @@ class Staging:
             )
         return check_int_values(arr, func="Recorder.annotate", name=key)
 
-    def _behaviour(self, output: Any, b: int, labels: np.ndarray) -> dict[str, torch.Tensor] | None:
+    def _behaviour(self, output: Any, b: int) -> torch.Tensor | None:
+        """Return the batch's logits as (b, width) float32 (the rest is derived per block)."""
         if self._store is None or self._store._behaviour_width is None:
             return None
         t = extract_tensor(output, "<model output>").detach()
-        logits = t.reshape(b, -1).float()
-        if logits.shape[1] > 1:
-            prob = torch.softmax(logits, dim=1)
-            confidence, prediction = prob.max(dim=1)
-        else:
-            confidence = torch.sigmoid(logits[:, 0])
-            prediction = (logits[:, 0] > 0).long()
-        loss = torch.full((b,), float("nan"), device=logits.device)
-        lab = torch.as_tensor(labels, device=logits.device)
-        ok = (lab >= 0) & (lab < logits.shape[1])
-        if logits.shape[1] > 1 and bool(ok.any()):
-            loss[ok] = F.cross_entropy(logits[ok], lab[ok], reduction="none")
-        return {"logits": logits, "prediction": prediction, "confidence": confidence, "loss": loss}
+        return t.reshape(b, -1).float()

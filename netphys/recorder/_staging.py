@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from netphys.errors import RecordingError
 from netphys.io.recording import FRAME_FIELDS, RecordingWriter
 
-__all__ = ["Block", "BlockPool", "WriterThread"]
+__all__ = ["Block", "BlockPool", "WriterThread", "derive_behaviour"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,34 @@ class Block:
             else {k: v[:n].numpy() for k, v in self.behaviour.items()}
         )
         return table, layers, beh
+
+
+@torch.no_grad()
+def derive_behaviour(block: Block) -> None:
+    """Fill a block's prediction, confidence and loss from its logits and labels.
+
+    Hooks copy only the logits of each batch; the rest is derived here once per block (a few
+    torch calls on thousands of frames instead of a dozen per batch). Frames of width 1 get
+    ``sigmoid`` confidence and ``logit > 0`` predictions; the loss is the cross-entropy to
+    labels in ``[0, width)`` and NaN elsewhere (or for width 1).
+    """
+    beh, n = block.behaviour, block.n
+    if beh is None or n == 0:
+        return
+    logits = beh["logits"][:n]
+    if logits.shape[1] > 1:
+        confidence, prediction = torch.softmax(logits, dim=1).max(dim=1)
+    else:
+        confidence = torch.sigmoid(logits[:, 0])
+        prediction = (logits[:, 0] > 0).long()
+    beh["confidence"][:n] = confidence
+    beh["prediction"][:n] = prediction
+    loss = beh["loss"][:n]
+    loss.fill_(float("nan"))
+    labels = torch.from_numpy(block.table["label"][:n])
+    ok = (labels >= 0) & (labels < logits.shape[1])
+    if logits.shape[1] > 1 and bool(ok.any()):
+        loss[ok] = F.cross_entropy(logits[ok], labels[ok], reduction="none")
 
 
 class BlockPool:
@@ -176,6 +205,7 @@ class WriterThread(threading.Thread):
             if self.error is None:
                 if block.event is not None:
                     block.event.synchronize()
+                derive_behaviour(block)
                 table, layers, beh = block.numpy_views()
                 self.store.write(block.start, table, layers, beh)
                 self.frames_written += block.n
