@@ -140,25 +140,29 @@ def run_netphys(model, x, batch, device, layers, dtype, path, compression, write
 
 
 def fixed_costs(model, x, batch, device, layers, dtype, folder, compression, writer):
-    """Seconds of the one-off parts of a recording: open, first forward minus bare, close."""
+    """One-off seconds of a recording: open, setup, close (with the arrays' creation).
+
+    ``setup`` is the first recorded forward minus the second (same batch); ``close`` closes a
+    two-batch recording: it creates the arrays (done at the first write), writes the one
+    partial block and the manifest.
+    """
     xb = x[:batch].to(device)
     with torch.no_grad():
-        t = time.perf_counter()
-        model(xb)
-        sync(device)
-        bare = time.perf_counter() - t
         t0 = time.perf_counter()
         rec = netphys.Recorder(
             model, folder / "fixed.zarr", layers=layers, dtype=dtype, mode="w",
             store_weights=False, compression=compression, writer=writer,
+            chunk_frames=4 * batch,
         ).open()  # fmt: skip
-        t1 = time.perf_counter()
-        model(xb)  # setup (layouts, pool) + staging of the first batch
-        sync(device)
-        t2 = time.perf_counter()
-        rec.close()  # flush of the one partial block (array creation, chunks), manifest
+        times = [time.perf_counter()]
+        for _ in range(2):
+            model(xb)
+            sync(device)
+            times.append(time.perf_counter())
+        rec.close()
         t3 = time.perf_counter()
-    return {"open": t1 - t0, "setup": t2 - t1 - bare, "close": t3 - t2}
+    first, second = times[1] - times[0], times[2] - times[1]
+    return {"open": times[0] - t0, "setup": first - second, "close": t3 - times[2]}
 
 
 def _hooks(model, layers, fn):
@@ -294,12 +298,36 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
             total = fx["open"] + fx["setup"] + fx["close"]
             print(
                 f"{'':>11} fixed cost per recording: open {fx['open']:.3f} s, first-forward "
-                f"setup {fx['setup']:.3f} s, close with one block {fx['close']:.3f} s "
+                f"setup {fx['setup']:.3f} s, close (arrays, one block, manifest) "
+                f"{fx['close']:.3f} s "
                 f"(= {total / bare_s:.2f} x this run's bare time of {bare_s:.2f} s)"
             )
         if device.type == "cuda" and "copy only" in rows and key == "netphys":
             cp = float(np.median([r["fps"] for r in rows["copy only"]]))
             print(f"{'':>11} netphys / copy-only: {med['fps'] / cp:.2f}")
+
+
+def codecs(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> None:
+    """Blosc lz4 with and without byte shuffle on each layer's activations (one batch)."""
+    from numcodecs import Blosc
+
+    model = model.eval()
+    layers = layers or default_layers(model)
+    outs = _outputs(model, layers, torch.randn(args.batch, *shape))
+    print(f"\n{name}: Blosc lz4 clevel 1 on one batch per layer: size ratio, encode GB/s (1 core)")
+    for layer, o in zip(layers, outs, strict=True):
+        for dt in (torch.float16, torch.float32):
+            a = np.ascontiguousarray(o.reshape(o.shape[0], -1).to(dt).numpy())
+            cells = []
+            for label, shuffle in (("shuffle", Blosc.SHUFFLE), ("noshuffle", Blosc.NOSHUFFLE)):
+                codec, best, size = Blosc("lz4", 1, shuffle), float("inf"), 0
+                for _ in range(5):
+                    t = time.thread_time()
+                    size = len(codec.encode(a))
+                    best = min(best, time.thread_time() - t)
+                cells.append(f"{label} x{a.nbytes / size:.2f} {a.nbytes / best / 1e9:.2f}")
+            zeros = float((a == 0).mean())
+            print(f"  {layer:>8} {str(dt)[6:]:>7} zeros {zeros:.2f}: " + " | ".join(cells))
 
 
 def _outputs(model, layers, x):
@@ -328,6 +356,7 @@ def main() -> None:
         "--zarr-writes", action="store_true", help="zarr's own write path (no direct chunks)"
     )
     p.add_argument("--no-torchlens", action="store_true")
+    p.add_argument("--codecs", action="store_true", help="only compare lz4 shuffle settings")
     args = p.parse_args()
     chunks.ENABLED = not args.zarr_writes
     print(
@@ -341,7 +370,9 @@ def main() -> None:
         "resnet": ("ResNet-18 shape (32x32)", resnet18(), (3, 32, 32), resnet_layers, 512),
     }
     for key, (name, model, shape, layers, frames) in todo.items():
-        if args.only in (None, key):
+        if args.only in (None, key) and args.codecs:
+            codecs(name, model, shape, layers, args)
+        elif args.only in (None, key):
             n = args.frames or (frames * 16 if cuda else frames)
             bench(name, model, shape, layers, argparse.Namespace(**{**vars(args), "frames": n}))
 

@@ -101,12 +101,12 @@ def group_at(group: zarr.Group, key: str) -> zarr.Group:
 def compressor(name: str = "lz4", *, activity: bool = False) -> BloscCodec | None:
     """Return the Blosc codec called ``name`` (None for ``"none"``).
 
-    lz4 is the fastest useful codec (~0.5-1.5 GB/s per core on activations, 1.1-1.8x
+    lz4 is the fastest useful codec (~0.6-1.7 GB/s per core on activations, 1.0-1.6x
     smaller); zstd packs tighter at 1/3 the speed; "none" is the cheapest on CPU. Unit
-    activity (``activity=True``) with lz4 skips the byte shuffle: on ReLU outputs (half or
-    more exact zeros) the unshuffled bytes keep the zeros in runs, which lz4 packs both
-    faster (1.1-1.6x) and smaller (1.15-1.8x vs 1.1-1.5x, float16 and float32, measured by
-    ``benchmarks/record_overhead.py --codecs``); the frame table and nodes keep the shuffle.
+    activity (``activity=True``) with lz4 skips the byte shuffle: on ReLU outputs the
+    unshuffled bytes keep the zeros in runs, which lz4 packs smaller (31 of the 32 layer and
+    dtype cases of ``benchmarks/record_overhead.py --codecs``) and mostly faster (29 of 32,
+    up to 1.6x); the frame table and nodes keep the shuffle.
     """
     if name == "none":
         return None

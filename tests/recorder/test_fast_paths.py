@@ -1,0 +1,88 @@
+"""The recorder's fast paths: behaviour derived per block, one-thread staging, activity codec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import xarray as xr
+import zarr
+from torch import nn
+
+import netphys
+from tests.recorder.models import CNN, mlp
+
+
+def _slow_behaviour(logits: torch.Tensor, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per frame, one at a time: what the behaviour arrays must hold."""
+    out: dict[str, list[float]] = {"prediction": [], "confidence": [], "loss": []}
+    for row, lab in zip(logits, labels, strict=True):
+        if row.numel() == 1:
+            out["prediction"].append(float(row[0] > 0))
+            out["confidence"].append(float(torch.sigmoid(row[0])))
+            out["loss"].append(float("nan"))
+            continue
+        prob = torch.softmax(row, 0)
+        out["prediction"].append(float(torch.argmax(row)))
+        out["confidence"].append(float(prob.max()))
+        ok = 0 <= lab < row.numel()
+        loss = F.cross_entropy(row[None], torch.tensor([lab])) if ok else float("nan")
+        out["loss"].append(float(loss))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("width", [3, 1])
+def test_behaviour_derived_per_block_equals_per_frame_computation(tmp_path, width):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, width))
+    x = torch.randn(23, 6)
+    labels = np.array([0, 1, 2, -1, 5] * 4 + [2, 0, 1])  # -1: none; 5: out of range
+    path = tmp_path / "b.zarr"
+    with torch.no_grad(), netphys.Recorder(model, path, layers=["1"], chunk_frames=8) as rec:
+        for s in (0, 5, 14):  # batches crossing the 8-frame blocks
+            e = {0: 5, 5: 14, 14: 23}[s]
+            rec.annotate(label=labels[s:e])
+            model(x[s:e])
+    with torch.no_grad():
+        want = _slow_behaviour(model(x), labels)
+    beh = xr.open_datatree(path, engine="zarr")["behaviour"]
+    np.testing.assert_array_equal(beh["prediction"].values, want["prediction"])
+    np.testing.assert_allclose(beh["confidence"].values, want["confidence"], rtol=1e-6)
+    np.testing.assert_allclose(beh["loss"].values, want["loss"], rtol=1e-5, equal_nan=True)
+    assert np.isnan(beh["loss"].values[labels == -1]).all()
+    assert np.isnan(beh["loss"].values[labels == 5]).all()
+
+
+def test_torch_threads_restored_and_values_exact(tmp_path):
+    threads = torch.get_num_threads()
+    torch.manual_seed(1)
+    model = CNN().eval()
+    x = torch.randn(40, 1, 8, 8)
+    got: dict[str, torch.Tensor] = {}
+    handle = model.act1.register_forward_hook(lambda m, a, o: got.__setitem__("act1", o.clone()))
+    path = tmp_path / "t.zarr"
+    rec = netphys.Recorder(model, path, layers=["act1"], chunk_frames=16, store_weights=False)
+    with torch.no_grad(), rec:
+        model(x)
+        assert torch.get_num_threads() == threads
+    handle.remove()
+    assert torch.get_num_threads() == threads
+    layer = netphys.open_recording(path)["layers/act1"]
+    want = got["act1"]
+    np.testing.assert_array_equal(layer["activity"].values, want.reshape(40, -1).numpy())
+    np.testing.assert_array_equal(layer["nodes"].values, want.mean((2, 3)).numpy())
+
+
+@pytest.mark.parametrize(
+    ("compression", "cname", "shuffle"), [("lz4", "lz4", "noshuffle"), ("zstd", "zstd", "shuffle")]
+)
+def test_activity_codec(tmp_path, compression, cname, shuffle):
+    path = tmp_path / "c.zarr"
+    netphys.record(mlp(), torch.randn(9, 6), path, layers=["1"], compression=compression,
+                   progress=False)  # fmt: skip
+    codecs = zarr.open_array(path / "layers/1/activity", mode="r").metadata.codecs
+    blosc = codecs[-1].to_dict()["configuration"]
+    assert (blosc["cname"], blosc["shuffle"]) == (cname, shuffle)
+    nodes = zarr.open_array(path / "layers/1/nodes", mode="r").metadata.codecs
+    assert nodes[-1].to_dict()["configuration"]["shuffle"] == "shuffle"
