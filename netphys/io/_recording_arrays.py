@@ -177,12 +177,25 @@ async def layer_coroutine(
                 "cell_methods": "space: mean",
             },
         ),
-        g.create_array("node", data=np.arange(n_nodes, dtype="int64"), dimension_names=("node",)),
+        g.create_array(
+            "node",
+            data=np.arange(n_nodes, dtype="int64"),
+            dimension_names=("node",),
+            compressors=compressor(),
+        ),
     ]
     for key in UNIT_COORDS:
         values = np.asarray(unit_coords[key])
         attrs_c: dict[str, Any] = {"units": "um"} if key.startswith("pos_") else {}
-        todo.append(g.create_array(key, data=values, dimension_names=("unit",), attributes=attrs_c))
+        todo.append(
+            g.create_array(
+                key,
+                data=values,
+                dimension_names=("unit",),
+                attributes=attrs_c,
+                compressors=compressor(),  # lz4: zarr's default zstd costs far more CPU
+            )
+        )
     await asyncio.gather(*todo)
 
 

@@ -42,13 +42,16 @@ _POOL_BLOCKS = 3
 #: encoder threads work on distinct chunks of one block and hold, per chunk, its compressed
 #: bytes and (for a partial last block) its copy padded to the full chunk.
 _WRITE_RESERVE = 2
+#: Largest batch (elements) staged on one thread: below ~1 ms of copying, waking the intra-op
+#: pool (and, on a busy machine, waiting for its threads) costs more than it saves.
+_ONE_THREAD_MAX = 1 << 20
 
 
 @contextlib.contextmanager
-def one_thread() -> Iterator[None]:
+def one_thread(active: bool = True) -> Iterator[None]:
     """Run the enclosed torch CPU calls on the calling thread only (restored on exit)."""
     n = torch.get_num_threads()
-    if n == 1:
+    if n == 1 or not active:
         yield
         return
     torch.set_num_threads(1)
@@ -272,10 +275,10 @@ class Staging:
             flat = flat.index_select(1, self._index[name])
         segments = self._segments_for(b)
         if not self._cuda and t.dtype == torch.float32:
-            # one torch call per array, the channel mean straight into the block, and on one
-            # thread: these small copies are not worth waking (and waiting for) the pool
+            # one torch call per array, the channel mean straight into the block, and small
+            # batches on one thread (see _ONE_THREAD_MAX)
             per_channel = t.reshape(b, layout.n_channels, -1)
-            with one_thread():
+            with one_thread(flat.numel() <= _ONE_THREAD_MAX):
                 for block, r0, b0, b1 in segments:
                     block.activity[name][r0 : r0 + b1 - b0].copy_(flat[b0:b1])
                     torch.mean(per_channel[b0:b1], -1, out=block.nodes[name][r0 : r0 + b1 - b0])
