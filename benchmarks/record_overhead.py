@@ -297,8 +297,8 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
         if key == "netphys":
             total = fx["open"] + fx["setup"] + fx["close"]
             print(
-                f"{'':>11} fixed cost per recording: open {fx['open']:.3f} s, first-forward "
-                f"setup {fx['setup']:.3f} s, close (arrays, one block, manifest) "
+                f"{'':>11} fixed cost per recording: open {fx['open']:.3f} s, setup (1st minus "
+                f"2nd forward) {fx['setup']:.3f} s, close (arrays, one block, manifest) "
                 f"{fx['close']:.3f} s "
                 f"(= {total / bare_s:.2f} x this run's bare time of {bare_s:.2f} s)"
             )
