@@ -41,7 +41,9 @@ HASH_BOMBS = {
     "dict key": b"\x80\x02}" + _shared_tuple(40) + b"K\x01s.",
     "set member": b"\x80\x04\x8f(" + _shared_tuple(40) + b"\x90.",
     "frozenset member": b"\x80\x04(" + _shared_tuple(40) + b"\x91.",
-    "dict(pairs) call": b"\x80\x02c__builtin__\ndict\n" + _shared_tuple(40) + b"K\x01\x86\x85\x85R.",
+    "dict(pairs) call": b"\x80\x02c__builtin__\ndict\n"
+    + _shared_tuple(40)
+    + b"K\x01\x86\x85\x85R.",
 }
 # a tuple nested a million levels deep, used as a dict key: hashing it overflows the C stack
 DEEP_KEY = b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + b"K\x01s."
@@ -110,9 +112,13 @@ def test_hash_bomb_in_stat_npy_is_refused_by_read_suite2p_naming_the_file(tmp_pa
 def test_colliding_integer_keys_are_refused():
     # k * (2**61 - 1) all hash to 0: filling the dict takes quadratic time (20k keys: seconds)
     prime = 2**61 - 1
-    body = b"".join(b"\x8a\x09" + (k * prime).to_bytes(9, "little") + b"K\x00" for k in range(1, 2000))
+    body = b"".join(
+        b"\x8a\x09" + (k * prime).to_bytes(9, "little") + b"K\x00" for k in range(1, 2000)
+    )
     data = b"\x80\x02}(" + body + b"u."
-    with pytest.raises(ResourceLimitError, match=r"k\.npy: a dict or set .* 1024 keys that are not strings"):
+    with pytest.raises(
+        ResourceLimitError, match=r"k\.npy: a dict or set .* 1024 keys that are not strings"
+    ):
         safe_loads(data, source="k.npy")
     # the same number of string keys is an ordinary dict
     ok = pickle.dumps({f"key{k}": 0 for k in range(2000)}, protocol=2)
