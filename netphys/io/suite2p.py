@@ -314,6 +314,8 @@ def read_suite2p(
     if "F" not in names:
         raise RecordingFormatError(f"{func}(): every plane of {path} needs F.npy.")
     n_frames = min(a.shape[1] for a in per_trace["F"])
+    # the traces stay lazy, but frame times and xarray's index over them are built now
+    budget.take(2 * 8 * n_frames, f"the frame times of {n_frames} frames")
     merged = {n: _concat([a[:, :n_frames] for a in per_trace[n]]).T for n in names}
     fs_values = [r.meta["fs"] for r in read if r.meta.get("fs") is not None]
     where = next((r.where for r in read if r.meta.get("fs") is not None), path)
