@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,8 @@ def check_store_confined(
     Raises
     ------
     UnsafeFileError
-        If an entry resolves outside ``path``.
+        If an entry resolves outside ``path``, or is a FIFO, socket or device (reading it
+        would block or never end).
 
     Examples
     --------
@@ -177,17 +179,18 @@ def check_store_confined(
     >>> check_store_confined(root, files=[])  # only the files a reader opens are checked
     """
     root = Path(path).resolve()
-    if files is None:
-        entries = (
-            Path(dirpath) / name
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=False)
-            for name in (*dirnames, *filenames)
-        )
-    else:
-        entries = (Path(f) for f in files)
-    for entry in entries:
+    entries: Iterable[tuple[Path, bool | None]] = (
+        _walk(root) if files is None else ((Path(f), None) for f in files)
+    )
+    for entry, special in entries:
         link = entry.is_symlink()
-        if files is None and not link:
+        if special or ((link or special is None) and _special(entry)):
+            # reading a FIFO blocks forever; a device never ends
+            raise UnsafeFileError(
+                f"{func}(): {entry} is not a regular file or folder (a FIFO, socket or device); "
+                f"netphys reads only regular files from a {what}. Replace it by a copy of the data."
+            )
+        if special is not None and not link:
             continue
         target = entry.resolve()
         if target != root and root not in target.parents:
@@ -196,6 +199,31 @@ def check_store_confined(
                 f"{func}(): {entry} {how} {target}, outside the {what} {root}. "
                 f"netphys refuses to read data from outside a {what}; {fix}"
             )
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, bool]]:
+    """Every entry under ``root`` (links not followed), with whether it is a FIFO/socket/device.
+
+    Uses the directory listing's file types, so it costs no ``stat`` per file.
+    """
+    folders = [root]
+    while folders:
+        with os.scandir(folders.pop()) as listing:
+            for e in listing:
+                if e.is_dir(follow_symlinks=False):
+                    folders.append(Path(e.path))
+                    yield Path(e.path), False
+                else:
+                    yield Path(e.path), not e.is_symlink() and not e.is_file(follow_symlinks=False)
+
+
+def _special(path: Path) -> bool:
+    """Return True for an existing path (links followed) that is neither a file nor a folder."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _object_key(obj: Any) -> Any:

@@ -61,7 +61,7 @@ def _pid_running(pid: int) -> bool:
 
 
 def _live(entry: dict[str, Any], now: float) -> bool:
-    """A holder is live: fresh heartbeat, and (on this host) a running pid."""
+    """Return True for a live holder: a fresh heartbeat and, on this host, a running pid."""
     try:
         fresh = now - float(entry["heartbeat"]) < STALE_S
         if entry.get("host") == socket.gethostname():
@@ -142,6 +142,7 @@ class Lease:
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._store: tuple[Path, int] = (path, -1)
 
     @classmethod
     def acquire(
@@ -256,6 +257,27 @@ class Lease:
 
         self._thread = threading.Thread(target=run, name="netphys-lease", daemon=True)
         self._thread.start()
+
+    def watch(self, store: Path) -> None:
+        """Remember which directory ``store`` is now, for :meth:`check_store`."""
+        self._store = (store, os.stat(store).st_ino)
+
+    def check_store(self, *, func: str, lost: str) -> None:
+        """Raise :class:`RecordingError` if the watched store was deleted or replaced.
+
+        Writing on would recreate a half store (chunk files without metadata) silently.
+        """
+        store, ino = self._store
+        try:
+            ok = os.stat(store).st_ino == ino and (store / "zarr.json").exists()
+        except OSError:
+            ok = False
+        if not ok:
+            raise RecordingError(
+                f"{func}: the recording at {str(store)!r} was deleted or replaced while it was "
+                f"being written (by another process or by hand); {lost} Record again to a "
+                "`path` nobody else modifies."
+            )
 
     def downgrade(self) -> None:
         """Turn an exclusive lease into a shared one (rank 0, once it has created the store)."""

@@ -42,12 +42,10 @@ MAX_DEPTH = 128
 MAX_NONSTRING_KEYS = 1024
 
 _STRINGS = frozenset(
-    "STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8 UNICODE "
-    "SHORT_BINUNICODE BINUNICODE BINUNICODE8".split()
+    ["STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"]
 )
 _LEAVES = frozenset(
-    "INT BININT BININT1 BININT2 LONG LONG1 LONG4 NONE NEWTRUE NEWFALSE FLOAT BINFLOAT "
-    "NEXT_BUFFER GLOBAL EXT1 EXT2 EXT4 PERSID".split()
+    ["INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "NONE", "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT", "NEXT_BUFFER", "GLOBAL", "EXT1", "EXT2", "EXT4", "PERSID"]
 )
 _EMPTIES = frozenset({"EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET"})
 _FIXED_ARITY = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3, "REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3}
@@ -78,7 +76,7 @@ class _Scan:
         self.cap = limit + 1  # sizes saturate here, so numbers stay small
         self.source = source
         self.stack: list[Any] = []
-        self.memo: dict[int, _Node] = {}
+        self.memo: dict[Any, _Node] = {}
         self.peak = 0
         self.work = 0
 
@@ -149,7 +147,7 @@ class _TooBig(Exception):
 _LEAF = _Node(8)  # shared by every small leaf; grow() refuses to change a leaf
 
 
-def _step(s: _Scan, name: str, arg: Any) -> None:  # noqa: C901 - one branch per opcode family
+def _step(s: _Scan, name: str, arg: Any) -> None:
     if name in _STRINGS:
         s.stack.append(_Node(len(arg) + 8, 0, True))
     elif name in _LEAVES:

@@ -170,7 +170,7 @@ class DistributedRecorder(Recorder):
                 finalize(self.path, status="complete")  # still under rank 0's lease
             self._barrier()
         finally:
-            if was_open and store is not None:
+            if was_open and isinstance(store, RankWriter):
                 store.release_lease()
 
     def committed_samples(self, *, all_ranks: bool = False) -> np.ndarray:

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from netphys.errors import RecordingFormatError, ResourceLimitError
-from netphys.io import read_suite2p
 from netphys.io._safe_pickle import load_npy, safe_loads
 from tests.adversarial._readers_isolated import run_isolated
 
