@@ -37,21 +37,18 @@ RANK = textwrap.dedent(
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU()).eval()
     rank = int(sys.argv[2])
     kw = dict(layers=["1"], chunk_frames=8, writer="inline", mode="w")
-    if rank < 0:
-        rec = netphys.Recorder(model, sys.argv[1], **kw)
-    else:
-        rec = netphys.DistributedRecorder(model, sys.argv[1], rank=rank, world_size=2, **kw)
+    rec = netphys.DistributedRecorder(model, sys.argv[1], rank=rank, world_size=2, **kw)
     with rec, torch.no_grad():
         k = 0
         while True:
-            rec.annotate(stimulus=torch.arange(k * 8, k * 8 + 8) * 2 + max(rank, 0))
+            rec.annotate(stimulus=torch.arange(k * 8, k * 8 + 8) * 2 + rank)
             model(torch.randn(8, 6))
             k += 1
     """
 )
 
 
-def _start(tmp_path: Path, path: Path, rank: int, flock: str = "flock") -> subprocess.Popen:
+def _start(tmp_path: Path, path: Path, rank: int, flock: str) -> subprocess.Popen:
     script = tmp_path / "rank.py"
     script.write_text(RANK)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -91,9 +88,14 @@ def _model() -> torch.nn.Module:
 
 
 @pytest.mark.slow
-def test_live_ranks_refuse_recover_and_overwrite_until_all_are_gone(tmp_path):
+def test_live_ranks_refuse_recover_and_overwrite_until_all_are_gone(tmp_path, no_flock):
+    """Two rank processes, and this one, without flock: their heartbeats alone must protect.
+
+    (With flock, the same refusals come from the shared/exclusive locks as well: see
+    ``test_rank_leases_are_shared_with_each_other_but_not_with_recover`` and the DDP tests.)
+    """
     path = tmp_path / "ddp.zarr"
-    ranks = [_start(tmp_path, path, 0), _start(tmp_path, path, 1)]
+    ranks = [_start(tmp_path, path, 0, "noflock"), _start(tmp_path, path, 1, "noflock")]
     try:
         _wait(lambda: _slots(path, 0) >= 2 and _slots(path, 1) >= 2, ranks, "commits")
         pids = {str(p.pid) for p in ranks}
@@ -118,13 +120,18 @@ def test_live_ranks_refuse_recover_and_overwrite_until_all_are_gone(tmp_path):
     finally:
         for p in ranks:
             _kill(p)
-    report = netphys.recover(path)  # both gone: the kernel released the locks
+    assert lock_path(path).exists()  # the killed ranks left their lock file behind ...
+    report = netphys.recover(path)  # ... which does not block: their pids are dead
     tree = netphys.open_recording(path)
     assert tree.sizes["time"] == report["frames_valid"] > 0
     assert not np.isnan(netphys.layer_activity(tree).values).any()
     assert set(np.unique(tree["rank"].values)) == {0, 1}
     beats = lock_path(path).with_name(lock_path(path).name + ".d")
     assert not list(beats.glob("*.json"))  # no live holder left (stale entries cleaned up)
+    _entry(path, host="other-node", pid=9, age=0.5)  # live-looking, on another host
+    with pytest.raises(RecordingError, match=r"other-node.*recover --force"):
+        netphys.recover(path)
+    assert netphys.recover(path, force=True)["status_before"] == "recovered"
 
 
 def test_rank_leases_are_shared_with_each_other_but_not_with_recover(tmp_path):
@@ -211,25 +218,3 @@ def test_heartbeat_is_refreshed_while_the_holder_lives(tmp_path, monkeypatch):
     finally:
         lease.release()
     assert not lease._entry.exists()
-
-
-@pytest.mark.slow
-def test_without_flock_recover_refuses_a_live_writer_and_frees_a_killed_one(tmp_path, no_flock):
-    path = tmp_path / "w.zarr"
-    proc = _start(tmp_path, path, -1, "noflock")
-    try:
-        _wait(lambda: _committed(path) >= 16, [proc], "frames")
-        with pytest.raises(RecordingError, match=rf"process {proc.pid} "):
-            netphys.recover(path)
-        with pytest.raises(RecordingError, match="being written"):
-            netphys.record(_model(), torch.randn(4, 6), path, layers=["1"], mode="w",
-                           progress=False)  # fmt: skip
-        assert proc.poll() is None
-    finally:
-        _kill(proc)
-    assert lock_path(path).exists()  # the crash left its lock file: it must not block
-    assert netphys.recover(path)["frames_committed"] >= 16
-    with pytest.raises(RecordingError, match="force"):
-        _entry(path, host="other-node", pid=9, age=0.5)
-        netphys.recover(path)
-    assert netphys.recover(path, force=True)["status_before"] == "recovered"
