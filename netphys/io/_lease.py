@@ -141,6 +141,7 @@ class Lease:
             "mode": "shared" if shared else "exclusive",
         }
         self._stop = threading.Event()
+        self._beat_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._store: tuple[Path, int] = (path, -1)
 
@@ -241,14 +242,17 @@ class Lease:
 
     # -- heartbeat -----------------------------------------------------------------------
     def _beat(self) -> None:
-        entry = {**self._info, "heartbeat": time.time()}
-        tmp = self._entry.with_suffix(".tmp")
-        try:
-            self._entry.parent.mkdir(exist_ok=True)
-            tmp.write_text(json.dumps(entry))
-            os.replace(tmp, self._entry)
-        except OSError:
-            pass  # folder gone or read-only: flock (where it works) still protects
+        with self._beat_lock:  # the thread, downgrade() and release() share the entry
+            if self._stop.is_set():
+                return  # being released: never recreate the entry
+            entry = {**self._info, "heartbeat": time.time()}
+            tmp = self._entry.with_suffix(".tmp")
+            try:
+                self._entry.parent.mkdir(exist_ok=True)
+                tmp.write_text(json.dumps(entry))
+                os.replace(tmp, self._entry)
+            except OSError:
+                pass  # folder gone or read-only: flock (where it works) still protects
 
     def _start(self) -> None:
         def run() -> None:
@@ -302,7 +306,7 @@ class Lease:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
-        with contextlib.suppress(OSError):
+        with self._beat_lock, contextlib.suppress(OSError):
             self._entry.unlink()
         if unlink and (not self.shared or _flock(self._fd, False)):
             with contextlib.suppress(OSError):
