@@ -54,17 +54,35 @@ def _npy(pickle_bytes: bytes) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + pickle_bytes
 
 
+def _stat_with_bomb(root: Path) -> Path:
+    """A suite2p folder whose stat.npy is np.save's own pickle with one ROI keyed by a bomb."""
+    plane = root / "suite2p" / "plane0"
+    plane.mkdir(parents=True)
+    np.save(plane / "F.npy", np.zeros((1, 10), np.float32))
+    np.save(plane / "ops.npy", {"fs": 10.0})
+    genuine = pickle.dumps(np.array(["ZZZZ", {"npix": 1}], dtype=object), protocol=2)
+    placeholder = b"X\x04\x00\x00\x00ZZZZ"
+    assert genuine.count(placeholder) == 1
+    forged = genuine.replace(placeholder, b"}" + _shared_tuple(40) + b"K\x01s")
+    assert len(forged) < 1000
+    (plane / "stat.npy").write_bytes(_npy(forged))
+    return root
+
+
 def test_hash_bombs_and_deep_keys_are_refused_without_hanging_or_crashing(tmp_path):
+    """Each bomb through safe_loads, then one inside stat.npy through read_suite2p."""
     assert all(len(b) < 1000 for b in HASH_BOMBS.values())
     paths = []
     for i, data in enumerate([*HASH_BOMBS.values(), DEEP_KEY]):
         paths.append(str(tmp_path / f"{i}.pkl"))
         Path(paths[-1]).write_bytes(data)
+    folder = _stat_with_bomb(tmp_path / "s2p")
     out = run_isolated(
         f"""
         import time
         from pathlib import Path
         from netphys.errors import RecordingFormatError, ResourceLimitError
+        from netphys.io import read_suite2p
         from netphys.io._safe_pickle import safe_loads
         for path in {paths!r}:
             t0 = time.process_time()
@@ -72,40 +90,21 @@ def test_hash_bombs_and_deep_keys_are_refused_without_hanging_or_crashing(tmp_pa
                 safe_loads(Path(path).read_bytes(), source=Path(path).name)
             except (RecordingFormatError, ResourceLimitError) as exc:
                 print(type(exc).__name__, "|", exc, "|", time.process_time() - t0 < 10)
+        try:
+            read_suite2p({str(folder)!r})
+        except ResourceLimitError as exc:
+            print("read_suite2p refused:", exc)
         """,
-        timeout=60,
+        timeout=90,
     )
     lines = out.strip().splitlines()
-    assert len(lines) == len(paths) and all(line.endswith("| True") for line in lines)
-    for line in lines[:-1]:
+    assert len(lines) == len(paths) + 1
+    assert all(line.endswith("| True") for line in lines[:-1])
+    for line in lines[: len(HASH_BOMBS)]:
         assert line.startswith("ResourceLimitError") and "hash bomb" in line
-    assert lines[-1].startswith("RecordingFormatError") and "128 levels deep" in lines[-1]
-
-
-def test_hash_bomb_in_stat_npy_is_refused_by_read_suite2p_naming_the_file(tmp_path):
-    plane = tmp_path / "suite2p" / "plane0"
-    plane.mkdir(parents=True)
-    np.save(plane / "F.npy", np.zeros((1, 10), np.float32))
-    np.save(plane / "ops.npy", {"fs": 10.0})
-    # np.save's own pickle of a 2-ROI stat, the first ROI replaced by a dict keyed by the bomb
-    genuine = pickle.dumps(np.array(["ZZZZ", {"npix": 1}], dtype=object), protocol=2)
-    placeholder = b"X\x04\x00\x00\x00ZZZZ"
-    assert genuine.count(placeholder) == 1
-    forged = genuine.replace(placeholder, b"}" + _shared_tuple(40) + b"K\x01s")
-    assert len(forged) < 1000
-    (plane / "stat.npy").write_bytes(_npy(forged))
-    out = run_isolated(
-        f"""
-        from netphys.errors import ResourceLimitError
-        from netphys.io import read_suite2p
-        try:
-            read_suite2p({str(tmp_path)!r})
-        except ResourceLimitError as exc:
-            print("refused:", exc)
-        """,
-        timeout=60,
-    )
-    assert "refused:" in out and "stat.npy" in out and "hash bomb" in out
+    assert lines[-2].startswith("RecordingFormatError") and "128 levels deep" in lines[-2]
+    assert lines[-1].startswith("read_suite2p refused:") and "stat.npy" in lines[-1]
+    assert "hash bomb" in lines[-1]
 
 
 def test_colliding_integer_keys_are_refused():
