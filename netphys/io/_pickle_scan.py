@@ -42,10 +42,41 @@ MAX_DEPTH = 128
 MAX_NONSTRING_KEYS = 1024
 
 _STRINGS = frozenset(
-    ["STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"]
+    [
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+        "UNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE",
+        "BINUNICODE8",
+    ]
 )
 _LEAVES = frozenset(
-    ["INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "NONE", "NEWTRUE", "NEWFALSE", "FLOAT", "BINFLOAT", "NEXT_BUFFER", "GLOBAL", "EXT1", "EXT2", "EXT4", "PERSID"]
+    [
+        "INT",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "LONG",
+        "LONG1",
+        "LONG4",
+        "NONE",
+        "NEWTRUE",
+        "NEWFALSE",
+        "FLOAT",
+        "BINFLOAT",
+        "NEXT_BUFFER",
+        "GLOBAL",
+        "EXT1",
+        "EXT2",
+        "EXT4",
+        "PERSID",
+    ]
 )
 _EMPTIES = frozenset({"EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET"})
 _FIXED_ARITY = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3, "REDUCE": 2, "NEWOBJ": 2, "NEWOBJ_EX": 3}

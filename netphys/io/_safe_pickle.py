@@ -164,9 +164,12 @@ class SafeUnpickler(pickle.Unpickler):
         budget = self._budget
         left = None if budget.max_bytes is None else max(budget.max_bytes - budget.used, 0)
         if left is not None and left < ratio_limit:
-            limit, hint = left, (
-                f"That passes `max_bytes`={budget.max_bytes} of {budget.func}(); if the file is "
-                "genuine and you have the memory, pass a larger `max_bytes=`."
+            limit, hint = (
+                left,
+                (
+                    f"That passes `max_bytes`={budget.max_bytes} of {budget.func}(); if the file is "
+                    "genuine and you have the memory, pass a larger `max_bytes=`."
+                ),
             )
         else:
             limit, hint = ratio_limit, ""
