@@ -41,7 +41,6 @@ from netphys.io._ranks_finalize import RANKS as _RANKS
 from netphys.io._ranks_finalize import read_group_attrs as _read_group_attrs
 from netphys.io._ranks_finalize import write_group_attrs as _write_group_attrs
 from netphys.io._recording_arrays import create_behaviour, create_layer, write_graph_pair
-from netphys.io._recording_writer import _check_appendable, _check_replaceable
 from netphys.io._recording_layout import (
     FIELD_ATTRS,
     FRAME_FIELDS,
@@ -51,6 +50,7 @@ from netphys.io._recording_layout import (
     compressor,
     json_safe,
 )
+from netphys.io._recording_writer import _check_appendable, _check_replaceable
 
 __all__ = ["RANKS_FORMAT_VERSION", "RankWriter", "drop_padding", "finalize"]
 
