@@ -1,8 +1,9 @@
 """Benchmark the cost of reading untrusted files safely: guarded readers vs plain numpy/h5py.
 
 Part 1: a suite2p-like ``stat.npy`` of ``--rois`` ROIs (disk masks, as suite2p writes them)
-loaded with ``netphys.io._safe_pickle.load_npy`` (allow-list unpickler, dtype rebuild, tree
-check) and with ``np.load(allow_pickle=True)`` (our own file, so trusted), same process.
+loaded with ``netphys.io._safe_pickle.load_npy`` (opcode prescan, allow-list unpickler, dtype
+rebuild, tree check) and with ``np.load(allow_pickle=True)`` (our own file, so trusted), same
+process; and the share of the opcode prescan (``netphys.io._pickle_scan``) alone.
 Part 2: ``read_nwb`` of a ``write_nwb`` file (``--rois`` x ``--frames``) with the HDF5
 confinement walk and byte budget, against the same call with ``trusted=True, max_bytes=None``.
 Prints best-of-``--repeat`` times and their ratios.
@@ -248,6 +249,7 @@ def main() -> None:
     if args.quick:
         args.rois, args.frames, args.repeat = 500, 500, 3
     from netphys.io import read_nwb, write_nwb
+    from netphys.io._pickle_scan import scan_pickle
     from netphys.io._safe_pickle import load_npy
 
     rng = np.random.default_rng(0)
@@ -259,6 +261,12 @@ def main() -> None:
         mb = path.stat().st_size / 2**20
         print(f"stat.npy ({args.rois} ROIs, {mb:.1f} MB): load_npy {guarded * 1e3:.1f} ms, ")
         print(f"  np.load(allow_pickle=True) {plain * 1e3:.1f} ms, ratio {guarded / plain:.2f}")
+        with open(path, "rb") as fp:  # the pickle after the .npy header
+            np.lib.format.read_magic(fp)
+            np.lib.format.read_array_header_1_0(fp)
+            body = fp.read()
+        scan = best_of(lambda: scan_pickle(body, limit=2**40, source="stat.npy"), args.repeat)
+        print(f"  of load_npy, the opcode prescan {scan * 1e3:.1f} ms ({scan / guarded:.0%})")
         act = xr.DataArray(
             rng.random((args.frames, args.rois), dtype=np.float32),
             dims=("time", "unit"),

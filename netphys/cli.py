@@ -139,9 +139,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _units(args: argparse.Namespace) -> int:
     from netphys.experiments._common import save_figure
     from netphys.experiments.units import unit_profile
+    from netphys.io._safe_pickle import load_npy
     from netphys.plot import plot_unit
 
-    inputs = np.load(args.inputs, allow_pickle=False) if args.inputs else None
+    inputs = load_npy(args.inputs) if args.inputs else None  # size-checked, allow-list pickles
     prof = unit_profile(
         args.path, args.layer, args.unit, session=args.session, top_k=args.top_k, inputs=inputs
     )

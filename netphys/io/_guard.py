@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,24 +131,41 @@ class ByteBudget:
         self.take(declared_nbytes(shape, np.dtype(dtype).itemsize), what)
 
 
-def check_store_confined(path: str | os.PathLike[str], *, func: str = "open_recording") -> None:
-    """Refuse a directory store with a symlink that points outside it (or dangles).
+def check_store_confined(
+    path: str | os.PathLike[str],
+    *,
+    func: str = "open_recording",
+    files: Iterable[str | os.PathLike[str]] | None = None,
+    what: str = "store",
+    fix: str = "replace the link by a copy of the file if you trust it.",
+) -> None:
+    """Refuse a symlink that leads out of the directory ``path`` (or dangles out of it).
 
     Zarr reads chunk files by path; a chunk that is a symlink to ``/etc/passwd`` (or into
-    another store) would return that file's bytes as data. Symlinks that stay inside the store
-    are allowed. Directory symlinks are not followed by the walk; their targets are checked.
+    another store) would return that file's bytes as data, and a suite2p folder whose
+    ``F.npy`` links elsewhere would read that file. Symlinks that stay inside ``path`` are
+    allowed; ``path`` itself may be a symlink (it is resolved first: the user named it).
 
     Parameters
     ----------
     path : str or path-like
-        Root of the store.
+        Root of the store or folder.
     func : str, default="open_recording"
         Public function name, for the error message.
+    files : iterable of paths, optional
+        Check only these paths (the files and folders a reader will open, below ``path``):
+        each must resolve inside ``path``, through whatever links. Default: walk the whole
+        tree (directory symlinks are not followed; their targets are checked).
+    what : str, default="store"
+        What ``path`` is, for the error message (``"store"``, ``"suite2p folder"``).
+    fix : str
+        The end of the error message: how to proceed if the user trusts the link.
 
     Raises
     ------
     UnsafeFileError
-        If any entry under ``path`` is a symlink whose target resolves outside ``path``.
+        If an entry resolves outside ``path``, or is a FIFO, socket or device (reading it
+        would block or never end).
 
     Examples
     --------
@@ -158,20 +176,54 @@ def check_store_confined(path: str | os.PathLike[str], *, func: str = "open_reco
     Traceback (most recent call last):
     ...
     netphys.errors.UnsafeFileError: open_recording(): .../c0 is a symlink to /etc/hostname, ...
+    >>> check_store_confined(root, files=[])  # only the files a reader opens are checked
     """
     root = Path(path).resolve()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in (*dirnames, *filenames):
-            entry = Path(dirpath) / name
-            if not entry.is_symlink():
-                continue
-            target = entry.resolve()
-            if target != root and root not in target.parents:
-                raise UnsafeFileError(
-                    f"{func}(): {entry} is a symlink to {target}, outside the store {root}. "
-                    "netphys refuses to read data from outside a store; replace the link by a "
-                    "copy of the file if you trust it."
-                )
+    entries: Iterable[tuple[Path, bool | None]] = (
+        _walk(root) if files is None else ((Path(f), None) for f in files)
+    )
+    for entry, special in entries:
+        link = entry.is_symlink()
+        if special or ((link or special is None) and _special(entry)):
+            # reading a FIFO blocks forever; a device never ends
+            raise UnsafeFileError(
+                f"{func}(): {entry} is not a regular file or folder (a FIFO, socket or device); "
+                f"netphys reads only regular files from a {what}. Replace it by a copy of the data."
+            )
+        if special is not None and not link:
+            continue
+        target = entry.resolve()
+        if target != root and root not in target.parents:
+            how = "is a symlink to" if link else "is reached through a symlink, at"
+            raise UnsafeFileError(
+                f"{func}(): {entry} {how} {target}, outside the {what} {root}. "
+                f"netphys refuses to read data from outside a {what}; {fix}"
+            )
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, bool]]:
+    """Every entry under ``root`` (links not followed), with whether it is a FIFO/socket/device.
+
+    Uses the directory listing's file types, so it costs no ``stat`` per file.
+    """
+    folders = [root]
+    while folders:
+        with os.scandir(folders.pop()) as listing:
+            for e in listing:
+                if e.is_dir(follow_symlinks=False):
+                    folders.append(Path(e.path))
+                    yield Path(e.path), False
+                else:
+                    yield Path(e.path), not e.is_symlink() and not e.is_file(follow_symlinks=False)
+
+
+def _special(path: Path) -> bool:
+    """Return True for an existing path (links followed) that is neither a file nor a folder."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _object_key(obj: Any) -> Any:

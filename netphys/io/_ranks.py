@@ -21,11 +21,12 @@ interrupted store.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import zarr
 
 from netphys.errors import RecordingError
 from netphys.io._chunks import ChunkWriter
+from netphys.io._lease import Lease
 from netphys.io._ranks_finalize import CODES, drop_padding, finalize
 from netphys.io._ranks_finalize import RANKS as _RANKS
 from netphys.io._ranks_finalize import read_group_attrs as _read_group_attrs
@@ -48,10 +50,12 @@ from netphys.io._recording_layout import (
     compressor,
     json_safe,
 )
+from netphys.io._recording_writer import _check_appendable, _check_replaceable
 
 __all__ = ["RANKS_FORMAT_VERSION", "RankWriter", "drop_padding", "finalize"]
 
 _WAIT_S = 600.0
+_FUNC = "DistributedRecorder"
 
 
 def _wait_for(path: Path, what: str, timeout: float = _WAIT_S) -> None:
@@ -116,13 +120,24 @@ class RankWriter:
         self._arrays: dict[str, Any] = {}
         self._slots: list[int] = []
         self._nframes: list[int] = []
+        # the lease (netphys.io._lease): rank 0 creates under an exclusive one, then every rank
+        # shares it, so `recover` or a `mode="w"` writer is refused while any rank lives
+        self._lease: Lease | None = None
         if self.rank == 0:
-            self._create_or_reopen(mode, attrs)
+            self._lease = Lease.acquire(self.path, func=_FUNC, shared=mode == "a")
+            with self._releasing_on_error():
+                self._create_or_reopen(mode, attrs)
+                self._lease.downgrade()
         barrier()
-        _wait_for(self.path / _RANKS / str(self.rank) / "zarr.json", "this rank's record")
+        with self._releasing_on_error():
+            _wait_for(self.path / _RANKS / str(self.rank) / "zarr.json", "this rank's record")
+            if self._lease is None:  # rank 0 holds it exclusively for a moment: wait for that
+                self._lease = Lease.acquire(self.path, func=_FUNC, shared=True, wait=30.0)
+            self._lease.watch(self.path)  # a store deleted under the ranks is reported
         root = zarr.open_group(self.path, mode="r", zarr_format=3, use_consolidated=False)
         rattrs: dict[str, Any] = dict(root.attrs)
         if int(rattrs.get("world_size", -1)) != self.world_size:
+            self.release_lease()
             raise RecordingError(
                 f"DistributedRecorder: {str(self.path)!r} was recorded by "
                 f"{rattrs.get('world_size')} ranks, this run has world_size={self.world_size}; "
@@ -153,6 +168,25 @@ class RankWriter:
         self._cw = ChunkWriter(self.path)
 
     # -- creation (rank 0) ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _releasing_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.release_lease()
+            raise
+
+    def _check_store(self) -> None:
+        if self._lease is not None:
+            lost = f"this rank's frames after its {sum(self._nframes)} committed ones are lost."
+            self._lease.check_store(func=_FUNC, lost=lost)
+
+    def release_lease(self) -> None:
+        """Give the path's lease back (rank 0 does so after finalizing; idempotent)."""
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
     def _create_or_reopen(self, mode: str, attrs: Mapping[str, Any]) -> None:
         exists = self.path.exists()
         if exists and mode == "w-":
@@ -161,6 +195,7 @@ class RankWriter:
                 "`mode='w'` to overwrite it, `mode='a'` to resume, or choose another path."
             )
         if exists and mode == "a":
+            _check_appendable(self.path, _FUNC)
             status = _read_group_attrs(self.path).get("status")
             if status == "recording":
                 finalize(self.path, status="recovered")  # drop uncommitted blocks first
@@ -168,6 +203,7 @@ class RankWriter:
             root.attrs.update({"status": "recording"})
             return
         if exists:
+            _check_replaceable(self.path)  # only a recording (or an empty folder) is replaced
             shutil.rmtree(self.path)
         self._created = True
         root = zarr.open_group(self.path, mode="w-", zarr_format=3)
@@ -304,6 +340,7 @@ class RankWriter:
         behaviour: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Write one block (at most one time chunk) into this rank's next slot; commit it."""
+        self._check_store()
         n = len(table["session"])
         c = self._chunk
         if start != self.frames or start % c or n > c:
@@ -374,15 +411,19 @@ class RankWriter:
             )
 
     def close(self, *, status: str = "complete", attrs: Mapping[str, Any] | None = None) -> None:
-        """Commit this rank's record and stop the encoder threads (rank 0 finalizes later).
+        """Commit this rank's record, stop the encoder threads, give the lease back.
 
         ``attrs["variability"]`` (the specs as resolved at the first forward) goes into this
-        rank's record; :func:`finalize` makes rank 0's the root's.
+        rank's record; :func:`finalize` makes rank 0's the root's. Rank 0 keeps its lease: it
+        finalizes later, then calls :meth:`release_lease`.
         """
         if attrs and attrs.get("variability") is not None:
             self._variability = json_safe(attrs["variability"])
+        self._check_store()
         self._commit()
         self._cw.close()
+        if self.rank != 0:
+            self.release_lease()
 
     def abandon(self) -> None:
         """Stop after a failed first forward: nothing of this rank is committed.
@@ -394,7 +435,9 @@ class RankWriter:
         self.close()
         if self.rank == 0 and self.world_size == 1 and self._created and not self._slots:
             shutil.rmtree(self.path, ignore_errors=True)
+        self.release_lease()
 
     def release(self) -> None:
         """Give up after a write failure: stop the encoder threads; committed blocks stay."""
         self._cw.close()
+        self.release_lease()

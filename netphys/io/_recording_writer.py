@@ -77,6 +77,18 @@ def _check_replaceable(path: Path) -> None:
     )
 
 
+def _check_appendable(path: Path, func: str = "Recorder") -> None:
+    """``mode="a"`` appends only to a netphys recording: anything else is refused untouched."""
+    if path.is_dir() and not path.is_symlink() and _is_recording(path):
+        return
+    kind = "a symbolic link" if path.is_symlink() else "a file" if path.is_file() else "a folder"
+    raise FileExistsError(
+        f"{func}: `path` {str(path)!r} exists and is {kind} that is not a netphys recording; "
+        "`mode='a'` only appends to recordings. Choose another `path` (a new one is created), "
+        "or remove it yourself if you mean to."
+    )
+
+
 class RecordingWriter(Definitions):
     """Write frames into a recording store, whole time chunks at a time.
 
@@ -172,6 +184,7 @@ class RecordingWriter(Definitions):
                 self._replacing = True
                 self._dir = self.path.parent / f".{self.path.name}.netphys-new-{os.getpid()}"
             if mode == "a":
+                _check_appendable(self.path)
                 self.root = zarr.open_group(
                     self.path, mode="r+", zarr_format=3, use_consolidated=False
                 )

@@ -39,6 +39,7 @@ import numpy as np
 from netphys.errors import RecordingFormatError, ResourceLimitError, UnsafeFileError
 from netphys.io import _pickle_guard as _guard
 from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget, declared_nbytes
+from netphys.io._pickle_scan import scan_pickle
 
 __all__ = ["SafeUnpickler", "load_npy", "safe_loads"]
 
@@ -88,7 +89,7 @@ class SafeUnpickler(pickle.Unpickler):
     Parameters
     ----------
     file : binary file object
-        Stream positioned at the start of a pickle.
+        Seekable stream positioned at the start of a pickle (it is scanned, then read).
     source : str, default="<bytes>"
         Name of the file, used in the error message.
 
@@ -117,6 +118,7 @@ class SafeUnpickler(pickle.Unpickler):
         self._source = source
         self._budget = budget or ByteBudget(max_bytes, func="load_npy", source=source)
         self._stream_bytes = _remaining(file)
+        self._file = file
 
     def find_class(self, module: str, name: str) -> Any:
         """Return the allow-listed (and wrapped) object for ``module.name``, else refuse."""
@@ -138,6 +140,7 @@ class SafeUnpickler(pickle.Unpickler):
     def load(self) -> Any:
         """Unpickle, then check the result (see :func:`netphys.io._pickle_guard.finish`)."""
         try:
+            self._prescan()
             obj = super().load()
             return _guard.finish(
                 obj, self._budget, unique_bytes=self._stream_bytes, source=self._source
@@ -148,6 +151,32 @@ class SafeUnpickler(pickle.Unpickler):
             if isinstance(exc, ResourceLimitError) or str(exc).startswith(self._source):
                 raise
             raise RecordingFormatError(f"{self._source}: {exc}.") from None
+
+    def _prescan(self) -> None:
+        """Refuse hash/memo bombs and deep nesting before any opcode runs (:mod:`._pickle_scan`).
+
+        The limit is the budget left, and at most 64 times the stream (or 64 MiB) as for
+        :func:`netphys.io._pickle_guard.finish`.
+        """
+        file = self._file
+        start = file.tell()
+        ratio_limit = max(64 * 2**20, 64 * self._stream_bytes)
+        budget = self._budget
+        left = None if budget.max_bytes is None else max(budget.max_bytes - budget.used, 0)
+        if left is not None and left < ratio_limit:
+            limit, hint = (
+                left,
+                (
+                    f"That passes `max_bytes`={budget.max_bytes} of {budget.func}(); if the file is "
+                    "genuine and you have the memory, pass a larger `max_bytes=`."
+                ),
+            )
+        else:
+            limit, hint = ratio_limit, ""
+        try:
+            scan_pickle(file, limit=limit, source=self._source, hint=hint)
+        finally:
+            file.seek(start)
 
 
 _FIX = (

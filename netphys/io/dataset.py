@@ -134,6 +134,11 @@ def open_dataset(path: str | os.PathLike[str], *, strict: bool = True, **kwargs:
             f"{func}(): the directory {p} is neither a netphys recording (*.zarr with zarr.json) "
             "nor a suite2p output (F.npy in it, in plane*/ or in suite2p/plane*/)."
         )
+    if not p.is_file():  # reading a FIFO would block forever, a device never ends
+        raise RecordingFormatError(
+            f"{func}(): {p} is neither a regular file nor a folder (a FIFO, socket or device); "
+            "netphys reads recordings only from files and folders. Save the data to a file first."
+        )
     kind = _sniff(p)
     if kind == "npz":
         from netphys.io.npz import read_npz

@@ -25,7 +25,12 @@ from netphys.io._common import (
     check_trace,
     choose_activity,
 )
-from netphys.io._guard import DEFAULT_MAX_BYTES, ByteBudget, check_read_chunks
+from netphys.io._guard import (
+    DEFAULT_MAX_BYTES,
+    ByteBudget,
+    check_read_chunks,
+    check_store_confined,
+)
 from netphys.io._safe_pickle import load_npy
 from netphys.io._suite2p_write import write_suite2p
 
@@ -33,6 +38,10 @@ __all__ = ["is_suite2p_folder", "read_suite2p", "to_suite2p", "write_suite2p"]
 
 _PREFERENCE = ("spks", "F", "neuropil")
 _TRACE_FILES = {"F": "F.npy", "neuropil": "Fneu.npy", "spks": "spks.npy"}
+_READ_FILES = (
+    *_TRACE_FILES.values(),
+    *("stat.npy", "ops.npy", "iscell.npy", "redcell.npy", "db.npy", "settings.npy"),
+)
 
 
 def _plane_folders(folder: Path) -> list[tuple[int, Path]]:
@@ -204,6 +213,7 @@ def read_suite2p(
     frame_rate: float | None = None,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     chunks: str | int | None = "auto",
+    trusted: bool = False,
 ) -> xr.Dataset:
     """Read a suite2p output folder into the (time, unit) reader schema.
 
@@ -228,6 +238,10 @@ def read_suite2p(
         ROI in one chunk, about 2**24 values per chunk) read on demand by positioned reads of
         the ``.npy`` files, computable by dask.distributed workers; an int: that many frames
         per chunk; None: read into memory (NumPy) now, checked against ``max_bytes``.
+    trusted : bool, default=False
+        Read plane folders and files that are symlinks leading out of ``folder``. By default
+        they are refused (a link would make the reader return another file's bytes); ``folder``
+        itself may be a symlink.
 
     Returns
     -------
@@ -245,7 +259,8 @@ def read_suite2p(
         If ``folder`` holds no suite2p output, or files disagree in shape or are unreadable.
     UnsafeFileError
         If an object ``.npy`` file asks the unpickler for anything outside the allow-list
-        (or for arrays built from raw memory).
+        (or for arrays built from raw memory), or a file or plane folder is a symlink out of
+        ``folder`` and ``trusted`` is False.
     ResourceLimitError
         If the files ask for more than ``max_bytes``.
 
@@ -281,6 +296,14 @@ def read_suite2p(
             "plane0/, plane1/, ... and in suite2p/plane*/ and found none. Pass the folder that "
             "suite2p wrote (usually <data>/suite2p)."
         )
+    if not trusted:
+        check_store_confined(
+            path,
+            func=func,
+            files=[p for _, plane in planes for p in (plane, *(plane / n for n in _READ_FILES))],
+            what="suite2p folder",
+            fix="if you trust every file it links to, pass `trusted=True`.",
+        )
     budget = ByteBudget(max_bytes, func=func, source=str(path))
     read = [_read_plane(plane, iplane, budget, chunks) for iplane, plane in planes]
     per_trace: dict[str, list[np.ndarray]] = {}
@@ -291,6 +314,8 @@ def read_suite2p(
     if "F" not in names:
         raise RecordingFormatError(f"{func}(): every plane of {path} needs F.npy.")
     n_frames = min(a.shape[1] for a in per_trace["F"])
+    # the traces stay lazy, but frame times and xarray's index over them are built now
+    budget.take(2 * 8 * n_frames, f"the frame times of {n_frames} frames")
     merged = {n: _concat([a[:, :n_frames] for a in per_trace[n]]).T for n in names}
     fs_values = [r.meta["fs"] for r in read if r.meta.get("fs") is not None]
     where = next((r.where for r in read if r.meta.get("fs") is not None), path)

@@ -158,16 +158,20 @@ class DistributedRecorder(Recorder):
         Without a process group, rank 0 finalizes at once: close it last (or run
         ``netphys.recover(path)`` when all ranks are done).
         """
-        was_open = self._open
-        super().close(_error=_error)
-        if not was_open:
-            return
-        if _error is not None:
-            return  # no barrier: the other ranks may never reach it; `recover` finalizes
-        self._barrier()
-        if self.rank == 0:
-            finalize(self.path, status="complete")
-        self._barrier()
+        was_open, store = self._open, self._store
+        try:
+            super().close(_error=_error)
+            if not was_open:
+                return
+            if _error is not None:
+                return  # no barrier: the other ranks may never reach it; `recover` finalizes
+            self._barrier()
+            if self.rank == 0:
+                finalize(self.path, status="complete")  # still under rank 0's lease
+            self._barrier()
+        finally:
+            if was_open and isinstance(store, RankWriter):
+                store.release_lease()
 
     def committed_samples(self, *, all_ranks: bool = False) -> np.ndarray:
         """Global sample indices (``stimulus``) already committed by this rank (or all ranks).
