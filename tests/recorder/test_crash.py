@@ -72,7 +72,7 @@ def test_sigkill_keeps_committed_frames(tmp_path, wait_frames):
         torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)
     ).eval()
     x = torch.sin(
-        torch.as_tensor(ids)[:, None].double() * torch.arange(1, 7).double() / 7.0
+        torch.as_tensor(np.array(ids))[:, None].double() * torch.arange(1, 7).double() / 7.0
     ).float()
     with torch.no_grad():
         pre = model[0](x)
