@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from netphys._validation import check_finite, check_int, check_population, check_positive_float
 from netphys.errors import MissingDependencyError
@@ -111,10 +112,14 @@ def rastermap_sort(
 
     Notes
     -----
-    With at least 2000 units and more units than samples, the principal components that
-    rastermap clusters are computed exactly from the samples x samples Gram matrix of the
-    normalised data (rastermap's own route is a randomized truncated SVD of the units x samples
-    matrix, slower there); the sort is then rastermap's, unchanged.
+    With at least 2000 units and more units than samples, the data are first reduced to their
+    top ``n_pcs`` principal components, computed exactly (to float rounding, tested) from the
+    samples x samples Gram matrix of the normalised data, and rastermap sorts those; otherwise
+    rastermap reduces the data itself with scikit-learn's randomized ``TruncatedSVD``. Both
+    routes sort a planted sequence alike (rank correlation of unit positions above 0.95,
+    tested). At 10,000 units x 1,200 samples the time goes to rastermap's clustering and its
+    traveling-salesman sort of the cluster centres, not to the reduction; the default 64
+    clusters (rastermap: 100) take about a quarter of the CPU time.
 
     Examples
     --------
@@ -174,7 +179,11 @@ def rastermap_sort(
             )
             gram = n_units >= _GRAM_MIN_UNITS and n_units > n_samples
             usv = _gram_pcs(x, n_pcs) if gram else None
-            model.fit(x, Usv=usv)
+            # with the PCs given, what is left (clustering: products of n_units x n_pcs by
+            # n_clusters) runs best on one BLAS thread: extra threads spin on a busy machine
+            # (5x the CPU time measured); the sort itself runs on numba's threads
+            with threadpool_limits(1, user_api="blas") if gram else contextlib.nullcontext():
+                model.fit(x, Usv=usv)
     finally:
         # rastermap's constructor calls logging.basicConfig; undo that side effect
         for handler in list(root.handlers):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
-from netphys.population import simulate_population, svca, svca_predict
+from netphys.population import _sorting, simulate_population, svca, svca_predict
 from netphys.population._sorting import _gram_pcs, normalized_for_rastermap, rastermap_sort
 from netphys.population._svca_engine import _orthonormalise, randomized_svd
 from tests.population.test_svca import direct_svca
@@ -83,7 +84,9 @@ def test_rastermap_gram_pcs_are_the_exact_svd(rng: np.random.Generator) -> None:
 
 
 @pytest.mark.slow
-def test_rastermap_gram_route_sorts_planted_sequence(rng: np.random.Generator) -> None:
+def test_rastermap_gram_route_sorts_planted_sequence(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     n_units, n_frames = 2400, 300
     phase = rng.permutation(n_units) / n_units
     t = np.arange(n_frames) / n_frames
@@ -94,6 +97,11 @@ def test_rastermap_gram_route_sorts_planted_sequence(rng: np.random.Generator) -
     # neighbours in the sort have neighbouring phases (circular distance), far better than chance
     step = np.abs(np.diff(ordered))
     assert float(np.median(np.minimum(step, 1 - step))) < 0.01
+    # the unreduced route (rastermap's own SVD of the units x samples data) sorts alike
+    monkeypatch.setattr(_sorting, "_GRAM_MIN_UNITS", 10**9)
+    own = rastermap_sort(x.T, n_clusters=20, n_pcs=20)
+    rho = spearmanr(res["position_of_unit"], own["position_of_unit"]).statistic
+    assert abs(rho) > 0.95
 
 
 # ------------------------------------------------------- randomized SVD (the engine) ----
