@@ -21,7 +21,7 @@ __all__ = ["rastermap_sort"]
 
 #: Default number of rastermap clusters (rastermap's own default is 100). Its sorting step, a
 #: traveling-salesman search over the cluster centres, costs about n_clusters**4 whatever the
-#: number of units: 100 clusters took 4x the CPU time of 64 at 10,000 units x 1,200 frames
+#: number of units: 100 clusters took 4-5x the CPU time of 64 at 10,000 units x 1,200 frames
 #: for a sort of a planted sequence only 13 % coarser (median phase step between neighbours).
 _DEFAULT_CLUSTERS = 64
 

@@ -115,18 +115,22 @@ def _lu_normalise(mat: np.ndarray) -> np.ndarray:
 
 
 def _orthonormalise(mat: np.ndarray) -> np.ndarray:
-    """Orthonormal basis of the column span of a float64 ``mat`` (CholeskyQR2 after an LU).
+    """Orthonormal basis of the column span of a float64 ``mat`` (CholeskyQR after an LU).
 
-    Falls back to Householder QR when the Gram matrix is not positive definite or the result
-    is not orthonormal to 1e-10.
+    A second CholeskyQR pass runs only when the first leaves ``QᵀQ`` more than 1e-10 from
+    the identity (CholeskyQR2); Householder QR when the Gram matrix is not positive definite
+    or the columns are still not orthonormal to 1e-10.
     """
     q = _lu_normalise(mat)
+    eye = np.eye(q.shape[1])
+    gram = q.T @ q
     try:
         for _ in range(2):
-            r = scipy.linalg.cholesky(q.T @ q, lower=False, check_finite=False)
+            r = scipy.linalg.cholesky(gram, lower=False, check_finite=False)
             q = scipy.linalg.solve_triangular(r, q.T, trans="T", check_finite=False).T
-        if np.abs(q.T @ q - np.eye(q.shape[1])).max() < 1e-10:
-            return np.ascontiguousarray(q)
+            gram = q.T @ q
+            if np.abs(gram - eye).max() < 1e-10:
+                return np.ascontiguousarray(q)
     except np.linalg.LinAlgError:
         pass
     return np.linalg.qr(mat)[0]
