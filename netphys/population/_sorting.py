@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from netphys._validation import check_finite, check_int, check_population, check_positive_float
 from netphys.errors import MissingDependencyError
@@ -17,6 +18,12 @@ from netphys.population._stream import top_eigh
 
 __all__ = ["rastermap_sort"]
 
+
+#: Default number of rastermap clusters (rastermap's own default is 100). Its sorting step, a
+#: traveling-salesman search over the cluster centres, costs about n_clusters**4 whatever the
+#: number of units: 100 clusters took 4-5x the CPU time of 64 at 10,000 units x 1,200 frames
+#: for a sort of a planted sequence only 13 % coarser (median phase step between neighbours).
+_DEFAULT_CLUSTERS = 64
 
 #: From this many units (and more units than samples), the PCs rastermap sorts are computed
 #: exactly from the samples x samples Gram matrix instead of rastermap's randomized SVD.
@@ -70,7 +77,9 @@ def rastermap_sort(
     activity : numpy.ndarray or xarray.DataArray with dims (sample, 'unit')
         Population activity (loaded into memory; rastermap z-scores each unit).
     n_clusters : int or None, default=None
-        Rastermap clusters; None means ``min(100, n_units // 2)``.
+        Rastermap clusters; None means ``min(64, n_units // 2)``. Rastermap's own default is
+        100: a slightly finer sort, but its sorting step takes about four times as long
+        (it grows like ``n_clusters**4``, whatever the number of units); at most 199.
     n_pcs : int or None, default=None
         Principal components used; None means ``min(200, n_units - 1, n_samples - 1)``.
     locality : float, default=0.0
@@ -103,10 +112,14 @@ def rastermap_sort(
 
     Notes
     -----
-    With at least 2000 units and more units than samples, the principal components that
-    rastermap clusters are computed exactly from the samples x samples Gram matrix of the
-    normalised data (rastermap's own route is a randomized truncated SVD of the units x samples
-    matrix, slower there); the sort is then rastermap's, unchanged.
+    With at least 2000 units and more units than samples, the data are first reduced to their
+    top ``n_pcs`` principal components, computed exactly (to float rounding, tested) from the
+    samples x samples Gram matrix of the normalised data, and rastermap sorts those; otherwise
+    rastermap reduces the data itself with scikit-learn's randomized ``TruncatedSVD``. Both
+    routes sort a planted sequence alike (rank correlation of unit positions above 0.95,
+    tested). At 10,000 units x 1,200 samples the time goes to rastermap's clustering and its
+    traveling-salesman sort of the cluster centres, not to the reduction; the default 64
+    clusters (rastermap: 100) take about a quarter of the CPU time.
 
     Examples
     --------
@@ -122,9 +135,12 @@ def rastermap_sort(
     locality = check_positive_float(locality, func=func, name="locality", allow_zero=True)
     time_lag_window = check_int(time_lag_window, func=func, name="time_lag_window", minimum=0)
     n_clusters = (
-        min(100, n_units // 2)
+        min(_DEFAULT_CLUSTERS, n_units // 2)
         if n_clusters is None
-        else check_int(n_clusters, func=func, name="n_clusters", minimum=2, maximum=n_units)
+        # rastermap refuses 200 clusters or more
+        else check_int(
+            n_clusters, func=func, name="n_clusters", minimum=2, maximum=min(199, n_units)
+        )
     )
     max_pcs = min(n_units - 1, n_samples - 1)
     n_pcs = (
@@ -163,7 +179,11 @@ def rastermap_sort(
             )
             gram = n_units >= _GRAM_MIN_UNITS and n_units > n_samples
             usv = _gram_pcs(x, n_pcs) if gram else None
-            model.fit(x, Usv=usv)
+            # with the PCs given, what is left (clustering: products of n_units x n_pcs by
+            # n_clusters) runs best on one BLAS thread: extra threads spin on a busy machine
+            # (5x the CPU time measured); the sort itself runs on numba's threads
+            with threadpool_limits(1, user_api="blas") if gram else contextlib.nullcontext():
+                model.fit(x, Usv=usv)
     finally:
         # rastermap's constructor calls logging.basicConfig; undo that side effect
         for handler in list(root.handlers):

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 import xarray as xr
 
 from netphys._validation import check_finite
@@ -100,6 +101,41 @@ def _top_svd_dense(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.
     return u, sv, v
 
 
+#: Default extra random vectors of the randomized SVD beyond the requested components.
+DEFAULT_OVERSAMPLES = 128
+
+
+def _lu_normalise(mat: np.ndarray) -> np.ndarray:
+    """Basis of the column span of ``mat`` (the permuted L of its LU, as scikit-learn does).
+
+    Cheaper than a QR (a blocked LU runs at matrix-product speed where Householder QR is
+    bound by memory) and enough to keep power iterations from collapsing onto the top vector.
+    """
+    return np.asarray(scipy.linalg.lu(mat, permute_l=True, check_finite=False)[0])
+
+
+def _orthonormalise(mat: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of the column span of a float64 ``mat`` (CholeskyQR after an LU).
+
+    A second CholeskyQR pass runs only when the first leaves ``QᵀQ`` more than 1e-10 from
+    the identity (CholeskyQR2); Householder QR when the Gram matrix is not positive definite
+    or the columns are still not orthonormal to 1e-10.
+    """
+    q = _lu_normalise(mat)
+    eye = np.eye(q.shape[1])
+    gram = q.T @ q
+    try:
+        for _ in range(2):
+            r = scipy.linalg.cholesky(gram, lower=False, check_finite=False)
+            q = scipy.linalg.solve_triangular(r, q.T, trans="T", check_finite=False).T
+            gram = q.T @ q
+            if np.abs(gram - eye).max() < 1e-10:
+                return np.ascontiguousarray(q)
+    except np.linalg.LinAlgError:
+        pass
+    return np.linalg.qr(mat)[0]
+
+
 def randomized_svd(
     apply: Any,
     apply_t: Any,
@@ -113,20 +149,22 @@ def randomized_svd(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compute the Halko et al. (2011) randomized SVD of an operator.
 
-    The operator is given by ``apply(M) = C M`` and
-    ``apply_t(M) = Cᵀ M``; QR-normalised power iterations. ``final`` (default ``apply_t``)
-    computes ``Cᵀ Q`` for the last, projected SVD (float64 there when the passes are float32).
+    The operator is given by ``apply(M) = C M`` and ``apply_t(M) = Cᵀ M``. The range of C is
+    sampled with ``k + n_oversamples`` random vectors (None: 128) and
+    refined by ``n_power_iter`` LU-normalised power iterations; the basis is then made
+    orthonormal in float64 and the top ``k`` triplets come from the exact SVD of ``Qᵀ C``
+    (via its small Gram matrix). ``final`` (default ``apply_t``) computes ``Cᵀ Q`` for that
+    last step (float64 there when the passes are float32).
     """
-    extra = max(32, k) if n_oversamples is None else n_oversamples
+    extra = DEFAULT_OVERSAMPLES if n_oversamples is None else n_oversamples
     width = min(k + extra, n_rows, n_cols)
-    q, _ = np.linalg.qr(apply(gen.standard_normal((n_cols, width))))
+    q = apply(gen.standard_normal((n_cols, width)))
     for _ in range(n_power_iter):
-        z, _ = np.linalg.qr(apply_t(q))
-        q, _ = np.linalg.qr(apply(z))
-    q = np.linalg.qr(q.astype(np.float64))[0]
-    core_t = (final or apply_t)(q)
-    uc, sv, vt = np.linalg.svd(np.asarray(core_t, dtype=np.float64).T, full_matrices=False)
-    return q @ uc[:, :k], sv[:k], vt[:k].T
+        q = apply(_lu_normalise(apply_t(_lu_normalise(q))))
+    q = _orthonormalise(np.asarray(q, dtype=np.float64))
+    core_t = np.asarray((final or apply_t)(q), dtype=np.float64)
+    uc, sv, v = _top_svd_dense(core_t.T, min(k, width))
+    return q @ uc, sv, v
 
 
 def _gram_svd(

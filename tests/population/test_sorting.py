@@ -61,6 +61,7 @@ def test_contract_and_silence(rng: np.random.Generator, capsys) -> None:
         (np.ones((100, 3)), {}, r"needs at least 4 units"),
         (np.full((100, 10), np.nan), {}, r"contains NaN or inf"),
         (np.ones((100, 10)), {"n_clusters": 50}, r"`n_clusters` must be <= 10"),
+        (np.ones((10, 300)), {"n_clusters": 200}, r"`n_clusters` must be <= 199"),
         (np.ones((100, 10)), {"locality": -1.0}, r"`locality` must be finite and >= 0"),
     ],
 )
