@@ -20,6 +20,7 @@ from tqdm import tqdm
 __all__ = [
     "assemble_rows",
     "combine_parts",
+    "compute_graph",
     "default_chunk_rows",
     "distributed_client",
     "is_lazy",
@@ -324,3 +325,43 @@ def assemble_rows(pieces: list[tuple[int, np.ndarray]], n_rows: int) -> np.ndarr
     for start, arr in pieces:
         out[start : start + len(arr)] = arr
     return out
+
+
+# ---------------------------------------------------------------------- dask graphs ----
+def _tqdm_callback(bar: Any) -> Any:
+    """Return a dask local-scheduler callback that advances ``bar`` once per finished task."""
+    from dask.callbacks import Callback
+
+    class _Bar(Callback):
+        def _start_state(self, dsk: Any, state: Any) -> None:
+            bar.total = len(state["ready"]) + len(state["waiting"]) + len(state["finished"])
+            bar.refresh()
+
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+            bar.update(1)
+
+    return _Bar()
+
+
+def compute_graph(
+    *collections: Any,
+    distributed: bool,
+    progress: bool | None,
+    desc: str,
+    work: float,
+) -> tuple[Any, ...]:
+    """Compute dask ``collections`` on the cluster, or locally with a tqdm bar on long work.
+
+    With ``distributed`` the current :mod:`dask.distributed` client runs the graph on its
+    workers (the tasks are blockwise; only the results come back). Otherwise the local
+    threaded scheduler runs it (bounded memory: dask frees each chunk once its dependents
+    ran), with a bar over the tasks shown when ``progress`` is True, or when it is None and
+    ``work`` (elements) exceeds 2e8.
+    """
+    import dask
+
+    if distributed:
+        return tuple(dask.compute(*collections))
+    show = bool(progress) if progress is not None else work > 2e8
+    with tqdm(desc=desc, disable=not show, leave=False) as bar, _tqdm_callback(bar):
+        return tuple(dask.compute(*collections, scheduler="threads"))

@@ -3,12 +3,14 @@
 A 2-worker LocalCluster (processes) runs for the whole module; each test builds a small
 dask-backed population, runs the analysis with the client current, checks that the work ran
 on the workers (the chunk kernels show up in the task stream) and compares with the same call
-on the numpy array to 1e-8.
+on the numpy array to 1e-8. ``test_nothing_is_gathered_whole`` checks, by recording every
+result the client gathers, that no analysis brings the recording back to the client.
 """
 
 from __future__ import annotations
 
 import dask.array as dsa
+import dask.sizeof
 import numpy as np
 import pytest
 import xarray as xr
@@ -42,8 +44,23 @@ def _close(a, b, rtol: float = RTOL) -> None:
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
 
 
-def _ran_on_workers(stream) -> bool:
-    return any("_run_kernel" in str(t.get("key", "")) for t in stream.data)
+def _ran_on_workers(stream, name: str = "_run_kernel") -> bool:
+    return any(name in str(t.get("key", "")) for t in stream.data)
+
+
+@pytest.fixture
+def gathered(client, monkeypatch) -> list[int]:
+    """Record the size in bytes of everything the client gathers from the workers."""
+    sizes: list[int] = []
+    original = distributed.Client.gather
+
+    def gather(self, futures, *args, **kwargs):
+        out = original(self, futures, *args, **kwargs)
+        sizes.append(int(dask.sizeof.sizeof(out)))
+        return out
+
+    monkeypatch.setattr(distributed.Client, "gather", gather)
+    return sizes
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +117,55 @@ def test_cvpca(client) -> None:
 
 def test_shuffle_null(client, sim) -> None:
     x = sim["activity"].values
-    ref = pop.shuffle_null(x, min_shift=50, rng=0)
-    res = pop.shuffle_null(_lazy(x), min_shift=50, rng=0)
-    _close(res["null_count"], ref["null_count"])
-    _close(res["real_count"], ref["real_count"])
+    ref = pop.shuffle_null(x, min_shift=50, max_units=100, rng=0)
+    with distributed.get_task_stream(client) as ts:
+        res = pop.shuffle_null(_lazy(x), min_shift=50, max_units=100, rng=0)
+    assert _ran_on_workers(ts, "matmul")
+    # the same rng gives the same units and shifts, hence the same histograms
+    for name in ("shift", "unit", "real_count", "null_count", "n_pairs", "n_dropped"):
+        np.testing.assert_array_equal(res[name], ref[name])
+    for name in ("real_percentiles", "null_percentiles", "real_mean", "null_mean"):
+        _close(res[name], ref[name])
 
 
 def test_reduced_rank_regression(client, sim) -> None:
     x, y = sim["behaviour"].values, sim["activity"].values[:, :20]
     ref = pop.reduced_rank_regression(x, y, block_length=20, rng=0)
-    res = pop.reduced_rank_regression(x, _lazy(y), block_length=20, rng=0)
-    _close(res["variance_explained"], ref["variance_explained"])
+    with distributed.get_task_stream(client) as ts:
+        res = pop.reduced_rank_regression(_lazy(x, chunks=150), _lazy(y), block_length=20, rng=0)
+    assert _ran_on_workers(ts)
+    for name in ("variance_explained", "variance_explained_target", "lam"):
+        _close(res[name], ref[name])
+    # the estimator: fitted from blockwise sums, predicting lazily
+    model = pop.ReducedRankRegression(rank=2, lam=0.1).fit(x, y)
+    lazy_model = pop.ReducedRankRegression(rank=2, lam=0.1).fit(_lazy(x).data, _lazy(y).data)
+    _close(lazy_model.coef_, model.coef_)
+    _close(lazy_model.intercept_, model.intercept_)
+    pred = lazy_model.predict(_lazy(x).data)
+    assert isinstance(pred, dsa.Array)
+    _close(pred.compute(), model.predict(x))
+
+
+def test_nothing_is_gathered_whole(client, gathered) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4000, 40)) + rng.normal(size=(4000, 2)) @ rng.normal(size=(2, 40))
+    lazy, beh = _lazy(x, chunks=500), x[:, :2] + rng.normal(size=(4000, 2))
+    limit = x.nbytes // 8
+    # the check itself can fail: loading the recording gathers all of it
+    assert np.array_equal(lazy.values, x) and max(gathered) >= x.nbytes
+    calls = {
+        "svca": lambda: pop.svca(lazy, n_components=5, block_length=50, max_cov_bytes=1),
+        "svca dense": lambda: pop.svca(lazy, n_components=5, block_length=50),
+        "eigenspectrum": lambda: pop.eigenspectrum(lazy, n_components=5),
+        "correlation_matrix": lambda: pop.correlation_matrix(lazy),
+        "shuffle_null": lambda: pop.shuffle_null(lazy, min_shift=500, rng=0),
+        "reduced_rank_regression": lambda: pop.reduced_rank_regression(beh, lazy, rng=0),
+    }
+    for name, call in calls.items():
+        gathered.clear()
+        call()
+        assert gathered, name  # it ran on the cluster
+        assert max(gathered) < limit, f"{name} gathered {max(gathered)} bytes"
 
 
 def _sessions(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
