@@ -109,6 +109,7 @@ def reduced_rank_regression(
     block_length: int = 1,
     standardize: bool = True,
     rng: Any = 0,
+    chunk_size: int | None = None,
     progress: bool | None = None,
 ) -> xr.Dataset:
     """Cross-validated variance of ``target`` explained by ridge RRR from ``source``, per rank.
@@ -135,6 +136,8 @@ def reduced_rank_regression(
         Z-score the predictors with training statistics.
     rng : int, numpy.random.Generator or None, default=0
         Randomness of the inner split.
+    chunk_size : int or None, default=None
+        Samples per chunk; None uses the dask chunks, or about 64 MiB for numpy input.
     progress : bool or None, default=None
         Show a progress bar over the sample chunks; None shows it on large inputs.
 
@@ -192,7 +195,11 @@ def reduced_rank_regression(
     lams = _check_lambdas(lambdas, func=func)
     gen = as_rng(rng, func=func)
     groups = fold_groups(len(x), n_splits, block_length, gen, func)
-    moments, _ = sample_moments(x, y, groups, func=func, progress=progress)
+    if chunk_size is not None:
+        check_int(chunk_size, func=func, name="chunk_size", minimum=1)
+    moments, _ = sample_moments(
+        x, y, groups, func=func, chunk_size=chunk_size, progress=progress
+    )
     total = moments[0]
     for m in moments[1:n_splits]:
         total = subset(total, m)

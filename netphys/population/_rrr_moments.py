@@ -93,6 +93,7 @@ def sample_moments(
     func: str,
     names: tuple[str, str] = ("source", "target"),
     paired: bool = False,
+    chunk_size: int | None = None,
     progress: bool | None = None,
 ) -> tuple[list[Moments], np.ndarray]:
     """Return the sums over each sample group (rows of the bool matrix ``groups``), in one pass.
@@ -106,7 +107,7 @@ def sample_moments(
     first = next(iter_sample_chunks(da, chunk_size=1))[2][0]
     ref = np.where(np.isfinite(first), first, 0.0)  # NaN is reported by the kernel
     part = reduce_sample_chunks(
-        da, _moments_kernel, progress=progress, desc=func, n_x=np.shape(source)[1],
+        da, _moments_kernel, chunk_size=chunk_size, progress=progress, desc=func, n_x=np.shape(source)[1],
         groups=np.asarray(groups, dtype=bool), ref=ref, names=names, func=func, paired=paired,
     )
     moments = [{key: np.asarray(val)[g] for key, val in part.items()} for g in range(len(groups))]
