@@ -23,6 +23,7 @@ __all__ = [
     "compute_graph",
     "default_chunk_rows",
     "distributed_client",
+    "fits_on_workers",
     "is_lazy",
     "iter_sample_chunks",
     "iter_unit_chunks",
@@ -179,6 +180,22 @@ def use_distributed(data: Any) -> bool:
     if chunks is None and not isinstance(data, xr.DataArray):
         chunks = None if isinstance(data, np.ndarray) else getattr(data, "chunks", None)
     return chunks is not None and distributed_client() is not None
+
+
+def fits_on_workers(nbytes: float, data: Any, *, copies: int = 3) -> bool:
+    """Tell whether ``copies`` arrays of ``nbytes`` fit in each worker's memory limit.
+
+    True without a distributed client (or for numpy ``data``), or when the workers have no
+    limit. A chunk kernel's partial result, the partial it is combined with and their sum
+    live on a worker at once, hence ``copies=3`` for the partial sums of a reduction.
+    """
+    if not use_distributed(data):
+        return True
+    client = distributed_client()
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if client else {}
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    limits = [lim for lim in limits if lim > 0]
+    return not limits or copies * nbytes <= min(limits)
 
 
 def combine_parts(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -150,31 +150,51 @@ def test_nothing_is_gathered_whole(client, gathered) -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(4000, 40)) + rng.normal(size=(4000, 2)) @ rng.normal(size=(2, 40))
     lazy, beh = _lazy(x, chunks=500), x[:, :2] + rng.normal(size=(4000, 2))
-    limit = x.nbytes // 8
     # the check itself can fail: loading the recording gathers all of it
     assert np.array_equal(lazy.values, x) and max(gathered) >= x.nbytes
     calls = {
-        "svca": lambda: pop.svca(lazy, n_components=5, block_length=50, max_cov_bytes=1),
+        "svca": lambda: pop.svca(
+            lazy, n_components=5, block_length=50, max_cov_bytes=1, n_power_iter=1
+        ),
         "svca dense": lambda: pop.svca(lazy, n_components=5, block_length=50),
         "eigenspectrum": lambda: pop.eigenspectrum(lazy, n_components=5),
         "correlation_matrix": lambda: pop.correlation_matrix(lazy),
         "shuffle_null": lambda: pop.shuffle_null(lazy, min_shift=500, rng=0),
         "reduced_rank_regression": lambda: pop.reduced_rank_regression(beh, lazy, rng=0),
     }
+    sess = _sessions(rng, repeats=150)
+    session_lazy = _lazy(sess[0], chunks=300, **sess[1])
+    resp = rng.normal(size=(2, 30, 2000))
+    calls |= {
+        "tuning_drift": lambda: pop.tuning_drift(session_lazy),
+        "subspace_alignment": lambda: pop.subspace_alignment(session_lazy, n_components=3),
+        "spectrum_over_sessions": lambda: pop.spectrum_over_sessions(
+            session_lazy, n_components=5
+        ),
+        "cvpca": lambda: pop.cvpca(
+            xr.DataArray(
+                dsa.from_array(resp, chunks=(-1, -1, 250)), dims=("repeat", "stimulus", "unit")
+            ),
+            n_shuffles=2,
+        ),
+    }
+    sizes = {"tuning_drift": sess[0].nbytes, "subspace_alignment": sess[0].nbytes}
+    sizes |= {"spectrum_over_sessions": sess[0].nbytes, "cvpca": resp.nbytes}
     for name, call in calls.items():
         gathered.clear()
         call()
         assert gathered, name  # it ran on the cluster
-        assert max(gathered) < limit, f"{name} gathered {max(gathered)} bytes"
+        most = sizes.get(name, x.nbytes) // 8
+        assert max(gathered) < most, f"{name} gathered {max(gathered)} of {most * 8} bytes"
 
 
-def _sessions(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    label = np.tile(np.arange(4), 60)
+def _sessions(rng: np.random.Generator, repeats: int = 60) -> tuple[np.ndarray, dict]:
+    label = np.tile(np.arange(4), repeats)
     tuning = rng.normal(size=(4, 40))
     x = np.concatenate([tuning[label], tuning[label] + 0.3 * rng.normal(size=(4, 40))[label]])
     x += 0.2 * rng.normal(size=x.shape)
     coords = {
-        "session": ("time", np.repeat([0, 1], 240)),
+        "session": ("time", np.repeat([0, 1], len(label))),
         "label": ("time", np.tile(label, 2)),
     }
     return x, coords
@@ -203,3 +223,12 @@ def test_nan_error_from_the_workers(client) -> None:
     x[150, 3] = np.nan
     with pytest.raises(ValueError, match=r"svca\(\): `activity` contains NaN or inf"):
         pop.svca(_lazy(x), block_length=10)
+
+
+def test_partial_sums_too_big_for_a_worker_are_not_formed(client) -> None:
+    from netphys.population._stream import fits_on_workers
+
+    lazy = _lazy(np.zeros((10, 3)))
+    assert fits_on_workers(100e6, lazy)  # 3 x 100 MB fit in the 600 MB limit
+    assert not fits_on_workers(300e6, lazy)
+    assert fits_on_workers(300e6, np.zeros((10, 3)))  # in memory: no worker involved
