@@ -286,7 +286,9 @@ def svca_predict(
     Parameters
     ----------
     activity : numpy.ndarray or xarray.DataArray with dims (sample, 'unit')
-        Population activity.
+        Population activity; numpy- or dask-backed (SVCA reads it in sample chunks, on the
+        workers when a ``dask.distributed`` client is current). The regression is fitted from
+        sums over sample chunks of ``behaviour`` and the SVC time courses.
     behaviour : array-like or xarray.DataArray of shape (n_samples, n_outputs)
         Behaviour per sample (for a model: its logits), aligned with ``activity``.
     ranks : int, sequence of int or None, default=None
