@@ -12,6 +12,7 @@ from netphys._validation import SAMPLE_DIMS, as_rng, check_int, check_population
 from netphys.population._conventions import PAPER, bin_frames, check_convention
 from netphys.population._rrr_estimator import ReducedRankRegression, _rrr_fit, _rrr_predict
 from netphys.population._rrr_moments import (
+    as_lazy_matrix,
     choose_lambdas,
     fit_moments,
     fold_groups,
@@ -52,25 +53,6 @@ def _as_matrix(data: Any, *, func: str, name: str) -> tuple[np.ndarray, xr.DataA
         raise ValueError(
             f"{func}(): `{name}` contains NaN or inf. Fill or drop those samples first."
         )
-    return arr, da
-
-
-def _as_lazy_matrix(data: Any, *, func: str, name: str) -> tuple[Any, xr.DataArray | None]:
-    """Return ``data`` as a 2-D (sample, feature) numpy or dask array, not loaded."""
-    import dask.array as dsa
-
-    da = None
-    if isinstance(data, xr.DataArray):
-        if data.ndim == 1:
-            data = data.expand_dims("feature", axis=1)
-        if data.ndim == 2 and data.dims[1] in SAMPLE_DIMS and data.dims[0] not in SAMPLE_DIMS:
-            data = data.T
-        da, data = data, data.data
-    arr = data if isinstance(data, dsa.Array) else np.array(data, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{func}(): `{name}` must be 2-D (sample, feature); got {arr.shape}.")
     return arr, da
 
 
@@ -177,8 +159,8 @@ def reduced_rank_regression(
     True
     """
     func = "reduced_rank_regression"
-    x, _ = _as_lazy_matrix(source, func=func, name="source")
-    y, yda = _as_lazy_matrix(target, func=func, name="target")
+    x, _ = as_lazy_matrix(source, func=func, name="source")
+    y, yda = as_lazy_matrix(target, func=func, name="target")
     if len(x) != len(y):
         raise ValueError(
             f"{func}(): `source` and `target` must have the same number of samples; got "

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from netphys._validation import check_finite
+from netphys._validation import SAMPLE_DIMS, check_finite
 from netphys.population._rrr_estimator import _rrr_from_cov
 from netphys.population._splits import split_time_blocks
 from netphys.population._stream import iter_sample_chunks, reduce_sample_chunks
 
 __all__ = [
+    "as_lazy_matrix",
     "choose_lambdas",
     "fit_moments",
     "fold_groups",
@@ -34,6 +35,25 @@ __all__ = [
 ]
 
 Moments = dict[str, np.ndarray]
+
+
+def as_lazy_matrix(data: Any, *, func: str, name: str) -> tuple[Any, xr.DataArray | None]:
+    """Return ``data`` as a 2-D (sample, feature) numpy or dask array, not loaded."""
+    import dask.array as dsa
+
+    da = None
+    if isinstance(data, xr.DataArray):
+        if data.ndim == 1:
+            data = data.expand_dims("feature", axis=1)
+        if data.ndim == 2 and data.dims[1] in SAMPLE_DIMS and data.dims[0] not in SAMPLE_DIMS:
+            data = data.T
+        da, data = data, data.data
+    arr = data if isinstance(data, dsa.Array) else np.array(data, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{func}(): `{name}` must be 2-D (sample, feature); got {arr.shape}.")
+    return arr, da
 
 
 def _combined(source: Any, target: Any) -> xr.DataArray:
