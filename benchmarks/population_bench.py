@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -188,7 +189,9 @@ def units_over_frames(n_units: int, n_frames: int, seed: int) -> dict:
     return out
 
 
-def cluster(path: Path, k: int, workers: int, memory_limit: str) -> dict:
+def cluster(
+    path: Path, k: int, workers: int, memory_limit: str, solver: str, power_iter: int
+) -> dict:
     import xarray as xr
     from distributed import Client, LocalCluster
 
@@ -207,12 +210,20 @@ def cluster(path: Path, k: int, workers: int, memory_limit: str) -> dict:
         Client(lc) as client,
     ):
         act = xr.open_zarr(path, consolidated=False)["activity"]
-        res, elapsed = _timed(svca, act, n_components=k, rng=1, progress=False)
+        load0 = os.getloadavg()[0]
+        cpu0 = sum(client.run(lambda: time.process_time()).values())
+        res, elapsed = _timed(
+            svca, act, n_components=k, rng=1, progress=False, svd_solver=solver,
+            n_power_iter=power_iter,
+        )
+        cpu = sum(client.run(lambda: time.process_time()).values()) - cpu0
         peaks = sorted(client.run(peak_rss).values())
     out = {
         "shape": list(act.shape), "workers": workers, "memory_limit": memory_limit,
-        "solver": res.attrs["svd_solver"], "components": k, "seconds": round(elapsed, 1),
+        "solver": res.attrs["svd_solver"], "n_power_iter": power_iter, "components": k,
+        "seconds": round(elapsed, 1), "worker_cpu_seconds": round(cpu, 1),
         "peak_rss_gib_per_worker": [round(p, 2) for p in peaks],
+        "load_avg_1min_before_after": [round(load0, 1), round(os.getloadavg()[0], 1)],
         "client_peak_rss_gib": round(peak_rss(), 2),
     }
     print("[cluster]", json.dumps(out), flush=True)
@@ -337,6 +348,11 @@ def main() -> None:
     p.add_argument("--stream-frames", type=int, default=20_000)
     p.add_argument("--stream-components", type=int, default=1024)
     p.add_argument("--memory-limit", default="2GB")
+    p.add_argument(
+        "--cluster-solver", default="randomized",
+        help="svd_solver of part 3; 'auto' takes the Gram route at the default size, whose "
+        "T x T eigendecompositions run on the client (hours at 10,000 train frames on 2 cores)",
+    )
     p.add_argument("--power-iter", type=int, default=3)
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-wide", action="store_true")
@@ -365,7 +381,10 @@ def main() -> None:
             path = Path(tmp) / "big.zarr"
             write_zarr(path, args.stream_units, args.stream_frames, args.seed, chunk_frames=512)
             for workers in (1, 2):
-                cluster(path, args.stream_components, workers, args.memory_limit)
+                cluster(
+                    path, args.stream_components, workers, args.memory_limit,
+                    args.cluster_solver, args.power_iter,
+                )
     if args.stream:
         streamed(
             args.stream_units, args.stream_frames, args.stream_components, args.power_iter,

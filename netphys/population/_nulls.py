@@ -1,4 +1,12 @@
-"""Circular-shift null of pairwise correlations (Stringer, Pachitariu et al. 2019, Science)."""
+"""Circular-shift null of pairwise correlations (Stringer, Pachitariu et al. 2019, Science).
+
+The correlations are dask graphs over the recording: one pass for each unit's mean and
+spread (blockwise sums, tree-reduced), then the z-scored data in blocks of whole time courses
+of a few units, each unit rotated within its block, and the real and null Gram products
+``zᵀ z`` and ``zᵀ z_shifted`` as blockwise matrix products. Nothing is ever gathered whole:
+with a ``dask.distributed`` client and a dask-backed recording the graph runs on the workers
+and only the unit x unit products come back; locally the threaded scheduler runs it.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +19,14 @@ import xarray as xr
 from netphys._validation import as_rng, check_int, check_population, check_positive_float
 from netphys.errors import NetphysWarning
 from netphys.population._conventions import bin_frames, check_convention, paper_null_bins
+from netphys.population._stream import compute_graph, default_chunk_rows, use_distributed
 
 __all__ = ["shuffle_null"]
 
 _PERCENTILES = (2.5, 5.0, 50.0, 95.0, 97.5)
 
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=0)
-    out: np.ndarray = x / np.sqrt((x**2).mean(axis=0))
-    return out
+#: Units per block of the Gram products (blocks of (time chunk, units) of about 64 MiB).
+_GRAM_BLOCK_UNITS = 1024
 
 
 def shuffle_null(
@@ -32,6 +38,7 @@ def shuffle_null(
     significance: float = 0.05,
     rng: Any = 0,
     convention: str = "netphys",
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Compare pairwise correlations with a null from independently circularly shifted units.
 
@@ -43,7 +50,8 @@ def shuffle_null(
     Parameters
     ----------
     activity : numpy.ndarray or xarray.DataArray with dims (time, 'unit')
-        Continuous activity (numpy or dask; the used units are loaded into memory).
+        Continuous activity; numpy-, or dask-backed (then computed blockwise, never loaded
+        whole; on the workers when a ``dask.distributed`` client is current).
     min_shift : int, default=1000
         Minimum shift in samples either way; choose it above the autocorrelation time.
     max_units : int or None, default=2000
@@ -61,6 +69,8 @@ def shuffle_null(
         "paper" reproduces ``pcAnalysis.m``: frames averaged into 1.2 s bins (when the frame
         rate is known), shifts uniform in ``[min_shift, T - min_shift - 1]``, every unit, and
         (unless ``bins`` is given) the histogram edges ``-0.3 : 0.001 : 0.75``.
+    progress : bool or None, default=None
+        Show a progress bar over the tasks (local scheduler); None shows it on large inputs.
 
     Returns
     -------
@@ -106,6 +116,51 @@ def shuffle_null(
     """
     func = "shuffle_null"
     paper = check_convention(convention, func=func) == "paper"
+    da, min_shift, max_units, edges, significance, bin_k = _check_arguments(
+        activity, min_shift, max_units, bins, significance, paper, func
+    )
+    gen = as_rng(rng, func=func)
+    n_time, n_units = da.shape
+    units = np.arange(n_units)
+    if max_units is not None and n_units > max_units:
+        units = np.sort(gen.choice(n_units, size=max_units, replace=False))
+    x = _used_units(da, units)
+    distributed = use_distributed(da)
+    mean, scale, constant = _unit_stats(x, distributed, progress, func)
+    if constant.any():
+        warnings.warn(
+            f"{func}(): dropped {int(constant.sum())} constant unit(s) (correlation undefined).",
+            NetphysWarning,
+            stacklevel=2,
+        )
+    keep = ~constant
+    if keep.sum() < 2:
+        raise ValueError(f"{func}(): fewer than two non-constant units remain.")
+    top = n_time - min_shift + (0 if paper else 1)  # exclusive upper bound of the shifts
+    shifts = np.asarray(gen.integers(min_shift, top, size=int(keep.sum())))
+    real, null = _pair_correlations(
+        x[:, keep] if constant.any() else x, mean[keep], scale[keep], shifts,
+        distributed=distributed, progress=progress,
+    )
+    used = da["unit"].values[units[keep]] if "unit" in da.coords else units[keep]
+    out = _null_dataset(real, null, edges, significance, used, shifts, int(constant.sum()))
+    out.attrs.update(
+        {
+            "method": "shuffle_null",
+            "min_shift": min_shift,
+            "significance": significance,
+            "convention": convention,
+            "bin_frames": bin_k,
+        }
+    )
+    return out
+
+
+def _check_arguments(
+    activity: Any, min_shift: Any, max_units: Any, bins: Any, significance: Any,
+    paper: bool, func: str,
+) -> tuple[xr.DataArray, int, int | None, np.ndarray, float, int]:
+    """Check the options; return the (binned) activity, options, histogram edges, bin factor."""
     da = check_population(activity, func=func, min_samples=2, min_units=2)
     min_shift = check_int(min_shift, func=func, name="min_shift", minimum=1)
     if max_units is not None:
@@ -119,7 +174,7 @@ def shuffle_null(
     significance = check_positive_float(significance, func=func, name="significance")
     if significance >= 1:
         raise ValueError(f"{func}(): `significance` must be in (0, 1); got {significance}.")
-    n_time, n_units = da.shape
+    n_time = da.shape[0]
     if n_time < 2 * min_shift + int(paper):
         raise ValueError(
             f"{func}(): `activity` has {n_time} samples along '{da.dims[0]}', too short for "
@@ -131,39 +186,89 @@ def shuffle_null(
         raise ValueError(
             f"{func}(): `bins` must be increasing bin edges (1-D, at least 2); got {bins!r}."
         )
-    gen = as_rng(rng, func=func)
-    units = np.arange(n_units)
-    if max_units is not None and n_units > max_units:
-        units = np.sort(gen.choice(n_units, size=max_units, replace=False))
-    x = np.array((da.isel(unit=units) if len(units) < n_units else da).values, dtype=np.float64)
-    if not np.isfinite(x).all():
+    return da, min_shift, max_units, edges, significance, bin_k
+
+
+def _used_units(da: xr.DataArray, units: np.ndarray) -> Any:
+    """Return the used units as a float64 dask array (numpy input is wrapped, not copied)."""
+    import dask.array as dsa
+
+    arr = da.data
+    if not isinstance(arr, dsa.Array):
+        arr = dsa.from_array(np.asarray(arr), chunks=(default_chunk_rows(arr.shape[1]), -1))
+    if len(units) < da.shape[1]:
+        arr = arr[:, units]
+    return arr.astype(np.float64)
+
+
+def _unit_stats(
+    x: Any, distributed: bool, progress: bool | None, func: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One blockwise pass: finite check, each unit's mean, RMS deviation and constancy."""
+    import dask.array as dsa
+
+    n_time = x.shape[0]
+    first = x[0]
+    dev = x - first  # shifted sums: no cancellation for units far from zero
+    finite, lo, hi, ref, s1, s2 = compute_graph(
+        dsa.isfinite(x).all(), x.min(axis=0), x.max(axis=0), first,
+        dev.sum(axis=0), (dev**2).sum(axis=0),
+        distributed=distributed, progress=progress, desc=f"{func} stats",
+        work=float(x.size),
+    )
+    if not finite:
         raise ValueError(
             f"{func}(): `activity` contains NaN or inf. Fill or drop them first, e.g. "
             "`activity.fillna(0)`."
         )
-    constant = np.ptp(x, axis=0) == 0
-    if constant.any():
-        warnings.warn(
-            f"{func}(): dropped {int(constant.sum())} constant unit(s) (correlation undefined).",
-            NetphysWarning,
-            stacklevel=2,
-        )
-        x, units = x[:, ~constant], units[~constant]
-    if x.shape[1] < 2:
-        raise ValueError(f"{func}(): fewer than two non-constant units remain.")
-    z = _zscore(x)
-    top = n_time - min_shift + (0 if paper else 1)  # exclusive upper bound of the shifts
-    shifts = np.asarray(gen.integers(min_shift, top, size=z.shape[1]))
-    rows = (np.arange(n_time)[:, None] - shifts[None, :]) % n_time
-    zs = np.take_along_axis(z, rows, axis=0)
-    iu = np.triu_indices(z.shape[1], k=1)
-    real = (z.T @ z / n_time)[iu]
-    null = (z.T @ zs / n_time)[iu]
+    mean = s1 / n_time
+    scale = np.sqrt(np.clip(s2 / n_time - mean**2, 0.0, None))
+    return ref + mean, scale, hi == lo
+
+
+def _roll_columns(
+    block: np.ndarray, shifts: np.ndarray, block_info: dict | None = None
+) -> np.ndarray:
+    """Rotate each column of a block holding whole time courses by its unit's shift."""
+    assert block_info is not None
+    lo, hi = block_info[0]["array-location"][1]
+    n_time = block.shape[0]
+    rows = (np.arange(n_time)[:, None] - shifts[None, lo:hi]) % n_time
+    return np.take_along_axis(block, rows, axis=0)
+
+
+def _pair_correlations(
+    x: Any, mean: np.ndarray, scale: np.ndarray, shifts: np.ndarray, *,
+    distributed: bool, progress: bool | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real and null correlations over pairs i < j, from blockwise Gram products."""
+    n_time, n = x.shape
+    z = (x - mean) / scale
+    # whole time courses of a few units per block, rotated in place, then back to (time, unit)
+    # blocks for the products; neither step holds more than a block
+    width = max(1, min(n, default_chunk_rows(n_time)))
+    z_shifted = z.rechunk({0: -1, 1: width}).map_blocks(_roll_columns, shifts, dtype=float)
+    unit_block = min(n, _GRAM_BLOCK_UNITS)
+    blocks = {0: default_chunk_rows(unit_block), 1: unit_block}
+    z, z_shifted = z.rechunk(blocks), z_shifted.rechunk(blocks)
+    real, null = compute_graph(
+        z.T @ z / n_time, z.T @ z_shifted / n_time,
+        distributed=distributed, progress=progress, desc="shuffle_null",
+        work=float(n_time) * n * n,
+    )
+    iu = np.triu_indices(n, k=1)
+    return np.asarray(real)[iu], np.asarray(null)[iu]
+
+
+def _null_dataset(
+    real: np.ndarray, null: np.ndarray, edges: np.ndarray, significance: float,
+    used: np.ndarray, shifts: np.ndarray, n_dropped: int,
+) -> xr.Dataset:
+    """Histograms, percentiles and summaries of the real and null correlations, labelled."""
     lo, hi = np.quantile(null, [significance / 2, 1 - significance / 2])
     real_p = np.percentile(real, _PERCENTILES)
     null_p = np.percentile(null, _PERCENTILES)
     centres = (edges[:-1] + edges[1:]) / 2
-    used = da["unit"].values[units] if "unit" in da.coords else units
     return xr.Dataset(
         {
             "real_count": ("bin", np.histogram(real, edges)[0]),
@@ -177,16 +282,9 @@ def shuffle_null(
             "spread_ratio": ((), float((real_p[3] - real_p[1]) / (null_p[3] - null_p[1]))),
             "fraction_significant": ((), float(np.mean((real < lo) | (real > hi)))),
             "n_pairs": ((), len(real)),
-            "n_dropped": ((), int(constant.sum())),
+            "n_dropped": ((), n_dropped),
             "shift": ("unit", shifts),
             "bin_edge": ("edge", edges),
         },
         coords={"bin": centres, "percentile": list(_PERCENTILES), "unit": used},
-        attrs={
-            "method": "shuffle_null",
-            "min_shift": min_shift,
-            "significance": significance,
-            "convention": convention,
-            "bin_frames": bin_k,
-        },
     )

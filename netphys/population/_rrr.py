@@ -11,6 +11,18 @@ import xarray as xr
 from netphys._validation import SAMPLE_DIMS, as_rng, check_int, check_population
 from netphys.population._conventions import PAPER, bin_frames, check_convention
 from netphys.population._rrr_estimator import ReducedRankRegression, _rrr_fit, _rrr_predict
+from netphys.population._rrr_moments import (
+    as_lazy_matrix,
+    choose_lambdas,
+    fit_moments,
+    fold_groups,
+    residual_products,
+    sample_moments,
+    scale_source,
+    subset,
+    targets,
+    train_scale,
+)
 from netphys.population._svca import split_time_blocks
 from netphys.population._svca import svca as _svca
 
@@ -69,24 +81,6 @@ def _check_lambdas(lambdas: Any, *, func: str) -> list[float]:
     return lams
 
 
-def _standardize(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    mean, std = x[rows].mean(axis=0), x[rows].std(axis=0)
-    out: np.ndarray = (x - mean) / np.where(std > 0, std, 1.0)
-    return out
-
-
-def _choose_lambdas(
-    x: np.ndarray, y: np.ndarray, ranks: list[int], lams: list[float], inner: np.ndarray
-) -> list[float]:
-    """For each rank, the lambda with the least validation error on an inner split."""
-    err = np.empty((len(lams), len(ranks)))
-    for i, lam in enumerate(lams):
-        fit = _rrr_fit(x[inner], y[inner], lam)
-        for j, r in enumerate(ranks):
-            err[i, j] = ((y[~inner] - _rrr_predict(fit, x[~inner], r)) ** 2).sum()
-    return [lams[i] for i in np.argmin(err, axis=0)]
-
-
 def reduced_rank_regression(
     source: Any,
     target: Any,
@@ -97,6 +91,8 @@ def reduced_rank_regression(
     block_length: int = 1,
     standardize: bool = True,
     rng: Any = 0,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Cross-validated variance of ``target`` explained by ridge RRR from ``source``, per rank.
 
@@ -107,9 +103,9 @@ def reduced_rank_regression(
     Parameters
     ----------
     source : array-like or xarray.DataArray of shape (n_samples, n_features)
-        Predictors (e.g. the model's logits).
+        Predictors (e.g. the model's logits); numpy- or dask-backed.
     target : array-like or xarray.DataArray of shape (n_samples, n_targets)
-        Responses (e.g. SVC time courses or units).
+        Responses (e.g. SVC time courses or units); numpy- or dask-backed.
     ranks : int, sequence of int or None, default=None
         Ranks to evaluate; None means 1, 2, 4, ... and ``min(n_features, n_targets)``.
     lambdas : sequence of float, default=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -122,6 +118,10 @@ def reduced_rank_regression(
         Z-score the predictors with training statistics.
     rng : int, numpy.random.Generator or None, default=0
         Randomness of the inner split.
+    chunk_size : int or None, default=None
+        Samples per chunk; None uses the dask chunks, or about 64 MiB for numpy input.
+    progress : bool or None, default=None
+        Show a progress bar over the sample chunks; None shows it on large inputs.
 
     Returns
     -------
@@ -139,6 +139,14 @@ def reduced_rank_regression(
     --------
     ReducedRankRegression : the estimator used for each fit.
 
+    Notes
+    -----
+    The data are read once, in sample chunks: each fold's fits and errors follow from sums
+    over its sample groups (``Σx``, ``Σy``, ``Σxxᵀ``, ``Σxyᵀ``, ``Σy²``), so memory holds one
+    chunk plus ``2 n_splits`` such sums. With a ``dask.distributed`` client and dask-backed
+    inputs the sums are computed on the workers (one task per chunk, tree-reduced); results
+    equal the in-memory ones.
+
     Examples
     --------
     >>> import numpy as np
@@ -151,8 +159,8 @@ def reduced_rank_regression(
     True
     """
     func = "reduced_rank_regression"
-    x, _ = _as_matrix(source, func=func, name="source")
-    y, yda = _as_matrix(target, func=func, name="target")
+    x, _ = as_lazy_matrix(source, func=func, name="source")
+    y, yda = as_lazy_matrix(target, func=func, name="target")
     if len(x) != len(y):
         raise ValueError(
             f"{func}(): `source` and `target` must have the same number of samples; got "
@@ -168,28 +176,31 @@ def reduced_rank_regression(
     ranks_l = _check_ranks(ranks, min(x.shape[1], y.shape[1]), func=func)
     lams = _check_lambdas(lambdas, func=func)
     gen = as_rng(rng, func=func)
-    folds = np.array_split(np.arange(len(x)), n_splits)
+    groups = fold_groups(len(x), n_splits, block_length, gen, func)
+    if chunk_size is not None:
+        check_int(chunk_size, func=func, name="chunk_size", minimum=1)
+    moments, _ = sample_moments(
+        x, y, groups, func=func, chunk_size=chunk_size, progress=progress
+    )
+    total = moments[0]
+    for m in moments[1:n_splits]:
+        total = subset(total, m)
     sse = np.zeros((n_splits, len(ranks_l), y.shape[1]))
     sst = np.zeros((n_splits, y.shape[1]))
     chosen = np.zeros((n_splits, len(ranks_l)))
-    for f, test in enumerate(folds):
-        train = np.ones(len(x), dtype=bool)
-        train[test] = False
-        xs = _standardize(x, train) if standardize else x
-        xtr, ytr = xs[train], y[train]
-        inner = split_time_blocks(
-            len(xtr),
-            block_length=min(block_length, max(1, len(xtr) // 4)),
-            train_fraction=0.75,
-            rng=gen,
-            func=func,
-        )
-        chosen[f] = _choose_lambdas(xtr, ytr, ranks_l, lams, inner)
-        fits = {lam: _rrr_fit(xtr, ytr, lam) for lam in set(chosen[f].tolist())}
+    for f in range(n_splits):
+        train = subset(total, moments[f], -1.0)
+        sets = [train, subset(train, moments[n_splits + f], -1.0), moments[n_splits + f]]
+        sets.append(moments[f])
+        if standardize:
+            scale = train_scale(train)
+            sets = [scale_source(m, scale) for m in sets]
+        train, inner, valid, test = sets
+        chosen[f] = choose_lambdas(inner, valid, ranks_l, lams)
+        fits = {lam: fit_moments(train, lam) for lam in set(chosen[f].tolist())}
         for j, r in enumerate(ranks_l):
-            pred = _rrr_predict(fits[chosen[f, j]], xs[test], r)
-            sse[f, j] = ((y[test] - pred) ** 2).sum(axis=0)
-        sst[f] = ((y[test] - ytr.mean(axis=0)) ** 2).sum(axis=0)
+            sse[f, j] = residual_products(test, (fits[chosen[f, j]],), r)
+        sst[f] = residual_products(test, (fits[chosen[f, 0]],), 0)
     target_dim = str(yda.dims[1]) if yda is not None and yda.ndim == 2 else "target"
     if target_dim in SAMPLE_DIMS:
         target_dim = "target"
@@ -257,7 +268,9 @@ def svca_predict(
     Parameters
     ----------
     activity : numpy.ndarray or xarray.DataArray with dims (sample, 'unit')
-        Population activity.
+        Population activity; numpy- or dask-backed (SVCA reads it in sample chunks, on the
+        workers when a ``dask.distributed`` client is current). The regression is fitted from
+        sums over sample chunks of ``behaviour`` and the SVC time courses.
     behaviour : array-like or xarray.DataArray of shape (n_samples, n_outputs)
         Behaviour per sample (for a model: its logits), aligned with ``activity``.
     ranks : int, sequence of int or None, default=None
@@ -362,34 +375,60 @@ def svca_predict(
     if paper:
         lambdas = (PAPER["rrr_lambda"],)
     lams = _check_lambdas(lambdas, func=func)
-    is_train = res["is_train"].values
     if paper:
         xs = (x - x.mean(0)) / np.where(x.std(0, ddof=1) > 0, x.std(0, ddof=1), 1.0)
         xs = xs * PAPER["rrr_scale"]
-        return _paper_rrr(res, xs, ranks_l, is_train)
-    xs = _standardize(x, is_train)
+        return _paper_rrr(res, xs, ranks_l, res["is_train"].values)
+    unexplained, chosen = _svca_regression(
+        res, x, ranks_l, lams, block_length=block_length, gen=inner_gen, func=func
+    )
+    return _explained(res, unexplained, chosen, ranks_l)
+
+
+def _svca_regression(
+    res: xr.Dataset, x: np.ndarray, ranks_l: list[int], lams: list[float], *,
+    block_length: int, gen: np.random.Generator, func: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """RRR from behaviour to each set's SVC time courses; unexplained reliable variance.
+
+    Fitted on the train samples (lambda per rank chosen on an inner block split), from sums
+    over sample chunks of behaviour and the projections; returns ``mean_t r1·r2`` on the test
+    samples per (rank, SVC) and the chosen lambdas per (rank, unit set).
+    """
+    is_train = res["is_train"].values
+    k = res.sizes["component"]
     inner = split_time_blocks(
         int(is_train.sum()),
         block_length=min(block_length, max(1, int(is_train.sum()) // 4)),
         train_fraction=0.75,
-        rng=inner_gen,
+        rng=gen,
         func=func,
     )
-    residuals, chosen = [], np.zeros((len(ranks_l), 2))
-    for s, name in enumerate(("projection_1", "projection_2")):
-        y = res[name].values
-        chosen[:, s] = _choose_lambdas(xs[is_train], y[is_train], ranks_l, lams, inner)
-        fits = {lam: _rrr_fit(xs[is_train], y[is_train], lam) for lam in set(chosen[:, s])}
-        residuals.append(
-            np.stack(
-                [
-                    y[~is_train] - _rrr_predict(fits[chosen[j, s]], xs[~is_train], r)
-                    for j, r in enumerate(ranks_l)
-                ]
-            )
+    valid = np.zeros(len(is_train), dtype=bool)
+    valid[np.flatnonzero(is_train)[~inner]] = True
+    projections = np.hstack([res["projection_1"].values, res["projection_2"].values])
+    moments, _ = sample_moments(
+        x, projections, np.stack([is_train & ~valid, valid, ~is_train]), func=func,
+        names=("behaviour", "svca projections"), paired=True,
+    )
+    scale = train_scale(subset(moments[0], moments[1]))
+    inner_m, valid_m, test_m = (scale_source(m, scale) for m in moments)
+    chosen = np.zeros((len(ranks_l), 2))
+    fits: list[dict[float, dict[str, np.ndarray]]] = []
+    for s in range(2):
+        cols = slice(s * k, (s + 1) * k)
+        chosen[:, s] = choose_lambdas(
+            targets(inner_m, cols), targets(valid_m, cols), ranks_l, lams
         )
-    unexplained = np.einsum("rtk,rtk->rk", residuals[0], residuals[1]) / int((~is_train).sum())
-    return _explained(res, unexplained, chosen, ranks_l)
+        train_s = targets(subset(inner_m, valid_m), cols)
+        fits.append({lam: fit_moments(train_s, lam) for lam in set(chosen[:, s])})
+    unexplained = np.stack(
+        [
+            residual_products(test_m, (fits[0][chosen[j, 0]], fits[1][chosen[j, 1]]), r)
+            for j, r in enumerate(ranks_l)
+        ]
+    ) / int((~is_train).sum())
+    return unexplained, chosen
 
 
 def _explained(

@@ -30,10 +30,16 @@ def _rrr_fit(
         x_mean, y_mean = np.zeros(x.shape[1]), np.zeros(y.shape[1])
     xc, yc = x - x_mean, y - y_mean
     denom = max(x.shape[0] - 1, 1)
-    cxx = xc.T @ xc / denom + lam * np.eye(x.shape[1])
-    cyx = yc.T @ xc / denom
+    return _rrr_from_cov(xc.T @ xc / denom, yc.T @ xc / denom, lam, x_mean, y_mean)
+
+
+def _rrr_from_cov(
+    cxx: np.ndarray, cyx: np.ndarray, lam: float, x_mean: np.ndarray, y_mean: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Return the RRR solution from the feature covariance ``cxx`` (before ridge) and ``cyx``."""
+    cxx = cxx + lam * np.eye(cxx.shape[0])
     evals, evecs = np.linalg.eigh(cxx)
-    tol = evals.max(initial=0.0) * x.shape[1] * np.finfo(float).eps
+    tol = evals.max(initial=0.0) * cxx.shape[0] * np.finfo(float).eps
     inv_sqrt = np.where(evals > tol, 1.0 / np.sqrt(np.where(evals > tol, evals, 1.0)), 0.0)
     k = (evecs * inv_sqrt) @ evecs.T
     d, s, ct = np.linalg.svd(cyx @ k, full_matrices=False)
@@ -44,6 +50,17 @@ def _rrr_predict(fit: dict[str, np.ndarray], x: np.ndarray, rank: int) -> np.nda
     out: np.ndarray = (x - fit["x_mean"]) @ fit["b"][:, :rank] @ fit["a"][:, :rank].T
     out += fit["y_mean"]
     return out
+
+
+def _is_dask(data: Any) -> bool:
+    """Tell whether ``data`` is a dask array or a dask-backed DataArray."""
+    import sys
+
+    if "dask.array" not in sys.modules:
+        return False
+    import dask.array as dsa
+
+    return isinstance(getattr(data, "data", data), dsa.Array)
 
 
 # ---------------------------------------------------------------------------- estimator -----
@@ -84,6 +101,10 @@ class ReducedRankRegression(RegressorMixin, BaseEstimator):
     ``Cyx K = D S Cᵀ``, the rank-r prediction is ``(X - x̄) K C_r (D_r S_r)ᵀ + ȳ``; at full
     rank this is ridge regression.
 
+    With dask-backed ``X`` or ``y`` (dask arrays or DataArrays), ``fit`` reads them once in
+    sample chunks and fits from their sums (on the workers when a ``dask.distributed`` client
+    is current), and ``predict`` of a dask ``X`` returns a lazy dask array.
+
     Examples
     --------
     >>> import numpy as np
@@ -122,7 +143,15 @@ class ReducedRankRegression(RegressorMixin, BaseEstimator):
         ReducedRankRegression
             The fitted estimator.
         """
+        if _is_dask(X) or _is_dask(y):
+            return self._fit_blockwise(X, y)
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        y2 = y.reshape(len(y), -1).astype(np.float64)
+        rank = self._checked_rank(X.shape[1], y2.shape[1])
+        return self._store(_rrr_fit(X, y2, float(self.lam)), rank, single=y.ndim == 1)
+
+    def _checked_rank(self, n_features: int, n_targets: int) -> int:
+        """Check ``lam`` and ``rank``; return the rank to use."""
         if (
             isinstance(self.lam, bool)
             or not isinstance(self.lam, numbers.Real)
@@ -131,22 +160,45 @@ class ReducedRankRegression(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"ReducedRankRegression: `lam` must be a finite number >= 0; got {self.lam!r}."
             )
-        y2 = y.reshape(len(y), -1).astype(np.float64)
-        max_rank = min(X.shape[1], y2.shape[1])
+        max_rank = min(n_features, n_targets)
         if self.rank is None:
-            rank = max_rank
-        else:
-            rank = check_int(self.rank, func="ReducedRankRegression", name="rank", minimum=1)
-            if rank > max_rank:
-                raise ValueError(
-                    f"ReducedRankRegression: `rank`={rank} exceeds min(n_features, n_targets) = "
-                    f"{max_rank}. Use rank <= {max_rank} or rank=None."
-                )
-        fit = _rrr_fit(X, y2, float(self.lam))
+            return max_rank
+        rank = check_int(self.rank, func="ReducedRankRegression", name="rank", minimum=1)
+        if rank > max_rank:
+            raise ValueError(
+                f"ReducedRankRegression: `rank`={rank} exceeds min(n_features, n_targets) = "
+                f"{max_rank}. Use rank <= {max_rank} or rank=None."
+            )
+        return rank
+
+    def _fit_blockwise(self, X: Any, y: Any) -> ReducedRankRegression:
+        """Fit from sums over sample chunks of dask-backed ``X``/``y`` (never loaded whole)."""
+        from netphys.population._rrr_moments import fit_moments, sample_moments
+
+        x2, y2 = (getattr(a, "data", a) for a in (X, y))
+        single = y2.ndim == 1
+        y2 = y2[:, None] if single else y2
+        if x2.ndim != 2 or y2.ndim != 2 or len(x2) != len(y2):
+            raise ValueError(
+                "ReducedRankRegression: `X` must be 2-D and `y` 1-D or 2-D with as many "
+                f"samples; got shapes {x2.shape} and {y2.shape}."
+            )
+        rank = self._checked_rank(x2.shape[1], y2.shape[1])
+        (moments,), ref = sample_moments(
+            x2, y2, np.ones((1, len(x2)), dtype=bool), func="ReducedRankRegression",
+            names=("X", "y"),
+        )
+        fit = fit_moments(moments, float(self.lam))
+        n_x = x2.shape[1]
+        fit["x_mean"], fit["y_mean"] = fit["x_mean"] + ref[:n_x], fit["y_mean"] + ref[n_x:]
+        self.n_features_in_ = n_x
+        return self._store(fit, rank, single=single)
+
+    def _store(self, fit: dict[str, np.ndarray], rank: int, *, single: bool) -> Any:
+        """Set the fitted attributes from an all-ranks fit."""
         b, a = fit["b"], fit["a"]
         coef = a[:, :rank] @ b[:, :rank].T
         intercept = fit["y_mean"] - coef @ fit["x_mean"]
-        single = y.ndim == 1
         self.coef_ = coef[0] if single else coef
         self.intercept_ = float(intercept[0]) if single else intercept
         self.rank_ = rank
@@ -167,6 +219,9 @@ class ReducedRankRegression(RegressorMixin, BaseEstimator):
             Predictions.
         """
         check_is_fitted(self)
+        if _is_dask(X):  # blockwise and lazy: a dask array of predictions
+            data = getattr(X, "data", X).astype(np.float64)
+            return data @ np.asarray(self.coef_).T + self.intercept_
         X = validate_data(self, X, reset=False, dtype=np.float64)
         coef: np.ndarray = np.asarray(self.coef_)
         intercept: Any = self.intercept_

@@ -20,8 +20,10 @@ from tqdm import tqdm
 __all__ = [
     "assemble_rows",
     "combine_parts",
+    "compute_graph",
     "default_chunk_rows",
     "distributed_client",
+    "fits_on_workers",
     "is_lazy",
     "iter_sample_chunks",
     "iter_unit_chunks",
@@ -180,6 +182,22 @@ def use_distributed(data: Any) -> bool:
     return chunks is not None and distributed_client() is not None
 
 
+def fits_on_workers(nbytes: float, data: Any, *, copies: int = 3) -> bool:
+    """Tell whether ``copies`` arrays of ``nbytes`` fit in each worker's memory limit.
+
+    True without a distributed client (or for numpy ``data``), or when the workers have no
+    limit. A chunk kernel's partial result, the partial it is combined with and their sum
+    live on a worker at once, hence ``copies=3`` for the partial sums of a reduction.
+    """
+    if not use_distributed(data):
+        return True
+    client = distributed_client()
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if client else {}
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    limits = [lim for lim in limits if lim > 0]
+    return not limits or copies * nbytes <= min(limits)
+
+
 def combine_parts(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
     """Merge two partial results of a chunk kernel.
 
@@ -324,3 +342,43 @@ def assemble_rows(pieces: list[tuple[int, np.ndarray]], n_rows: int) -> np.ndarr
     for start, arr in pieces:
         out[start : start + len(arr)] = arr
     return out
+
+
+# ---------------------------------------------------------------------- dask graphs ----
+def _tqdm_callback(bar: Any) -> Any:
+    """Return a dask local-scheduler callback that advances ``bar`` once per finished task."""
+    from dask.callbacks import Callback
+
+    class _Bar(Callback):
+        def _start_state(self, dsk: Any, state: Any) -> None:
+            bar.total = len(state["ready"]) + len(state["waiting"]) + len(state["finished"])
+            bar.refresh()
+
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+            bar.update(1)
+
+    return _Bar()
+
+
+def compute_graph(
+    *collections: Any,
+    distributed: bool,
+    progress: bool | None,
+    desc: str,
+    work: float,
+) -> tuple[Any, ...]:
+    """Compute dask ``collections`` on the cluster, or locally with a tqdm bar on long work.
+
+    With ``distributed`` the current :mod:`dask.distributed` client runs the graph on its
+    workers (the tasks are blockwise; only the results come back). Otherwise the local
+    threaded scheduler runs it (bounded memory: dask frees each chunk once its dependents
+    ran), with a bar over the tasks shown when ``progress`` is True, or when it is None and
+    ``work`` (elements) exceeds 2e8.
+    """
+    import dask
+
+    if distributed:
+        return tuple(dask.compute(*collections))
+    show = bool(progress) if progress is not None else work > 2e8
+    with tqdm(desc=desc, disable=not show, leave=False) as bar, _tqdm_callback(bar):
+        return tuple(dask.compute(*collections, scheduler="threads"))

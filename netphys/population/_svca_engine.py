@@ -27,6 +27,7 @@ import xarray as xr
 from netphys._validation import check_finite
 from netphys.population._stream import (
     assemble_rows,
+    fits_on_workers,
     is_lazy,
     iter_sample_chunks,
     reduce_sample_chunks,
@@ -227,8 +228,10 @@ def fit_svca(
     opts: dict[str, Any] = {
         "chunk_size": chunk_size, "progress": progress, "is_train": is_train, "shift": shift
     }
+    cov_bytes = len(idx1) * len(idx2) * 8
+    # on a cluster, the partial cross-covariances of the reduction must fit on each worker
     form_cov = solver == "dense" or (
-        solver == "randomized" and len(idx1) * len(idx2) * 8 <= max_cov_bytes
+        solver == "randomized" and cov_bytes <= max_cov_bytes and fits_on_workers(cov_bytes, da)
     )
     if form_cov:
         part = reduce_sample_chunks(da, _cov_kernel, desc="svca fit", idx1=idx1, idx2=idx2, **opts)

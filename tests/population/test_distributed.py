@@ -3,12 +3,14 @@
 A 2-worker LocalCluster (processes) runs for the whole module; each test builds a small
 dask-backed population, runs the analysis with the client current, checks that the work ran
 on the workers (the chunk kernels show up in the task stream) and compares with the same call
-on the numpy array to 1e-8.
+on the numpy array to 1e-8. ``test_nothing_is_gathered_whole`` checks, by recording every
+result the client gathers, that no analysis brings the recording back to the client.
 """
 
 from __future__ import annotations
 
 import dask.array as dsa
+import dask.sizeof
 import numpy as np
 import pytest
 import xarray as xr
@@ -24,7 +26,7 @@ RTOL = 1e-8
 def client():
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, memory_limit="600MB",
-        dashboard_address=None,
+        dashboard_address=":0",
     )
     with distributed.Client(cluster) as c:
         yield c
@@ -42,8 +44,23 @@ def _close(a, b, rtol: float = RTOL) -> None:
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
 
 
-def _ran_on_workers(stream) -> bool:
-    return any("_run_kernel" in str(t.get("key", "")) for t in stream.data)
+def _ran_on_workers(stream, name: str = "_run_kernel") -> bool:
+    return any(name in str(t.get("key", "")) for t in stream.data)
+
+
+@pytest.fixture
+def gathered(client, monkeypatch) -> list[int]:
+    """Record the size in bytes of everything the client gathers from the workers."""
+    sizes: list[int] = []
+    original = distributed.Client.gather
+
+    def gather(self, futures, *args, **kwargs):
+        out = original(self, futures, *args, **kwargs)
+        sizes.append(int(dask.sizeof.sizeof(out)))
+        return out
+
+    monkeypatch.setattr(distributed.Client, "gather", gather)
+    return sizes
 
 
 @pytest.fixture(scope="module")
@@ -100,26 +117,87 @@ def test_cvpca(client) -> None:
 
 def test_shuffle_null(client, sim) -> None:
     x = sim["activity"].values
-    ref = pop.shuffle_null(x, min_shift=50, rng=0)
-    res = pop.shuffle_null(_lazy(x), min_shift=50, rng=0)
-    _close(res["null_count"], ref["null_count"])
-    _close(res["real_count"], ref["real_count"])
+    ref = pop.shuffle_null(x, min_shift=50, max_units=100, rng=0)
+    with distributed.get_task_stream(client) as ts:
+        res = pop.shuffle_null(_lazy(x), min_shift=50, max_units=100, rng=0)
+    assert _ran_on_workers(ts, "matmul")
+    # the same rng gives the same units and shifts, hence the same histograms
+    for name in ("shift", "unit", "real_count", "null_count", "n_pairs", "n_dropped"):
+        np.testing.assert_array_equal(res[name], ref[name])
+    for name in ("real_percentiles", "null_percentiles", "real_mean", "null_mean"):
+        _close(res[name], ref[name])
 
 
 def test_reduced_rank_regression(client, sim) -> None:
     x, y = sim["behaviour"].values, sim["activity"].values[:, :20]
     ref = pop.reduced_rank_regression(x, y, block_length=20, rng=0)
-    res = pop.reduced_rank_regression(x, _lazy(y), block_length=20, rng=0)
-    _close(res["variance_explained"], ref["variance_explained"])
+    with distributed.get_task_stream(client) as ts:
+        res = pop.reduced_rank_regression(_lazy(x, chunks=150), _lazy(y), block_length=20, rng=0)
+    assert _ran_on_workers(ts)
+    for name in ("variance_explained", "variance_explained_target", "lam"):
+        _close(res[name], ref[name])
+    # the estimator: fitted from blockwise sums, predicting lazily
+    model = pop.ReducedRankRegression(rank=2, lam=0.1).fit(x, y)
+    lazy_model = pop.ReducedRankRegression(rank=2, lam=0.1).fit(_lazy(x).data, _lazy(y).data)
+    _close(lazy_model.coef_, model.coef_)
+    _close(lazy_model.intercept_, model.intercept_)
+    pred = lazy_model.predict(_lazy(x).data)
+    assert isinstance(pred, dsa.Array)
+    _close(pred.compute(), model.predict(x))
 
 
-def _sessions(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    label = np.tile(np.arange(4), 60)
+def test_nothing_is_gathered_whole(client, gathered) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4000, 40)) + rng.normal(size=(4000, 2)) @ rng.normal(size=(2, 40))
+    lazy, beh = _lazy(x, chunks=500), x[:, :2] + rng.normal(size=(4000, 2))
+    # the check itself can fail: loading the recording gathers all of it
+    assert np.array_equal(lazy.values, x) and max(gathered) >= x.nbytes
+    calls = {
+        "svca": lambda: pop.svca(
+            lazy, n_components=5, block_length=50, max_cov_bytes=1, n_power_iter=1
+        ),
+        "svca dense": lambda: pop.svca(lazy, n_components=5, block_length=50),
+        "eigenspectrum": lambda: pop.eigenspectrum(lazy, n_components=5),
+        "correlation_matrix": lambda: pop.correlation_matrix(lazy),
+        "shuffle_null": lambda: pop.shuffle_null(lazy, min_shift=500, rng=0),
+        "reduced_rank_regression": lambda: pop.reduced_rank_regression(beh, lazy, rng=0),
+        # the SVC time courses (4000 x 2 per set) come back by design, the recording does not
+        "svca_predict": lambda: pop.svca_predict(lazy, beh, n_components=2, block_length=50),
+    }
+    sess = _sessions(rng, repeats=150)
+    session_lazy = _lazy(sess[0], chunks=300, **sess[1])
+    resp = rng.normal(size=(2, 30, 2000))
+    calls |= {
+        "tuning_drift": lambda: pop.tuning_drift(session_lazy),
+        "subspace_alignment": lambda: pop.subspace_alignment(session_lazy, n_components=3),
+        "spectrum_over_sessions": lambda: pop.spectrum_over_sessions(
+            session_lazy, n_components=5
+        ),
+        "cvpca": lambda: pop.cvpca(
+            xr.DataArray(
+                dsa.from_array(resp, chunks=(-1, -1, 250)), dims=("repeat", "stimulus", "unit")
+            ),
+            n_shuffles=2,
+        ),
+    }
+    sizes = {"tuning_drift": sess[0].nbytes, "subspace_alignment": sess[0].nbytes}
+    sizes |= {"spectrum_over_sessions": sess[0].nbytes, "cvpca": resp.nbytes}
+    sizes["svca_predict"] = x.nbytes * 2  # limit: a quarter of the recording
+    for name, call in calls.items():
+        gathered.clear()
+        call()
+        assert gathered, name  # it ran on the cluster
+        most = sizes.get(name, x.nbytes) // 8
+        assert max(gathered) < most, f"{name} gathered {max(gathered)} of {most * 8} bytes"
+
+
+def _sessions(rng: np.random.Generator, repeats: int = 60) -> tuple[np.ndarray, dict]:
+    label = np.tile(np.arange(4), repeats)
     tuning = rng.normal(size=(4, 40))
     x = np.concatenate([tuning[label], tuning[label] + 0.3 * rng.normal(size=(4, 40))[label]])
     x += 0.2 * rng.normal(size=x.shape)
     coords = {
-        "session": ("time", np.repeat([0, 1], 240)),
+        "session": ("time", np.repeat([0, 1], len(label))),
         "label": ("time", np.tile(label, 2)),
     }
     return x, coords
@@ -148,3 +226,12 @@ def test_nan_error_from_the_workers(client) -> None:
     x[150, 3] = np.nan
     with pytest.raises(ValueError, match=r"svca\(\): `activity` contains NaN or inf"):
         pop.svca(_lazy(x), block_length=10)
+
+
+def test_partial_sums_too_big_for_a_worker_are_not_formed(client) -> None:
+    from netphys.population._stream import fits_on_workers
+
+    lazy = _lazy(np.zeros((10, 3)))
+    assert fits_on_workers(100e6, lazy)  # 3 x 100 MB fit in the 600 MB limit
+    assert not fits_on_workers(300e6, lazy)
+    assert fits_on_workers(300e6, np.zeros((10, 3)))  # in memory: no worker involved

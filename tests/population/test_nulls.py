@@ -90,3 +90,18 @@ def test_constant_unit_warns(rng: np.random.Generator) -> None:
 def test_errors(data, kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         shuffle_null(data, **kwargs)
+
+
+def test_dask_input_is_computed_blockwise_with_the_same_result(rng: np.random.Generator, capsys):
+    dsa = pytest.importorskip("dask.array")
+    x = rng.standard_normal((400, 12)).cumsum(axis=0)
+    ref = shuffle_null(x, min_shift=50, rng=3)
+    lazy = xr.DataArray(dsa.from_array(x, chunks=(50, 5)), dims=("time", "unit"))
+    res = shuffle_null(lazy, min_shift=50, rng=3, progress=True)
+    assert "shuffle_null" in capsys.readouterr().err  # the progress bar over the tasks
+    for name in ("shift", "real_count", "null_count", "n_pairs"):
+        np.testing.assert_array_equal(res[name], ref[name])
+    np.testing.assert_allclose(res["null_percentiles"], ref["null_percentiles"], rtol=1e-10)
+    bad = lazy.copy(data=dsa.where(dsa.arange(400)[:, None] == 321, np.nan, lazy.data))
+    with pytest.raises(ValueError, match=r"shuffle_null\(\): `activity` contains NaN or inf"):
+        shuffle_null(bad, min_shift=50)

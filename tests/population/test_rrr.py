@@ -167,3 +167,24 @@ def test_svca_predict_recovers_behaviour_share(rng: np.random.Generator) -> None
     assert res["cumulative_explained_fraction"].dims == ("rank", "component")
     with pytest.raises(ValueError, match=r"`behaviour` has 100 samples but `activity` has 2000"):
         svca_predict(sim["activity"], sim["behaviour"][:100])
+
+
+def test_dask_inputs_are_read_in_chunks_with_the_same_result(rng: np.random.Generator) -> None:
+    dsa = pytest.importorskip("dask.array")
+    x = rng.standard_normal((300, 4)) + 3.0
+    y = x @ rng.standard_normal((4, 6)) + rng.standard_normal((300, 6))
+    ref = reduced_rank_regression(x, y, ranks=[1, 2], block_length=10, rng=0)
+    lazy_y = xr.DataArray(dsa.from_array(y, chunks=(40, 3)), dims=("time", "unit"))
+    res = reduced_rank_regression(x, lazy_y, ranks=[1, 2], block_length=10, rng=0, chunk_size=7)
+    for name in ("variance_explained", "variance_explained_target", "lam"):
+        np.testing.assert_allclose(res[name], ref[name], rtol=1e-10, atol=1e-12)
+    model = ReducedRankRegression(rank=2, lam=0.5).fit(x, y)
+    lazy = ReducedRankRegression(rank=2, lam=0.5).fit(dsa.from_array(x, chunks=50), lazy_y)
+    np.testing.assert_allclose(lazy.coef_, model.coef_, rtol=1e-10)
+    np.testing.assert_allclose(lazy.intercept_, model.intercept_, rtol=1e-10)
+    np.testing.assert_allclose(lazy.predict(dsa.from_array(x)).compute(), model.predict(x))
+    with pytest.raises(ValueError, match=r"ReducedRankRegression: `X` must be 2-D .* got shapes"):
+        ReducedRankRegression().fit(dsa.from_array(x[:200]), lazy_y)
+    bad = dsa.where(dsa.arange(300)[:, None] == 123, np.inf, lazy_y.data)
+    with pytest.raises(ValueError, match=r"`target` contains NaN or inf \(first at sample 123"):
+        reduced_rank_regression(x, bad)
