@@ -152,7 +152,9 @@ class RankWriter:
                 "n_nodes": g["nodes"].shape[1],
                 "dtype": str(g["activity"].dtype),
             }
-        if "behaviour" in root:
+        # rank 0 may be creating the behaviour arrays right now (a fresh run): only a finished
+        # array counts; otherwise add_behaviour and the writes wait for it
+        if (self.path / "behaviour" / "logits" / "zarr.json").exists():
             self._behaviour_width = int(root["behaviour/logits"].shape[1])  # type: ignore[union-attr]
         record = _read_group_attrs(self.path / _RANKS / str(self.rank))
         self._slots = [int(s) for s in record.get("slots", [])]
