@@ -28,12 +28,16 @@ def _check_fit_range(fit_range: Any, *, func: str) -> tuple[int, int]:
     return start, stop
 
 
+MIN_FIT_POINTS = 3  # fewer points make no fit: two always give r2 = 1
+
+
 def _power_law_kernel(
     ss: np.ndarray, start: int, stop: int, *, absolute: bool = False
 ) -> dict[str, Any]:
     """Weighted log-log fit of ``ss`` over 1-based components ``start..stop`` (clipped).
 
-    Returns NaN alpha when fewer than two positive points remain. Never modifies ``ss``.
+    Returns NaN alpha when fewer than ``MIN_FIT_POINTS`` (3) positive points remain: a line
+    through two points always has ``r2 = 1`` and says nothing. Never modifies ``ss``.
     ``absolute=True`` fits ``log|ss|`` over the whole range, as ``get_powerlaw.m`` does
     (non-positive values are counted in ``n_nonpositive`` but do not stop the fit).
     """
@@ -61,7 +65,7 @@ def _power_law_kernel(
     elif nonpos.any():
         stop_c = start - 1 + int(np.argmax(nonpos))  # stop before the first non-positive value
     out["fit_stop"] = stop_c
-    if stop_c - start + 1 < 2:
+    if stop_c - start + 1 < MIN_FIT_POINTS:
         return out
     n = np.arange(start, stop_c + 1, dtype=np.float64)
     y = np.log(ss[start - 1 : stop_c])
@@ -127,7 +131,8 @@ def fit_power_law(
     Raises
     ------
     ValueError
-        If ``spectrum`` is not 1-D or fewer than two positive values fall in the range.
+        If ``spectrum`` is not 1-D or fewer than three positive values fall in the range
+        (the fit stops before the first non-positive value).
 
     Notes
     -----
@@ -175,7 +180,7 @@ def fit_power_law(
     fit = _power_law_kernel(ss, start, stop, absolute=paper)
     if not np.isfinite(fit["alpha"]):
         raise ValueError(
-            f"{_FUNC}(): fewer than two positive values of `spectrum` in components "
+            f"{_FUNC}(): fewer than three positive values of `spectrum` in components "
             f"{start}..{min(stop, len(ss))} (length {len(ss)}, "
             f"{fit['n_nonpositive']} non-positive). Use a lower `fit_range`, e.g. (2, {max(3, len(ss))})."
         )

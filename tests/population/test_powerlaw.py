@@ -81,10 +81,28 @@ def test_dataarray_keeps_its_dim_and_coord() -> None:
         ({}, np.ones((3, 3)), r"fit_power_law\(\): `spectrum` must be 1-D"),
         ({"fit_range": (0, 10)}, np.ones(20), r"`fit_range` must be a pair .* got \(0, 10\)"),
         ({"fit_range": (10, 5)}, np.ones(20), r"`fit_range`"),
-        ({"fit_range": (11, 500)}, np.ones(5), r"fewer than two positive values"),
-        ({"fit_range": (2, 10)}, -np.ones(20), r"fewer than two positive .* 9 non-positive"),
+        ({"fit_range": (11, 500)}, np.ones(5), r"fewer than three positive values"),
+        ({"fit_range": (2, 10)}, -np.ones(20), r"fewer than three positive .* 9 non-positive"),
     ],
 )
 def test_errors(kwargs: dict, spectrum: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         fit_power_law(spectrum, **kwargs)
+
+
+def test_two_points_before_a_non_positive_value_are_no_fit() -> None:
+    """The fit stops before the first non-positive value; two points left are not a fit.
+
+    (Seen on a real 219-ROI recording: SVCA's reliable variance turned negative at SVC 13,
+    and a line through SVCs 11-12 reported alpha 18 with r2 = 1.)
+    """
+    spectrum = np.arange(1, 41.0) ** -1.0
+    spectrum[12] = -1e-3  # component 13
+    with pytest.raises(ValueError, match=r"fewer than three positive values .* 1 non-positive"):
+        fit_power_law(spectrum)
+    spectrum[13] = 1e-3
+    spectrum[12] = spectrum[13]  # three positive points, 11..13: a fit is made
+    spectrum[13] = -1e-3
+    fit = fit_power_law(spectrum)
+    assert int(fit["fit_stop"]) == 13
+    assert np.isfinite(float(fit["alpha"]))
