@@ -197,7 +197,7 @@ class RecordingWriter(Definitions):
                 f"Recorder: cannot write the recording at {str(self.path)!r}: {exc}. "
                 "Choose a writable `path`."
             ) from exc
-        self._inode = os.stat(self._dir).st_ino
+        self._lease.watch(self._dir)
 
     # -- creation -------------------------------------------------------------------------
     def _create_root(self, attrs: Mapping[str, Any]) -> None:
@@ -300,17 +300,8 @@ class RecordingWriter(Definitions):
 
     def _check_alive(self) -> None:
         """Raise if the store was deleted or replaced under this writer."""
-        try:
-            ok = os.stat(self._dir).st_ino == self._inode and (self._dir / "zarr.json").exists()
-        except OSError:
-            ok = False
-        if not ok:
-            raise RecordingError(
-                f"Recorder: the recording at {str(self.path)!r} was deleted or replaced while it "
-                f"was being written (by another process or by hand); frames after the "
-                f"{self.frames} committed ones are lost. Record again to a `path` nobody else "
-                "modifies."
-            )
+        lost = f"frames after the {self.frames} committed ones are lost."
+        self._lease.check_store(func="Recorder", lost=lost)
 
     def write(
         self,
@@ -381,7 +372,7 @@ class RecordingWriter(Definitions):
         self._stop_chunk_writer()  # its cached array folders were in the new store's old place
         self.root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
         self._array_cache = {}
-        self._inode = os.stat(self._dir).st_ino
+        self._lease.watch(self._dir)
 
     def _stop_chunk_writer(self) -> None:
         if self._chunk_writer is not None:
