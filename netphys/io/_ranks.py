@@ -50,7 +50,7 @@ from netphys.io._recording_layout import (
     compressor,
     json_safe,
 )
-from netphys.io._recording_writer import _check_appendable, _check_replaceable
+from netphys.io._recording_writer import check_recording_path
 
 __all__ = ["RANKS_FORMAT_VERSION", "RankWriter", "drop_padding", "finalize"]
 
@@ -197,7 +197,7 @@ class RankWriter:
                 "`mode='w'` to overwrite it, `mode='a'` to resume, or choose another path."
             )
         if exists and mode == "a":
-            _check_appendable(self.path, _FUNC)
+            check_recording_path(self.path, mode="a", func=_FUNC)
             status = _read_group_attrs(self.path).get("status")
             if status == "recording":
                 finalize(self.path, status="recovered")  # drop uncommitted blocks first
@@ -205,7 +205,7 @@ class RankWriter:
             root.attrs.update({"status": "recording"})
             return
         if exists:
-            _check_replaceable(self.path)  # only a recording (or an empty folder) is replaced
+            check_recording_path(self.path, mode="w", func=_FUNC)
             shutil.rmtree(self.path)
         self._created = True
         root = zarr.open_group(self.path, mode="w-", zarr_format=3)

@@ -65,27 +65,27 @@ def _is_recording(path: Path) -> bool:
     return isinstance(attrs, dict) and attrs.get("format") == "netphys-recording"
 
 
-def _check_replaceable(path: Path) -> None:
-    """``mode="w"`` replaces only a netphys recording (or an empty folder)."""
-    if path.is_dir() and not path.is_symlink() and (_is_recording(path) or not any(path.iterdir())):
-        return
-    kind = "a symbolic link" if path.is_symlink() else "a file" if path.is_file() else "a folder"
-    raise FileExistsError(
-        f"Recorder: `path` {str(path)!r} exists and is {kind} that is not a netphys recording; "
-        "`mode='w'` only replaces recordings (it never deletes other data). Remove it yourself "
-        "if you mean to, or choose another `path`."
-    )
+_ONLY_RECORDINGS = {
+    "w": "`mode='w'` only replaces recordings (it never deletes other data). Remove it yourself "
+    "if you mean to, or choose another `path`.",
+    "a": "`mode='a'` only appends to recordings. Choose another `path` (a new one is created), "
+    "or remove it yourself if you mean to.",
+}
 
 
-def _check_appendable(path: Path, func: str = "Recorder") -> None:
-    """``mode="a"`` appends only to a netphys recording: anything else is refused untouched."""
-    if path.is_dir() and not path.is_symlink() and _is_recording(path):
+def check_recording_path(path: Path, *, mode: str, func: str = "Recorder") -> None:
+    """Refuse, untouched, an existing ``path`` that ``mode`` ("w" or "a") would write into.
+
+    ``mode="w"`` replaces only a netphys recording (or an empty folder); ``mode="a"`` appends
+    only to a netphys recording.
+    """
+    folder = path.is_dir() and not path.is_symlink()
+    if folder and (_is_recording(path) or (mode == "w" and not any(path.iterdir()))):
         return
     kind = "a symbolic link" if path.is_symlink() else "a file" if path.is_file() else "a folder"
     raise FileExistsError(
         f"{func}: `path` {str(path)!r} exists and is {kind} that is not a netphys recording; "
-        "`mode='a'` only appends to recordings. Choose another `path` (a new one is created), "
-        "or remove it yourself if you mean to."
+        + _ONLY_RECORDINGS[mode]
     )
 
 
@@ -180,11 +180,11 @@ class RecordingWriter(Definitions):
             shutil.rmtree(stale, ignore_errors=True)  # left by a crashed writer of this path
         try:
             if mode == "w" and exists:
-                _check_replaceable(self.path)
+                check_recording_path(self.path, mode="w")
                 self._replacing = True
                 self._dir = self.path.parent / f".{self.path.name}.netphys-new-{os.getpid()}"
             if mode == "a":
-                _check_appendable(self.path)
+                check_recording_path(self.path, mode="a")
                 self.root = zarr.open_group(
                     self.path, mode="r+", zarr_format=3, use_consolidated=False
                 )
