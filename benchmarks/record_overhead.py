@@ -162,7 +162,12 @@ def fixed_costs(model, x, batch, device, layers, dtype, folder, compression, wri
         rec.close()
         t3 = time.perf_counter()
     first, second = times[1] - times[0], times[2] - times[1]
-    return {"open": times[0] - t0, "setup": first - second, "close": t3 - times[2]}
+    codecs = {}
+    for layer in layers:
+        attrs = netphys.open_recording(folder / "fixed.zarr")[f"layers/{layer}"].attrs
+        if "compression" in attrs:
+            codecs[layer] = f"{attrs['compression']} (lz4 x{attrs['lz4_ratio_first_batch']:.2f})"
+    return {"open": times[0] - t0, "setup": first - second, "close": t3 - times[2]}, codecs
 
 
 def _hooks(model, layers, fn):
@@ -272,14 +277,14 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
             r["cpu_ratio"] = (pre["cpu"] + post["cpu"]) / 2 / r["cpu"]
             r["bare"] = (pre["fps"] + post["fps"]) / 2
             rows[key].append(r)
-    fixed = []
+    fixed, codecs = [], {}
     for _ in range(args.repeats):
         folder = Path(tempfile.mkdtemp(prefix="netphys-bench-"))
         try:
-            fixed.append(
-                fixed_costs(model, x, b, device, layers, args.dtype, folder, args.compression,
-                            args.writer)
-            )  # fmt: skip
+            costs, codecs = fixed_costs(
+                model, x, b, device, layers, args.dtype, folder, args.compression, args.writer
+            )
+            fixed.append(costs)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     fx = {k: float(np.median([f[k] for f in fixed])) for k in fixed[0]}
@@ -294,6 +299,9 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
             f"{key:>11} {med['bare']:9.0f} {med['fps']:8.0f} {med['ratio']:6.2f} "
             f"{med['cpu_ratio']:9.2f} {med['mbs']:7.1f} {med['rss']:12.0f}"
         )
+        if key == "netphys" and codecs:
+            print(f"{'':>11} activity codecs ({args.compression}): " + ", ".join(
+                f"{layer} {c}" for layer, c in codecs.items()))  # fmt: skip
         if key == "netphys":
             total = fx["open"] + fx["setup"] + fx["close"]
             print(
@@ -350,7 +358,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", choices=["demo", "wide", "resnet"], default=None)
-    p.add_argument("--compression", choices=["lz4", "zstd", "none"], default="lz4")
+    p.add_argument("--compression", choices=["auto", "lz4", "zstd", "none"], default="auto")
     p.add_argument("--writer", choices=["auto", "thread", "inline"], default="auto")
     p.add_argument(
         "--zarr-writes", action="store_true", help="zarr's own write path (no direct chunks)"
@@ -365,7 +373,7 @@ def main() -> None:
     cuda = args.device == "cuda"
     resnet_layers = [f"{3 + i}" for i in range(8)]  # the 8 residual-block outputs
     todo = {
-        "demo": ("demo CNN (digits 8x8)", DemoCNN(), (1, 8, 8), None, 16384),
+        "demo": ("demo CNN (digits 8x8)", DemoCNN(), (1, 8, 8), None, 65536),
         "wide": ("wide CNN (32x32)", wide_cnn(), (3, 32, 32), None, 2048),
         "resnet": ("ResNet-18 shape (32x32)", resnet18(), (3, 32, 32), resnet_layers, 512),
     }

@@ -29,7 +29,7 @@ import numpy as np
 from numcodecs import Blosc
 from zarr.codecs import BloscCodec, BytesCodec
 
-__all__ = ["ChunkWriter", "direct_spec"]
+__all__ = ["ChunkWriter", "direct_spec", "write_file"]
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 
@@ -84,7 +84,8 @@ def direct_spec(folder: Path, arr: Any) -> _Spec | None:
     )
 
 
-def _atomic_write(path: Path, data: Any) -> None:
+def write_file(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, then rename; folders as needed)."""
     tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")  # `recover` removes strays
     try:
         with open(tmp, "wb") as f:
@@ -163,7 +164,7 @@ class ChunkWriter:
         raw: Any = part
         data = memoryview(raw).cast("B") if spec.codec is None else spec.codec.encode(part)
         path = spec.folder / spec.encode_key((t, *idx))
-        _atomic_write(path, data)
+        write_file(path, data)
         return len(data)
 
     def close(self) -> None:

@@ -276,8 +276,12 @@ class RankWriter:
         n_nodes: int,
         dtype: str,
         attrs: Mapping[str, Any],
+        compression: str | None = None,
     ) -> None:
-        """Rank 0 creates the layer's group; other ranks only remember its shape."""
+        """Rank 0 creates the layer's group; other ranks only remember its shape.
+
+        ``compression`` is the layer's activity codec (default: the writer's).
+        """
         n_units = len(unit_coords["unit_id"])
         if name in self._layer_specs:
             spec = self._layer_specs[name]
@@ -301,7 +305,7 @@ class RankWriter:
             attrs,
             frames=0,
             chunk_frames=self._chunk,
-            compression=self.compression,
+            compression=compression or self.compression,
         )
         root.attrs["layers"] = self.layers
 
@@ -314,6 +318,9 @@ class RankWriter:
             return
         root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
         create_behaviour(root, width, frames=0, chunk_frames=self._chunk)
+
+    def prepare(self) -> None:
+        """Nothing to start: rank 0 creates each group in :meth:`add_layer` (ranks wait on it)."""
 
     def condition_code(self, condition: str) -> int:
         """Return this rank's code of ``condition`` (:func:`finalize` writes the strings)."""

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from netphys.io._chunks import _atomic_write
+from netphys.io._chunks import write_file
 from netphys.io._recording_layout import array_at, json_safe
 
 __all__ = ["CODES", "RANKS", "drop_padding", "finalize", "read_group_attrs", "write_group_attrs"]
@@ -43,7 +43,7 @@ def write_group_attrs(path: Path, attrs: Mapping[str, Any]) -> None:
     """Write the group ``zarr.json`` at ``path`` with ``attrs``, atomically."""
     meta = {"zarr_format": 3, "node_type": "group", "attributes": json_safe(dict(attrs))}
     path.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path / "zarr.json", json.dumps(meta).encode())
+    write_file(path / "zarr.json", json.dumps(meta).encode())
 
 
 def _time_arrays(root: zarr.Group, prefix: str = "") -> list[tuple[str, Any]]:

@@ -1,21 +1,28 @@
 """Layer and behaviour definitions of the recording writer, created in one round trip.
 
 ``add_layer`` and ``add_behaviour`` only check and remember what the Recorder asks for; the
-groups and arrays are created by :meth:`Definitions.materialize`, at the first write (or at
-close), all of them concurrently in zarr's event loop: a recording of a few layers needs
-dozens of small metadata and coordinate objects, and creating them one call at a time was
-the largest fixed cost of a short recording.
+groups and arrays are created by :meth:`Definitions.materialize`, all of them concurrently in
+zarr's event loop: a recording of a few layers needs dozens of small metadata and coordinate
+objects, and creating them one call at a time was the largest fixed cost of a short
+recording. The Recorder calls :meth:`Definitions.prepare` once the layers are known (its
+first forward call), which runs that creation in a background thread while the model fills
+the first block (0.3 s on a 3-layer CNN, 0.4 s on a ResNet-18 shape); the first write,
+:meth:`close` and :meth:`abandon` wait for it first.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.storage import MemoryStore
 
 from netphys.errors import RecordingError
+from netphys.io._chunks import write_file
 from netphys.io._recording_arrays import (
     behaviour_coroutine,
     field_coroutine,
@@ -31,6 +38,7 @@ class Definitions:
     """Mixin of :class:`netphys.io.recording.RecordingWriter`: layers, behaviour, table chunks."""
 
     root: zarr.Group
+    _dir: Path
     frames: int
     chunk_frames: int
     compression: str
@@ -40,6 +48,8 @@ class Definitions:
     _behaviour_width: int | None
     _pending_layers: dict[str, dict[str, Any]]
     _pending_behaviour: bool
+    _preparing: threading.Thread | None = None
+    _prepare_error: BaseException | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -77,10 +87,12 @@ class Definitions:
         n_nodes: int,
         dtype: str,
         attrs: Mapping[str, Any],
+        compression: str | None = None,
     ) -> None:
         """Define the group of one recorded layer (or check it matches on append).
 
-        The group is created by :meth:`materialize` (at the first write).
+        ``compression`` is the layer's activity codec (default: the writer's). The group is
+        created by :meth:`materialize` (see :meth:`prepare`).
         """
         n_units = len(unit_coords["unit_id"])
         with self._lock:
@@ -98,6 +110,7 @@ class Definitions:
                 "n_nodes": n_nodes,
                 "dtype": dtype,
                 "attrs": attrs,
+                "compression": compression or self.compression,
             }
             self._layer_specs[name] = {
                 "n_units": n_units,
@@ -143,6 +156,35 @@ class Definitions:
             self._behaviour_width = width
             self._pending_behaviour = True
 
+    def prepare(self) -> None:
+        """Start creating the defined groups and arrays in a background thread.
+
+        Callers that touch the store next (:meth:`write`, ``close``, ``abandon``, ``release``)
+        first call :meth:`join_prepared`, which waits and re-raises a failure.
+        """
+        if self._preparing is not None or not (self._pending_layers or self._pending_behaviour):
+            return
+
+        def run() -> None:
+            try:
+                self.materialize()
+            except BaseException as exc:  # re-raised by join_prepared in the caller's thread
+                self._prepare_error = exc
+
+        self._preparing = threading.Thread(target=run, name="netphys-create", daemon=True)
+        self._preparing.start()
+
+    def join_prepared(self) -> None:
+        """Wait for :meth:`prepare`'s thread; raise what it raised (every call, until gone).
+
+        Call it outside the writer's lock: the thread takes that lock.
+        """
+        thread = self._preparing
+        if thread is not None:
+            thread.join()
+        if self._prepare_error is not None:
+            raise self._prepare_error
+
     def materialize(self) -> None:
         """Create every defined layer and behaviour group, all arrays concurrently.
 
@@ -153,16 +195,22 @@ class Definitions:
         if not self._pending_layers and not self._pending_behaviour:
             return
         c = int(self.chunk_frames)
+        # zarr builds every object in memory (its own metadata and chunk encoding); the files
+        # are then written in one pass: creating ~100 arrays through the local store's
+        # per-file round trips took 0.6 s on a ResNet-18 shape, in memory 0.1 s
+        scratch: dict[str, Any] = {}
+        root = zarr.open_group(MemoryStore(scratch), mode="w", zarr_format=3)
+        keep = set(scratch)  # the scratch root's own metadata: never written
         todo = []
         if not self.frames and array_at(self.root, "session").chunks[0] != c:
-            todo += [
-                field_coroutine(self.root, k, frames=0, chunk=c, overwrite=True)
-                for k in FRAME_FIELDS
-            ]
+            todo += [field_coroutine(root, k, frames=0, chunk=c) for k in FRAME_FIELDS]
+            replaced = {f"{k}/zarr.json" for k in FRAME_FIELDS}  # 0 frames: no chunk files
+        else:
+            replaced = set()
         for name, spec in self._pending_layers.items():
             todo.append(
                 layer_coroutine(
-                    self.root,
+                    root,
                     name,
                     spec["unit_coords"],
                     spec["n_units"],
@@ -171,17 +219,20 @@ class Definitions:
                     spec["attrs"],
                     frames=self.frames,
                     chunk_frames=c,
-                    compression=self.compression,
+                    compression=spec["compression"],
                 )
             )
         if self._pending_behaviour:
             assert self._behaviour_width is not None
             todo.append(
-                behaviour_coroutine(
-                    self.root, self._behaviour_width, frames=self.frames, chunk_frames=c
-                )
+                behaviour_coroutine(root, self._behaviour_width, frames=self.frames, chunk_frames=c)
             )
         run_all(todo)
+        for key, buf in scratch.items():
+            path = self._dir / key
+            if key in keep or (key.endswith("zarr.json") and key not in replaced and path.exists()):
+                continue  # existing groups (``layers``) keep their metadata
+            write_file(path, buf.to_bytes())
         if self._pending_layers:
             self.root.attrs["layers"] = self.layers
         self._pending_layers = {}

@@ -104,8 +104,10 @@ class RecordingWriter(Definitions):
         Frames per time chunk; every write except the last covers whole chunks.
     attrs : mapping, optional
         Extra root attributes (provenance); must be JSON-serialisable.
-    compression : {"lz4", "zstd", "none"} or None, default="lz4"
-        Codec of unit activity (Blosc with byte shuffle); other arrays always use lz4.
+    compression : {"auto", "lz4", "zstd", "none"} or None, default="lz4"
+        Codec of unit activity (Blosc; lz4 without byte shuffle) for layers that
+        :meth:`add_layer` gives none; other arrays always use lz4. "auto" without a per-layer
+        choice means lz4 (the Recorder chooses per layer from its first batch).
 
     Notes
     -----
@@ -317,6 +319,7 @@ class RecordingWriter(Definitions):
         layer name to ``(activity (n, units), nodes (n, nodes))``. Chunk objects are written
         first, array shapes grow next, ``frames_committed`` last.
         """
+        self.join_prepared()
         with self._lock:
             self._check_alive()
             n = len(table["session"])
@@ -409,6 +412,7 @@ class RecordingWriter(Definitions):
 
         ``attrs`` are root attributes known only at the end (e.g. the variability specs).
         """
+        self._settle_prepared()
         with self._lock:
             try:
                 self._stop_chunk_writer()
@@ -431,6 +435,8 @@ class RecordingWriter(Definitions):
         A replaced recording (``mode="w"``) stays as it was; an appended one is closed with
         its previous frames. Nothing empty is left in the way of a rerun.
         """
+        if self._preparing is not None:
+            self._preparing.join()  # what it created is dropped below (or reported by close)
         with self._lock:
             if self.frames or self.mode == "a":
                 self.close()
@@ -444,9 +450,19 @@ class RecordingWriter(Definitions):
     def release(self) -> None:
         """Give up the store as it is (after a write failure): release the lease only."""
         try:
+            if self._preparing is not None:
+                self._preparing.join()  # its failure, if any, is not this call's to report
             self._stop_chunk_writer()
         finally:
             self._lease.release()
+
+    def _settle_prepared(self) -> None:
+        """Wait for :meth:`prepare`'s thread; a failure there fails the close or abandon."""
+        try:
+            self.join_prepared()
+        except BaseException:
+            self._lease.release()
+            raise
 
     def _trim(self) -> None:
         """Clip every array along ``time`` to the committed length."""

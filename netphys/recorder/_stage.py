@@ -19,6 +19,7 @@ from torch import nn
 
 from netphys._validation import check_int_values
 from netphys.errors import RecordingError
+from netphys.io._recording_layout import choose_compression
 from netphys.io.recording import FRAME_FIELDS, RecordingWriter
 from netphys.recorder._gpu import CopyStream
 from netphys.recorder._layers import (
@@ -75,6 +76,7 @@ class Staging:
     field_of_view: float
     layer_spacing: float
     writer: str
+    compression: str
     _unit_rng: np.random.Generator
     _seed_attr: int | None
     _store: RecordingWriter | None
@@ -150,16 +152,25 @@ class Staging:
             frame_bytes += width * 4 + 8 + 4 + 4
         capacity = self._plan_capacity(frame_bytes)
         for name, layout in self._layouts.items():
+            attrs = layout.attrs() | {
+                "max_units": self._max_units_of(name),
+                "seed": self._seed_attr,
+            }
+            codec = None
+            if self.compression == "auto":
+                codec, ratio = choose_compression(self._codec_sample(name))
+                attrs |= {"compression": codec, "lz4_ratio_first_batch": round(ratio, 3)}
             self._store.add_layer(
                 name,
                 unit_coords=layout.unit_coords(),
                 n_nodes=layout.n_channels,
                 dtype=self.dtype,
-                attrs=layout.attrs()
-                | {"max_units": self._max_units_of(name), "seed": self._seed_attr},
+                attrs=attrs,
+                compression=codec,
             )
         if width is not None:
             self._store.add_behaviour(width)
+        self._store.prepare()  # create the groups while the model fills the first block
         device = next(iter(self._first.values())).device
         self._cuda = device.type == "cuda"
         self._copies = CopyStream(device) if self._cuda else None
@@ -169,6 +180,20 @@ class Staging:
         self._writer = WriterThread(self._store, self._pool, inline=self._inline_writes())
         self._writer.start()
         self._block = None
+
+    def _codec_sample(self, name: str) -> np.ndarray:
+        """Up to 1 MiB of the first batch's activity of ``name``, as it will be stored."""
+        layout = self._layouts[name]
+        t = self._first[name]
+        if layout.channel_dim != 1:
+            t = t.movedim(layout.channel_dim, 1)
+        flat = t.reshape(t.shape[0], -1)
+        if layout.selection is not None:
+            flat = flat.index_select(1, self._index[name])
+        itemsize = np.dtype(self.dtype).itemsize
+        rows = max(1, (1 << 20) // max(1, flat.shape[1] * itemsize))
+        sample = flat[:rows].to(DTYPES[str(self.dtype)]).cpu()
+        return sample.numpy()
 
     def _plan_capacity(self, frame_bytes: int) -> int:
         """Frames per host block (= per time chunk on disk) within ``max_host_memory``.

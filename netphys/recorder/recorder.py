@@ -119,8 +119,12 @@ class Recorder(Hooks):
     store_weights : bool, default=True
         Store per-session node-to-node weights between consecutive layers (where the modules
         allow it).
-    compression : {"lz4", "zstd", "none"} or None, default="lz4"
+    compression : {"auto", "lz4", "zstd", "none"} or None, default="auto"
         Codec of unit activity: lz4 is fast, zstd smaller, "none" the cheapest on CPU.
+        "auto" stores each layer with lz4 if a sample of its first batch packs at least
+        1.5x smaller, uncompressed otherwise (dense float16 activations barely compress, and
+        lz4 on them was the largest single cost of recording on CPU); the choice and the
+        sampled ratio are in the layer's attrs (``compression``, ``lz4_ratio_first_batch``).
     writer : {"auto", "thread", "inline"}, default="auto"
         Where chunks are compressed and written: a background thread, or inline in the
         recording thread at each flush. "auto" picks inline on a CPU-bound model that uses
@@ -161,7 +165,7 @@ class Recorder(Hooks):
         field_of_view: float = 1000.0,
         layer_spacing: float = 100.0,
         store_weights: bool = True,
-        compression: str | None = "lz4",
+        compression: str | None = "auto",
         writer: str = "auto",
         variability: Any = None,
         seed: Any = _UNSET,
