@@ -364,8 +364,9 @@ class Recorder(Hooks):
                     self._submit(self._block)
                     self._block = None
                 self._writer.finish()
-                writer_error = self._writer.error
         finally:
+            if self._writer is not None:  # also when the inline flush above raised it
+                writer_error = self._writer.error
             if self._store is not None and writer_error is None:
                 if _error is not None and self._store.frames == 0:
                     self._store.abandon()

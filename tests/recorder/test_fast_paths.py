@@ -86,3 +86,74 @@ def test_activity_codec(tmp_path, compression, cname, shuffle):
     assert (blosc["cname"], blosc["shuffle"]) == (cname, shuffle)
     nodes = zarr.open_array(path / "layers/1/nodes", mode="r").metadata.codecs
     assert nodes[-1].to_dict()["configuration"]["shuffle"] == "shuffle"
+
+
+class _TwoOutputs(nn.Module):
+    """One sparse layer (mostly exact zeros: lz4 packs it) and one dense layer (it does not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(6, 256)
+        self.sparse = nn.Identity()
+        self.head = nn.Linear(256, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dense(x)
+        s = self.sparse(torch.where(d > 2.5, d, torch.zeros_like(d)))  # ~1% non-zero
+        return self.head(d + s)
+
+
+def _codec(path, layer: str) -> str:
+    codecs = zarr.open_array(path / f"layers/{layer}/activity", mode="r").metadata.codecs
+    return codecs[-1].to_dict()["configuration"]["cname"] if len(codecs) > 1 else "none"
+
+
+def test_auto_compression_packs_only_layers_that_shrink_and_keeps_values(tmp_path):
+    torch.manual_seed(3)
+    model = _TwoOutputs().eval()
+    x = torch.randn(70, 6)
+    seen: dict[str, list[torch.Tensor]] = {"dense": [], "sparse": []}
+    hooks = [  # an independent capture of what the recorder sees, batch by batch
+        getattr(model, k).register_forward_hook(lambda m, a, o, k=k: seen[k].append(o.clone()))
+        for k in seen
+    ]
+    path = tmp_path / "auto.zarr"
+    rec = netphys.Recorder(model, path, layers=["dense", "sparse"], dtype="float32",
+                           chunk_frames=32, store_weights=False)  # fmt: skip
+    with torch.no_grad(), rec:
+        for s in range(0, len(x), 32):
+            model(x[s : s + 32])
+    for h in hooks:
+        h.remove()
+    want = {k: torch.cat(v) for k, v in seen.items()}
+    assert (_codec(path, "sparse"), _codec(path, "dense")) == ("lz4", "none")
+    tree = netphys.open_recording(path)
+    attrs = {k: tree[f"layers/{k}"].attrs for k in ("dense", "sparse")}
+    assert attrs["sparse"]["compression"] == "lz4"
+    assert attrs["sparse"]["lz4_ratio_first_batch"] >= 1.5 > attrs["dense"]["lz4_ratio_first_batch"]
+    for k in ("dense", "sparse"):  # float32 bit-exact through either codec
+        np.testing.assert_array_equal(tree[f"layers/{k}"]["activity"].values, want[k].numpy())
+    plain = xr.open_datatree(path, engine="zarr")  # and plain xarray reads both
+    np.testing.assert_array_equal(plain["layers/dense"]["activity"].values, want["dense"].numpy())
+
+
+def test_choose_compression_against_measured_ratio():
+    from numcodecs import Blosc
+
+    from netphys.io._recording_layout import AUTO_MIN_RATIO, choose_compression
+
+    rng = np.random.default_rng(0)
+    codec = Blosc("lz4", 1, Blosc.NOSHUFFLE)
+    for zeros in (0.0, 0.3, 0.6, 0.9, 0.99):
+        a = rng.standard_normal((64, 500)).astype("float16")
+        a[rng.random(a.shape) < zeros] = 0
+        ratio = a.nbytes / len(codec.encode(a))  # the slow obvious measurement
+        name, got = choose_compression(a)
+        assert got == pytest.approx(ratio)
+        assert name == ("lz4" if ratio >= AUTO_MIN_RATIO else "none")
+    assert choose_compression(np.zeros((0, 5), "float16"))[0] == "lz4"
+
+
+def test_bad_compression_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"compression.*'auto'.*'lz4'.*'zstd'.*'none'.*'gzip'"):
+        netphys.Recorder(mlp(), tmp_path / "x.zarr", layers=["1"], compression="gzip")

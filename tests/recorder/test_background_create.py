@@ -1,0 +1,63 @@
+"""Arrays are created in a background thread at the first forward; failures are not lost."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+
+import netphys
+import netphys.io._recording_define as define
+from netphys.errors import RecordingError
+from tests.recorder.models import CNN
+
+
+def _record(path, x, **kw):
+    rec = netphys.Recorder(CNN().eval(), path, layers=["act1", "act2"], store_weights=False, **kw)
+    with torch.no_grad(), rec:
+        for s in range(0, len(x), 8):
+            rec.model(x[s : s + 8])
+
+
+def test_creation_runs_in_its_own_thread_and_the_store_is_what_zarr_writes(tmp_path):
+    threads: list[str] = []
+    real = define.Definitions.materialize
+
+    def spy(self):
+        if self._pending_layers:
+            threads.append(threading.current_thread().name)
+        return real(self)
+
+    define.Definitions.materialize = spy
+    try:
+        _record(tmp_path / "a.zarr", torch.randn(40, 1, 8, 8), chunk_frames=16)
+    finally:
+        define.Definitions.materialize = real
+    assert threads == ["netphys-create"]
+    root = zarr.open_group(tmp_path / "a.zarr", mode="r")
+    assert root["session"].chunks == (16,)  # the frame table re-chunked to the blocks
+    assert root["layers/act1/activity"].shape[0] == 40
+    assert root["layers"].attrs.asdict() == {}  # the existing group was not overwritten
+    assert not list((tmp_path / "a.zarr").rglob("*.partial"))
+    tree = xr.open_datatree(tmp_path / "a.zarr", engine="zarr")
+    assert tree["layers/act2"]["activity"].shape == (40, 6 * 8 * 8)
+    np.testing.assert_array_equal(tree["layers/act1"]["unit_id"].values, np.arange(4 * 8 * 8))
+
+
+@pytest.mark.parametrize("frames", [40, 5])  # the error reaches a write / only the close
+def test_a_failed_creation_is_raised_and_leaves_the_path_free(tmp_path, monkeypatch, frames):
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(define, "layer_coroutine", broken)
+    path = tmp_path / "f.zarr"
+    with pytest.raises(RecordingError, match=r"No space left on device.*free disk space"):
+        _record(path, torch.randn(frames, 1, 8, 8), chunk_frames=16)
+    assert not path.exists()  # no frame was committed: nothing left in the way
+    monkeypatch.undo()
+    _record(path, torch.randn(frames, 1, 8, 8), chunk_frames=16)  # the lease was released
+    assert netphys.open_recording(path)["layers/act1"]["activity"].shape[0] == frames
