@@ -322,6 +322,10 @@ class RankWriter:
     def prepare(self) -> None:
         """Nothing to start: rank 0 creates each group in :meth:`add_layer` (ranks wait on it)."""
 
+    def creating(self) -> bool:
+        """Never: groups are created in :meth:`add_layer` (see :meth:`prepare`)."""
+        return False
+
     def condition_code(self, condition: str) -> int:
         """Return this rank's code of ``condition`` (:func:`finalize` writes the strings)."""
         if not condition or any(c.isspace() for c in condition):

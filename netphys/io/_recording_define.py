@@ -174,6 +174,10 @@ class Definitions:
         self._preparing = threading.Thread(target=run, name="netphys-create", daemon=True)
         self._preparing.start()
 
+    def creating(self) -> bool:
+        """Whether :meth:`prepare`'s thread is still creating arrays."""
+        return self._preparing is not None and self._preparing.is_alive()
+
     def join_prepared(self) -> None:
         """Wait for :meth:`prepare`'s thread; raise what it raised (every call, until gone).
 

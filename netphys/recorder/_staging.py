@@ -145,6 +145,8 @@ class BlockPool:
         """Take a free block, waiting for the writer; raise if the writer failed."""
         while True:
             writer.raise_if_failed()
+            if self.free.empty():
+                writer.write_held()  # an inline writer's held-back block frees one
             try:
                 return self.free.get(timeout=0.5)
             except queue.Empty:
@@ -165,7 +167,11 @@ class WriterThread(threading.Thread):
 
     With ``inline=True`` no thread is started: :meth:`submit` writes the block at once in the
     caller's thread. On a CPU whose cores all run the model, this is faster than a background
-    writer, whose work stalls every intra-op thread of the model at each parallel region.
+    writer, whose work stalls every intra-op thread of the model at each parallel region. One
+    exception: while the store is still creating its arrays (``store.creating()``, started at
+    the first forward call), one submitted block is held back and written with the next one
+    (or at :meth:`finish`), so that the model's next forward call runs while the arrays are
+    created instead of waiting for them (a ResNet-18 shape fills a block per batch).
     """
 
     def __init__(self, store: RecordingWriter, pool: BlockPool, *, inline: bool = False) -> None:
@@ -175,6 +181,7 @@ class WriterThread(threading.Thread):
         self.inline = inline
         self.queue: queue.Queue[Block | None] = queue.Queue()
         self.error: BaseException | None = None
+        self._held: list[Block] = []  # inline: at most one block, while the store is creating
         self.frames_written = 0
         self.bytes_written = 0
 
@@ -187,11 +194,20 @@ class WriterThread(threading.Thread):
 
     def submit(self, block: Block) -> None:
         self.raise_if_failed()
-        if self.inline:
-            self._write(block)
-            self.raise_if_failed()
-        else:
+        if not self.inline:
             self.queue.put(block)
+            return
+        if not self._held and self.store.creating():
+            self._held.append(block)
+            return
+        self.write_held()
+        self._write(block)
+        self.raise_if_failed()
+
+    def write_held(self) -> None:
+        """Write the block held back while the store was creating its arrays (if any)."""
+        while self._held:
+            self._write(self._held.pop(0))
 
     def run(self) -> None:
         while True:
@@ -229,6 +245,7 @@ class WriterThread(threading.Thread):
 
     def finish(self) -> None:
         if self.inline:
+            self.write_held()
             return
         self.queue.put(None)
         self.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -61,3 +62,36 @@ def test_a_failed_creation_is_raised_and_leaves_the_path_free(tmp_path, monkeypa
     monkeypatch.undo()
     _record(path, torch.randn(frames, 1, 8, 8), chunk_frames=16)  # the lease was released
     assert netphys.open_recording(path)["layers/act1"]["activity"].shape[0] == frames
+
+
+@pytest.mark.parametrize("batch", [16, 40])  # a block per batch / a batch over three blocks
+def test_inline_writer_holds_one_block_back_while_arrays_are_created(tmp_path, batch):
+    events: list[str] = []
+    real = define.Definitions.materialize
+
+    def slow(self):
+        if self._pending_layers:
+            time.sleep(0.3)
+            events.append("created")
+        return real(self)
+
+    model = CNN().eval()
+    seen: list[torch.Tensor] = []
+    model.act1.register_forward_hook(lambda m, a, o: seen.append(o.clone()))
+    model.register_forward_pre_hook(lambda m, a: events.append("forward"))
+    x = torch.randn(3 * batch, 1, 8, 8)
+    define.Definitions.materialize = slow
+    try:
+        rec = netphys.Recorder(model, tmp_path / "h.zarr", layers=["act1"], chunk_frames=16,
+                               writer="inline", store_weights=False)  # fmt: skip
+        with torch.no_grad(), rec:
+            for s in range(0, len(x), batch):
+                model(x[s : s + batch])
+    finally:
+        define.Definitions.materialize = real
+    if batch == 16:  # the 2nd call did not wait for the arrays (40: two full blocks at once)
+        assert events[:3] == ["forward", "forward", "created"]
+    else:
+        assert events[:2] == ["forward", "created"]
+    got = netphys.open_recording(tmp_path / "h.zarr")["layers/act1"]["activity"].values
+    np.testing.assert_array_equal(got, torch.cat(seen).reshape(len(x), -1).numpy())
