@@ -149,6 +149,18 @@ class ChunkWriter:
         if err is not None:
             raise err
 
+    def write_files(self, items: Sequence[tuple[Path, bytes]]) -> None:
+        """Write each ``(path, data)`` atomically in the thread pool; wait for all."""
+        futures = [self._pool.submit(write_file, path, data) for path, data in items]
+        err: BaseException | None = None
+        for f in futures:  # wait for all, so no write is left running behind an error
+            try:
+                f.result()
+            except BaseException as exc:  # pragma: no cover - re-raised below
+                err = err or exc
+        if err is not None:
+            raise err
+
     @staticmethod
     def _one(spec: _Spec, values: np.ndarray, t: int, idx: tuple[int, ...]) -> int:
         sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, spec.chunks[1:], strict=True))

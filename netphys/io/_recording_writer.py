@@ -28,6 +28,7 @@ from netphys.errors import RecordingError
 from netphys.io._chunks import ChunkWriter, write_arrays
 from netphys.io._lease import Lease
 from netphys.io._recording_arrays import (
+    ShapeTemplates,
     field_coroutine,
     grow,
     run_all,
@@ -156,6 +157,7 @@ class RecordingWriter(Definitions):
         self._dir = self.path
         self._replacing = False
         self._chunk_writer: ChunkWriter | None = None
+        self._shape_templates = ShapeTemplates()
         self._lease = Lease.acquire(self.path, func="Recorder")
         try:
             self._open_store(mode, exists, attrs or {})
@@ -335,7 +337,13 @@ class RecordingWriter(Definitions):
                 self._chunk_writer = ChunkWriter(self._dir)
             write_arrays(self._chunk_writer, [(wide(a, stop), v) for a, v in arrays], start)
             self._write_conditions()
-            grow([arr for arr, _ in arrays], stop)  # the commit point of each array
+            grow(  # the commit point of each array
+                [arr for arr, _ in arrays],
+                stop,
+                folder=self._dir,
+                templates=self._shape_templates,
+                write_files=self._chunk_writer.write_files,
+            )
             self.frames = stop
             self.root.attrs["frames_committed"] = stop
             if self._replacing:

@@ -117,3 +117,27 @@ def test_recorder_writes_whole_chunks_directly_before_growing_shapes(tmp_path, m
     assert zarr.open_array(path / "session", mode="r").chunks == (16,)  # one block per chunk
     assert not list(tmp_path.glob(".r.zarr.netphys-new-*"))  # the new store was swapped in
     assert not list(tmp_path.glob(".r.zarr.netphys-old-*"))
+
+
+def test_grown_metadata_is_what_zarr_writes(tmp_path):
+    """Lengths committed from metadata templates: each zarr.json byte-equal to zarr's own."""
+    import torch
+
+    import netphys
+    from tests.recorder.models import CNN
+
+    model = CNN().eval()
+    path = tmp_path / "g.zarr"
+    with torch.no_grad(), netphys.Recorder(model, path, layers=["act1", "act2"], chunk_frames=8):
+        for _ in range(5):
+            model(torch.randn(7, 1, 8, 8))
+    proto = zarr.core.buffer.default_buffer_prototype()
+    found = 0
+    for doc in path.rglob("zarr.json"):
+        node = zarr.open(doc.parent, mode="r", zarr_format=3, use_consolidated=False)
+        if isinstance(node, zarr.Array) and node.metadata.dimension_names[0] == "time":
+            want = node.metadata.to_buffer_dict(proto)["zarr.json"].to_bytes()
+            assert doc.read_bytes() == want, doc
+            assert node.shape[0] == 35
+            found += 1
+    assert found >= 2 * 2 + 4 + 9  # activity + nodes per layer, behaviour, the frame table
