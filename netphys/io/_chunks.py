@@ -16,6 +16,7 @@ The result is a standard Zarr v3 store: :func:`netphys.open_recording`, ``zarr``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -84,18 +85,26 @@ def direct_spec(folder: Path, arr: Any) -> _Spec | None:
     )
 
 
-def write_file(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, then rename; folders as needed)."""
+def write_file(path: Path, data: Any, *, root: Path | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, then rename).
+
+    Missing folders are created strictly below ``root`` (none without ``root``), never
+    ``root`` itself: a store deleted under a writer raises ``FileNotFoundError`` instead of
+    being recreated half.
+    """
     tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")  # `recover` removes strays
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        base = path.parent if root is None else root
+        for folder in reversed([path.parent, *path.parent.parents]):
+            if base in folder.parents:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder)  # raises FileNotFoundError if `base` is gone
         with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+    os.replace(tmp, path)
 
 
 class ChunkWriter:
@@ -139,7 +148,10 @@ class ChunkWriter:
                     f"of an array with trailing shape {spec.shape_tail}"
                 )
             grid = [-(-s // c) for s, c in zip(spec.shape_tail, spec.chunks[1:], strict=True)]
-            futures += [self._pool.submit(self._one, spec, values, t, i) for i in np.ndindex(*grid)]
+            futures += [
+                self._pool.submit(self._one, spec, values, t, i, self.root)
+                for i in np.ndindex(*grid)
+            ]
         err: BaseException | None = None
         for f in futures:  # wait for all, so no write is left running behind an error
             try:
@@ -151,7 +163,9 @@ class ChunkWriter:
 
     def write_files(self, items: Sequence[tuple[Path, bytes]]) -> None:
         """Write each ``(path, data)`` atomically in the thread pool; wait for all."""
-        futures = [self._pool.submit(write_file, path, data) for path, data in items]
+        futures = [
+            self._pool.submit(write_file, path, data, root=self.root) for path, data in items
+        ]
         err: BaseException | None = None
         for f in futures:  # wait for all, so no write is left running behind an error
             try:
@@ -162,7 +176,7 @@ class ChunkWriter:
             raise err
 
     @staticmethod
-    def _one(spec: _Spec, values: np.ndarray, t: int, idx: tuple[int, ...]) -> int:
+    def _one(spec: _Spec, values: np.ndarray, t: int, idx: tuple[int, ...], root: Path) -> int:
         sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, spec.chunks[1:], strict=True))
         part = values[(slice(None), *sel)]
         if part.shape != spec.chunks:
@@ -176,7 +190,7 @@ class ChunkWriter:
         raw: Any = part
         data = memoryview(raw).cast("B") if spec.codec is None else spec.codec.encode(part)
         path = spec.folder / spec.encode_key((t, *idx))
-        write_file(path, data)
+        write_file(path, data, root=root)
         return len(data)
 
     def close(self) -> None:

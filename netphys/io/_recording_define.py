@@ -13,7 +13,7 @@ the first block (0.25 s on a ResNet-18 shape); the first write, ``close``, ``aba
 from __future__ import annotations
 
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class Definitions:
     _behaviour_width: int | None
     _pending_layers: dict[str, dict[str, Any]]
     _pending_behaviour: bool
+    _check_alive: Callable[[], None]
     _preparing: threading.Thread | None = None
     _prepare_error: BaseException | None = None
 
@@ -209,12 +210,19 @@ class Definitions:
         rechunk = not self.frames and array_at(self.root, "session").chunks[0] != self.chunk_frames
         run_all(self._coroutines(root, rechunk))
         replaced = {f"{k}/zarr.json" for k in FRAME_FIELDS} if rechunk else set()
-        for key, buf in scratch.items():
-            path = self._dir / key
-            if key in keep or (key.endswith("zarr.json") and key not in replaced and path.exists()):
-                continue  # existing groups (``layers``) keep their metadata
-            write_file(path, buf.to_bytes())  # the re-chunked table has 0 frames: no chunks
+        try:
+            for key, buf in scratch.items():
+                path = self._dir / key
+                if key in keep or (
+                    key.endswith("zarr.json") and key not in replaced and path.exists()
+                ):
+                    continue  # existing groups (``layers``) keep their metadata
+                write_file(path, buf.to_bytes(), root=self._dir)  # re-chunked table: 0 frames
+        except FileNotFoundError:
+            self._check_alive()  # the store was deleted under the writer: say so
+            raise
         if self._pending_layers:
+            self._check_alive()  # zarr would recreate a deleted store's root
             self.root.attrs["layers"] = self.layers
         self._pending_layers = {}
         self._pending_behaviour = False

@@ -108,7 +108,8 @@ def test_store_deleted_under_a_running_recorder_is_reported(tmp_path):
     with pytest.raises(RecordingError, match=r"deleted or replaced while it was being written"):
         with netphys.Recorder(model, path, layers=["1"], chunk_frames=4, writer="inline"):
             with torch.no_grad():
-                model(torch.randn(4, 6))  # one chunk committed
+                model(torch.randn(4, 6))  # one chunk, held while the arrays are created
+                model(torch.randn(4, 6))  # both committed
                 shutil.rmtree(path)
                 for _ in range(3):
                     model(torch.randn(4, 6))
@@ -126,3 +127,28 @@ def test_two_writers_in_one_process_are_refused(tmp_path):
         with torch.no_grad():
             model(torch.randn(3, 6))
     assert netphys.open_recording(path).sizes["time"] == 3
+
+
+def test_store_deleted_while_its_arrays_are_created_is_not_recreated(tmp_path, monkeypatch):
+    """The background creation meets a deleted store: it says so and writes nothing back."""
+    import netphys.io._recording_define as define
+
+    real = define.write_file
+    calls = {"n": 0}
+
+    def delete_then_write(path, data, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:  # midway through the creation
+            shutil.rmtree(tmp_path / "r.zarr")
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(define, "write_file", delete_then_write)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU()).eval()
+    path = tmp_path / "r.zarr"
+    with pytest.raises(RecordingError, match=r"deleted or replaced while it was being written"):
+        with netphys.Recorder(model, path, layers=["1"], chunk_frames=4, writer="inline"):
+            with torch.no_grad():
+                model(torch.randn(4, 6))
+                model(torch.randn(4, 6))
+    assert calls["n"] == 3  # the creation stopped at the deletion
+    assert not path.exists()  # nothing recreated (no half store without its root)
