@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConservationWarning",
+    "FitRangeWarning",
     "MissingDependencyError",
     "NetphysWarning",
     "NotACutError",
@@ -25,6 +26,10 @@ class NetphysWarning(UserWarning):
 
 class ConservationWarning(NetphysWarning):
     """Edge contributions do not add up to a node's activity within tolerance."""
+
+
+class FitRangeWarning(NetphysWarning):
+    """A power-law fit used fewer components than its range asked for (or none: alpha NaN)."""
 
 
 class RecordingFormatError(ValueError):

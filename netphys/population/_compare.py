@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from netphys._validation import activity_array, as_rng, check_int
+from netphys.population._powerlaw import short_fits_caught
 
 __all__ = ["COMPARE_SCALARS", "compare"]
 
@@ -126,21 +127,17 @@ def _analyse(
 
     t, n = x.shape
     z = (x - x.mean(axis=0)) / x.std(axis=0)
-    out: dict[str, Any] = {}
-    sv = svca(
-        z,
-        block_length=block_length,
-        split="random",
-        rng=seed,
-        fit_range=_fit_range(min(n // 2, t // 2)),
-    )
+    out: dict[str, Any] = {"fit_notes": []}  # cut-short power-law fits, for the caveats
+    with short_fits_caught(out["fit_notes"]):
+        sv = svca(z, block_length=block_length, split="random", rng=seed,
+                  fit_range=_fit_range(min(n // 2, t // 2)))  # fmt: skip
+        es = eigenspectrum(z, fit_range=_fit_range(min(n, t - 1)))
     rel, tot = sv["reliable_variance"].values, sv["total_variance"].values
     out["svca_alpha"] = float(sv["alpha"])
     out["svca_reliable_fraction"] = float(rel.sum() / tot.sum()) if tot.sum() > 0 else np.nan
     out["svca_reliable_fraction_1"] = float(sv["reliable_fraction"].values[0])
     out["svca_reliable"] = rel / tot.sum()
     out["svca_total"] = tot / tot.sum()
-    es = eigenspectrum(z, fit_range=_fit_range(min(n, t - 1)))
     lam = es["variance"].values
     out["eigen_alpha"] = float(es["alpha"])
     out["eigen_variance"] = es["explained_variance_ratio"].values
@@ -240,7 +237,8 @@ def compare(
         ``cka_ceiling``, ``cka_normalised`` (see :func:`netphys.population._similarity.similarity`)
         with ``_ci`` intervals. Attrs: ``n_units``, ``n_frames``, ``block_length``,
         ``min_shift``, sources, ``matching`` (how the two were matched, in words) and
-        ``caveats`` (numbers that are not meaningful here, in words).
+        ``caveats`` (numbers that are not meaningful here, in words, including power-law fits
+        cut short by non-positive values: those are caveats here, not warnings).
 
     Raises
     ------
@@ -413,10 +411,7 @@ def _caveats(
             "the papers' 11..500; exponents are not comparable to published values"
         )
     out += [
-        f"{lab}: {key} is NaN (too few positive values in the fit range)"
-        for lab, res in zip(rec, analyses, strict=True)
-        for key in ("svca_alpha", "eigen_alpha")
-        if not np.isfinite(res[key])
+        f"{lab}: {note}" for lab, res in zip(rec, analyses, strict=True) for note in res["fit_notes"]
     ]
     if not sim:
         out.append(

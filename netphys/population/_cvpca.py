@@ -17,7 +17,12 @@ import xarray as xr
 from netphys._validation import as_rng, check_finite, check_int
 from netphys.errors import NetphysWarning
 from netphys.population._conventions import check_convention, paper_fit_range, warn_identical_grams
-from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
+from netphys.population._powerlaw import (
+    _check_fit_range,
+    _power_law_kernel,
+    power_law_variables,
+    warn_short_fit,
+)
 from netphys.population._stream import assemble_rows, reduce_unit_chunks, top_eigh
 
 __all__ = ["cvpca", "repeat_responses"]
@@ -253,6 +258,13 @@ def cvpca(
     NetphysWarning
         When constant units are dropped, or when the two repeats are identical (a noise-free
         model: signal variance is then all the variance).
+    FitRangeWarning
+        (a ``NetphysWarning``) once per call when the power-law fit used fewer components than
+        ``fit_range`` (clipped to the components computed) asks for, because the signal variance turns
+        non-positive inside it (``convention="paper"``: is zero), or when fewer than three points remain and ``alpha`` is
+        NaN. The message gives the range asked for, the range used, how many components were
+        non-positive and from which one, and a ``fit_range`` that fits; ``fit_stop`` and
+        ``n_nonpositive`` hold the same numbers.
 
     Differences from the papers
     ---------------------------
@@ -335,6 +347,9 @@ def cvpca(
     ss = shuffles.mean(axis=0)
     total = float(np.trace(g11) + np.trace(g22)) / (2 * n_stim)
     fit = _power_law_kernel(ss, fit_start, fit_stop, absolute=paper)
+    warn_short_fit(
+        ss, fit, (fit_start, fit_stop), func=func, what="signal variance", absolute=paper
+    )
     variables: dict[str, Any] = {
         "signal_variance": ("component", ss, {"long_name": "cross-validated signal variance"}),
         "spectrum": ("component", ss / ss.sum()),

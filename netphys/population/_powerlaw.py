@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from netphys.errors import FitRangeWarning
 from netphys.population._conventions import check_convention, paper_fit_range
 
 __all__ = ["fit_power_law"]
@@ -88,6 +92,109 @@ def _power_law_kernel(
     return out
 
 
+def _positive_run(vals: np.ndarray, end: int, start: int) -> tuple[int, int] | None:
+    """Return a 1-based range ``(a, end)`` of positive values with enough points, or None.
+
+    ``a`` is ``start`` when that range is long enough, else the first of the positive run.
+    """
+    if end < MIN_FIT_POINTS:
+        return None
+    bad = np.flatnonzero(~(vals[:end] > 0))
+    first = int(bad[-1]) + 2 if len(bad) else 1
+    if first <= start and end - start + 1 >= MIN_FIT_POINTS:
+        return start, end
+    return (first, end) if end - first + 1 >= MIN_FIT_POINTS else None
+
+
+def short_fit_message(
+    ss: np.ndarray,
+    fit: dict[str, Any],
+    fit_range: tuple[int, int],
+    *,
+    func: str,
+    what: str,
+    absolute: bool = False,
+) -> str | None:
+    """Explain a fit over fewer components than ``fit_range`` (clipped to ``ss``), else None.
+
+    ``fit`` is the kernel's result for ``ss`` and ``fit_range``; the message names the range
+    asked for, the range used, where the non-positive (``absolute``: zero or NaN) values are,
+    and a ``fit_range`` that would fit (the longest positive run before the first of them).
+    """
+    start, stop = fit_range
+    n_total = len(ss)
+    stop_c = min(stop, n_total)
+    nan_alpha = not np.isfinite(fit["alpha"])
+    if fit["fit_stop"] >= stop_c and not nan_alpha:
+        return None
+    vals = np.abs(ss) if absolute else ss
+    bad_word = "zero or NaN" if absolute else "non-positive"
+    asked = f"components {start}..{stop}"
+    if start <= n_total < stop:
+        asked += f" (of the {n_total} computed: {start}..{stop_c})"
+    if start > stop_c:
+        bad = np.flatnonzero(~(vals > 0))
+        reason = f"the range starts after the last of the {n_total} components, so alpha is NaN"
+        fix_more = "compute more components (`n_components`)"
+        end = int(bad[0]) if len(bad) else n_total
+    else:
+        bad = start + np.flatnonzero(~(vals[start - 1 : stop_c] > 0))
+        n_used = fit["fit_stop"] - start + 1 if not (absolute and len(bad)) else 0
+        used = f"{start}..{fit['fit_stop']}" if n_used > 0 else "none of them"
+        reason = f"the fit used {used} ({n_used} component{'s' if n_used != 1 else ''}"
+        if nan_alpha:
+            reason += f", fewer than the {MIN_FIT_POINTS} a fit needs, so alpha is NaN"
+        reason += ")"
+        if len(bad):
+            reason += (
+                f": the {what} is {bad_word} at {len(bad)} of components {start}..{stop_c}, "
+                f"from component {int(bad[0])} on"
+            )
+        fix_more = "record more frames or repeats so fewer components fall into the noise"
+        end = int(bad[0]) - 1 if len(bad) else stop_c
+    suggest = _positive_run(vals, end, start)
+    fix = f"pass `fit_range={suggest}` to fit the positive part on purpose, or " if suggest else ""
+    return f"{func}(): the power-law fit asked for {asked} but {reason}. To fix, {fix}{fix_more}."
+
+
+def warn_short_fit(
+    ss: np.ndarray,
+    fit: dict[str, Any],
+    fit_range: tuple[int, int],
+    *,
+    func: str,
+    what: str,
+    absolute: bool = False,
+    stacklevel: int = 3,
+) -> bool:
+    """Warn (:class:`~netphys.errors.FitRangeWarning`) once when the fit range was cut short."""
+    msg = short_fit_message(ss, fit, fit_range, func=func, what=what, absolute=absolute)
+    if msg is not None:
+        warnings.warn(msg, FitRangeWarning, stacklevel=stacklevel)
+    return msg is not None
+
+
+@contextlib.contextmanager
+def short_fits_caught(notes: list[str] | None = None, *, prefix: str = "") -> Iterator[list[str]]:
+    """Collect the :class:`FitRangeWarning` messages raised inside into ``notes``.
+
+    For callers that report cut-short fits their own way (one summary warning, a caveat) or
+    do not use the exponent at all; every other warning is passed on unchanged.
+    """
+    notes = [] if notes is None else notes
+    records: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always", FitRangeWarning)
+            yield notes
+    finally:
+        for rec in records:
+            if issubclass(rec.category, FitRangeWarning):
+                notes.append(prefix + str(rec.message))
+            else:
+                warnings.warn_explicit(rec.message, rec.category, rec.filename, rec.lineno)
+
+
 def power_law_variables(fit: dict[str, Any], *, dim: str = "component") -> dict[str, Any]:
     """Turn a kernel result into labelled Dataset variables (shared by the analyses)."""
     return {
@@ -134,6 +241,14 @@ def fit_power_law(
         If ``spectrum`` is not 1-D or fewer than three positive values fall in the range
         (the fit stops before the first non-positive value).
 
+    Warns
+    -----
+    FitRangeWarning
+        (a ``NetphysWarning``) once per call when the fit stopped before the end of
+        ``fit_range`` (clipped to the spectrum) at a non-positive value; the message gives the
+        range asked for, the range used, how many values were non-positive and from which
+        component, and a ``fit_range`` that fits.
+
     Notes
     -----
     With ``y_n = log s_n``, design ``X = [-log n, 1]`` and weights ``w_n = 1/n`` (equal weight per
@@ -178,7 +293,9 @@ def fit_power_law(
     if paper and fit_range is None:
         start, stop = paper_fit_range(len(ss))
     fit = _power_law_kernel(ss, start, stop, absolute=paper)
-    if not np.isfinite(fit["alpha"]):
+    if np.isfinite(fit["alpha"]):
+        warn_short_fit(ss, fit, (start, stop), func=_FUNC, what="spectrum", absolute=paper)
+    else:
         raise ValueError(
             f"{_FUNC}(): fewer than three positive values of `spectrum` in components "
             f"{start}..{min(stop, len(ss))} (length {len(ss)}, "

@@ -10,6 +10,7 @@ import xarray as xr
 
 from netphys._validation import SAMPLE_DIMS, as_rng, check_int, check_population
 from netphys.population._conventions import PAPER, bin_frames, check_convention
+from netphys.population._powerlaw import short_fits_caught
 from netphys.population._rrr_estimator import ReducedRankRegression, _rrr_fit, _rrr_predict
 from netphys.population._rrr_moments import (
     as_lazy_matrix,
@@ -357,15 +358,16 @@ def svca_predict(
         n_samples = len(x)
     inner_gen = gen.spawn(1)[0]
     if svca is None:
-        res = _svca(
-            activity,
-            n_components=n_components,
-            block_length=block_length,
-            rng=gen,
-            keep_projections=True,
-            convention=convention,
-            **svca_options,
-        )
+        with short_fits_caught():  # only the projections are used, not the exponent
+            res = _svca(
+                activity,
+                n_components=n_components,
+                block_length=block_length,
+                rng=gen,
+                keep_projections=True,
+                convention=convention,
+                **svca_options,
+            )
     else:
         res = _check_svca_result(svca, n_samples, func=func)
     k = res.sizes["component"]

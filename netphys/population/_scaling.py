@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from netphys._validation import as_rng, check_choice, check_finite, check_int, check_population
+from netphys.population._powerlaw import short_fits_caught
 from netphys.population._svca import svca
 
 __all__ = ["scaling_analysis"]
@@ -48,12 +49,13 @@ def _one_size(
     x: np.ndarray, k: int, n_null: int, gen: np.random.Generator, svca_kw: dict[str, Any]
 ) -> tuple[float, int, np.ndarray]:
     """Reliable fraction, number of significant SVCs and reliable spectrum of one sample."""
-    res = svca(x, n_components=k, rng=gen, **svca_kw)
-    rel, tot = res["reliable_variance"].values, res["total_variance"].values
-    threshold = 0.0
-    for _ in range(n_null):
-        nres = svca(_shifted(x, gen), n_components=len(rel), rng=gen, **svca_kw)
-        threshold = max(threshold, float(nres["reliable_variance"].max()))
+    with short_fits_caught():  # the exponents are not used here
+        res = svca(x, n_components=k, rng=gen, **svca_kw)
+        rel, tot = res["reliable_variance"].values, res["total_variance"].values
+        threshold = 0.0
+        for _ in range(n_null):
+            nres = svca(_shifted(x, gen), n_components=len(rel), rng=gen, **svca_kw)
+            threshold = max(threshold, float(nres["reliable_variance"].max()))
     above = rel > threshold
     n_sig = int(np.argmin(above)) if not above.all() else len(rel)
     return float(rel.sum() / tot.sum()), n_sig, rel

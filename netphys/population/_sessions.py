@@ -7,6 +7,7 @@ population analyses do, and returns session x session results. Unit ids of a mod
 across sessions, so the comparisons are exact; for real data, pass only tracked cells.
 """
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,10 +15,11 @@ import numpy as np
 import xarray as xr
 
 from netphys._validation import check_int
+from netphys.errors import FitRangeWarning
 from netphys.population._alignment import subspace_alignment
 from netphys.population._drift import tuning_drift
 from netphys.population._persistence import concept_persistence
-from netphys.population._powerlaw import _check_fit_range
+from netphys.population._powerlaw import _check_fit_range, short_fits_caught
 from netphys.population._session_common import (
     _check_session_finite,
     _session_coords,
@@ -88,6 +90,13 @@ def spectrum_over_sessions(
     ValueError
         Without a ``session`` coordinate, or with unmatched (NaN) units.
 
+    Warns
+    -----
+    FitRangeWarning
+        (a ``NetphysWarning``) once per call when any session's PCA or SVCA power-law fit used
+        fewer components than ``fit_range`` asks for (see :func:`svca`); the message names the
+        sessions and gives the first three sessions' details.
+
     Examples
     --------
     >>> import xarray as xr
@@ -115,39 +124,42 @@ def spectrum_over_sessions(
     scalars = {name: np.full(n_s, np.nan) for name in
                ("pca_alpha", "pca_r2", "svca_alpha", "svca_r2", "reliable_fraction")}  # fmt: skip
     n_frames, n_active = np.zeros(n_s, int), np.zeros(n_s, int)
+    notes: list[str] = []
     for i, (sid, r) in enumerate(zip(ids.tolist(), rows, strict=True)):
-        sub = da.isel({dim: r})
-        _check_session_finite(sub, func, sid, chunk_size)
-        sd = np.asarray(sub.std(str(dim)).values)
-        sub = sub.isel(unit=np.flatnonzero(sd > 0))
-        n_frames[i], n_active[i] = sub.shape
-        if n_active[i] < 2 or n_frames[i] < 3:
-            continue
-        k = min(k_req, n_active[i], n_frames[i] - 1)
-        spec = eigenspectrum(sub, n_components=k, fit_range=fit, chunk_size=chunk_size,
-                             progress=progress)  # fmt: skip
-        pvar[i, :k] = spec["variance"].values
-        pratio[i, :k] = spec["explained_variance_ratio"].values
-        scalars["pca_alpha"][i] = float(spec["alpha"])
-        scalars["pca_r2"][i] = float(spec["r2"])
-        if not reliable or n_frames[i] < min_svca_frames:
-            continue
-        n_blocks = -(-int(n_frames[i]) // block_length)
-        n_train = min(int(np.ceil(n_blocks * 0.5)) * block_length, int(n_frames[i]))
-        sets, _ = split_units(sub, rng=np.random.default_rng(0), func=func)
-        ks = min(k_req, int((sets == 1).sum()), int((sets == 2).sum()), n_train - 2)
-        if ks < 1:
-            continue
-        res = svca(sub, n_components=ks, block_length=block_length, fit_range=fit,
-                   chunk_size=chunk_size, progress=progress, rng=rng)  # fmt: skip
-        ks = res.sizes["component"]
-        rvar[i, :ks] = res["reliable_variance"].values
-        rfrac[i, :ks] = res["reliable_fraction"].values
-        scalars["svca_alpha"][i] = float(res["alpha"])
-        scalars["svca_r2"][i] = float(res["r2"])
-        scalars["reliable_fraction"][i] = float(
-            res["reliable_variance"].sum() / res["total_variance"].sum()
-        )
+        with short_fits_caught(notes, prefix=f"session {sid}: "):
+            sub = da.isel({dim: r})
+            _check_session_finite(sub, func, sid, chunk_size)
+            sd = np.asarray(sub.std(str(dim)).values)
+            sub = sub.isel(unit=np.flatnonzero(sd > 0))
+            n_frames[i], n_active[i] = sub.shape
+            if n_active[i] < 2 or n_frames[i] < 3:
+                continue
+            k = min(k_req, n_active[i], n_frames[i] - 1)
+            spec = eigenspectrum(sub, n_components=k, fit_range=fit, chunk_size=chunk_size,
+                                 progress=progress)  # fmt: skip
+            pvar[i, :k] = spec["variance"].values
+            pratio[i, :k] = spec["explained_variance_ratio"].values
+            scalars["pca_alpha"][i] = float(spec["alpha"])
+            scalars["pca_r2"][i] = float(spec["r2"])
+            if not reliable or n_frames[i] < min_svca_frames:
+                continue
+            n_blocks = -(-int(n_frames[i]) // block_length)
+            n_train = min(int(np.ceil(n_blocks * 0.5)) * block_length, int(n_frames[i]))
+            sets, _ = split_units(sub, rng=np.random.default_rng(0), func=func)
+            ks = min(k_req, int((sets == 1).sum()), int((sets == 2).sum()), n_train - 2)
+            if ks < 1:
+                continue
+            res = svca(sub, n_components=ks, block_length=block_length, fit_range=fit,
+                       chunk_size=chunk_size, progress=progress, rng=rng)  # fmt: skip
+            ks = res.sizes["component"]
+            rvar[i, :ks] = res["reliable_variance"].values
+            rfrac[i, :ks] = res["reliable_fraction"].values
+            scalars["svca_alpha"][i] = float(res["alpha"])
+            scalars["svca_r2"][i] = float(res["r2"])
+            scalars["reliable_fraction"][i] = float(
+                res["reliable_variance"].sum() / res["total_variance"].sum()
+            )
+    _warn_sessions_cut_short(notes, n_s, func)
     coords: dict[str, Any] = {"session": ids, "component": np.arange(1, k_req + 1)}
     for name, vals in _session_coords(da, ids, rows).items():
         coords[name] = ("session", vals)
@@ -165,3 +177,16 @@ def spectrum_over_sessions(
         attrs={"method": func, "fit_start": fit[0], "fit_stop": fit[1],
                "condition": "all" if condition is None else str(condition)},
     )  # fmt: skip
+
+
+def _warn_sessions_cut_short(notes: list[str], n_sessions: int, func: str) -> None:
+    """One warning for every session whose power-law fit was cut short (or gave NaN)."""
+    if not notes:
+        return
+    more = f" (and {len(notes) - 3} more)" if len(notes) > 3 else ""
+    warnings.warn(
+        f"{func}(): {len(notes)} power-law fit(s) over {n_sessions} session(s) used fewer "
+        f"components than `fit_range` asked for{more}; " + " | ".join(notes[:3]),
+        FitRangeWarning,
+        stacklevel=3,
+    )

@@ -10,7 +10,12 @@ import xarray as xr
 
 from netphys._validation import check_finite, check_int, check_population
 from netphys.errors import NetphysWarning
-from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
+from netphys.population._powerlaw import (
+    _check_fit_range,
+    _power_law_kernel,
+    power_law_variables,
+    warn_short_fit,
+)
 from netphys.population._stream import (
     iter_sample_chunks,
     reduce_sample_chunks,
@@ -137,6 +142,16 @@ def eigenspectrum(
     ValueError
         On NaN/inf or more components than ``min(n_units, n_samples - 1)``.
 
+    Warns
+    -----
+    FitRangeWarning
+        (a ``NetphysWarning``) once per call when the power-law fit used fewer components than
+        ``fit_range`` (clipped to the components computed) asks for, because the eigenvalue turns
+        non-positive inside it (a rank-deficient population), or when fewer than three points remain and ``alpha`` is
+        NaN. The message gives the range asked for, the range used, how many components were
+        non-positive and from which one, and a ``fit_range`` that fits; ``fit_stop`` and
+        ``n_nonpositive`` hold the same numbers.
+
     Examples
     --------
     >>> from netphys.population import simulate_population
@@ -168,6 +183,7 @@ def eigenspectrum(
         total = float(np.trace(gram))
         evals, _ = _top_eigh(gram, k)
     fit = _power_law_kernel(evals, fit_start, fit_stop)
+    warn_short_fit(evals, fit, (fit_start, fit_stop), func=func, what="eigenvalue")
     variables: dict[str, Any] = {
         "variance": ("component", evals, {"long_name": "PCA eigenvalue"}),
         "explained_variance_ratio": ("component", evals / total if total > 0 else evals * np.nan),

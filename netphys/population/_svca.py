@@ -29,7 +29,12 @@ from netphys.population._conventions import (
     paper_strip_split,
     warn_identical_repeats,
 )
-from netphys.population._powerlaw import _check_fit_range, _power_law_kernel, power_law_variables
+from netphys.population._powerlaw import (
+    _check_fit_range,
+    _power_law_kernel,
+    power_law_variables,
+    warn_short_fit,
+)
 from netphys.population._splits import _unit_coord, split_time_blocks, split_units
 from netphys.population._svca_engine import decompose_dense, fit_svca, project_svca
 
@@ -224,6 +229,13 @@ def svca(
     NetphysWarning
         When constant units are dropped (they are reported in ``is_constant``), or when frames
         of the same stimulus are identical across repeats (a noise-free model).
+    FitRangeWarning
+        (a ``NetphysWarning``) once per call when the power-law fit used fewer components than
+        ``fit_range`` (clipped to the components computed) asks for, because the reliable variance turns
+        non-positive inside it (``convention="paper"``: is zero), or when fewer than three points remain and ``alpha`` is
+        NaN. The message gives the range asked for, the range used, how many components were
+        non-positive and from which one, and a ``fit_range`` that fits; ``fit_stop`` and
+        ``n_nonpositive`` hold the same numbers.
 
     Differences from the papers
     ---------------------------
@@ -386,6 +398,9 @@ def _label(
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = rel / tot
     fit = _power_law_kernel(rel, *fit_range, absolute=absolute)
+    warn_short_fit(
+        rel, fit, fit_range, func="svca", what="reliable variance", absolute=absolute, stacklevel=4
+    )
     variables: dict[str, Any] = {
         "reliable_variance": ("component", rel, {"long_name": "reliable variance per SVC"}),
         "total_variance": ("component", tot, {"long_name": "total variance per SVC"}),

@@ -8,7 +8,7 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netphys.errors import NetphysWarning
+from netphys.errors import FitRangeWarning, NetphysWarning
 from netphys.population import cvpca, repeat_responses, simulate_population
 
 
@@ -74,7 +74,8 @@ def test_shuffles_equal_recomputation_on_swapped_data(responses: np.ndarray) -> 
 
 def test_noise_cancels(rng: np.random.Generator) -> None:
     noise = rng.standard_normal((2, 300, 200))
-    res = cvpca(noise, n_shuffles=0, n_components=50)
+    with pytest.warns(FitRangeWarning, match=r"signal variance is non-positive"):
+        res = cvpca(noise, n_shuffles=0, n_components=50)
     r1 = noise[0] - noise[0].mean(axis=0)
     lam = np.sort(np.linalg.eigvalsh(r1 @ r1.T))[::-1][:50]
     # pure noise: ss_k = (1/S) sum_s proj1_s proj2_s with proj2 independent unit-variance noise,
@@ -134,8 +135,11 @@ def test_repeat_responses_matches_by_stimulus() -> None:
 def test_constant_unit_dropped_with_warning(responses: np.ndarray) -> None:
     r = responses.copy()
     r[:, :, 4] = 1.0
-    with pytest.warns(NetphysWarning, match=r"cvpca\(\): dropped 1 constant unit"):
+    with pytest.warns(NetphysWarning) as caught:
         res = cvpca(r, n_shuffles=0, n_components=10)
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith("cvpca(): dropped 1 constant unit") for m in messages)
+    assert any("starts after the last of the 10 components" in m for m in messages)
     assert bool(res["is_constant"][4])
     assert int(res["n_dropped"]) == 1
     ref = direct_cvpca(np.delete(r, 4, axis=2), 10)
@@ -175,10 +179,13 @@ def test_errors(data, kwargs, exc, match) -> None:
 def test_invariant_to_unit_order_and_signs_and_scales_quadratically(seed: int, scale: float):
     gen = np.random.default_rng(seed)
     r = gen.standard_normal((2, 30, 20)) + gen.standard_normal((1, 30, 20))
-    base = cvpca(r, n_shuffles=0, n_components=10)["signal_variance"].values
+    with pytest.warns(FitRangeWarning):
+        base = cvpca(r, n_shuffles=0, n_components=10)["signal_variance"].values
     perm, signs = gen.permutation(20), gen.choice([-1.0, 1.0], size=20)
-    moved = cvpca(r[:, :, perm] * signs, n_shuffles=0, n_components=10)["signal_variance"]
+    with pytest.warns(FitRangeWarning):
+        moved = cvpca(r[:, :, perm] * signs, n_shuffles=0, n_components=10)["signal_variance"]
     # the stimulus Grams are sums over units: unit order and signs cancel exactly
     np.testing.assert_allclose(moved.values, base, rtol=1e-8, atol=1e-12)
-    scaled = cvpca(r * scale, n_shuffles=0, n_components=10)["signal_variance"].values
+    with pytest.warns(FitRangeWarning):
+        scaled = cvpca(r * scale, n_shuffles=0, n_components=10)["signal_variance"].values
     np.testing.assert_allclose(scaled, base * scale**2, rtol=1e-8, atol=1e-12)

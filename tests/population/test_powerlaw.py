@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from netphys.errors import FitRangeWarning
 from netphys.population import fit_power_law
 
 
@@ -51,7 +52,13 @@ def test_stops_before_first_nonpositive() -> None:
     ss = np.arange(1, 201, dtype=float) ** -1.2
     ss[59] = -1e-3  # component 60
     ss[99] = 0.0  # component 100
-    fit = fit_power_law(ss, fit_range=(11, 150))
+    with pytest.warns(FitRangeWarning) as caught:
+        fit = fit_power_law(ss, fit_range=(11, 150))
+    assert len(caught) == 1  # once per call, not once per non-positive value
+    msg = str(caught[0].message)
+    assert "asked for components 11..150 but the fit used 11..59 (49 components)" in msg
+    assert "non-positive at 2 of components 11..150, from component 60 on" in msg
+    assert "`fit_range=(11, 59)`" in msg
     assert int(fit["fit_stop"]) == 59
     assert int(fit["n_nonpositive"]) == 2
     alpha, _ = direct_fit(ss, 11, 59)
@@ -63,7 +70,8 @@ def test_inputs_not_modified() -> None:
     ss[200] = -1.0
     before = ss.copy()
     fit_range = np.array([11, 250])
-    fit_power_law(ss, fit_range=fit_range)  # type: ignore[arg-type]
+    with pytest.warns(FitRangeWarning, match=r"from component 201 on"):
+        fit_power_law(ss, fit_range=fit_range)  # type: ignore[arg-type]
     np.testing.assert_array_equal(ss, before)
     np.testing.assert_array_equal(fit_range, [11, 250])
 
@@ -103,6 +111,7 @@ def test_two_points_before_a_non_positive_value_are_no_fit() -> None:
     spectrum[13] = 1e-3
     spectrum[12] = spectrum[13]  # three positive points, 11..13: a fit is made
     spectrum[13] = -1e-3
-    fit = fit_power_law(spectrum)
+    with pytest.warns(FitRangeWarning, match=r"used 11\.\.13 \(3 components\)"):
+        fit = fit_power_law(spectrum)
     assert int(fit["fit_stop"]) == 13
     assert np.isfinite(float(fit["alpha"]))

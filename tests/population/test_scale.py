@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from netphys.errors import FitRangeWarning
 from netphys.population import _sorting, simulate_population, svca, svca_predict
 from netphys.population._sorting import _gram_pcs, normalized_for_rastermap, rastermap_sort
 from netphys.population._svca_engine import _orthonormalise, randomized_svd
@@ -14,7 +15,8 @@ from tests.population.test_svca import direct_svca
 
 def test_gram_route_equals_direct_svd(global_random_seed: int) -> None:
     sim = simulate_population(400, 160, alpha=1.0, snr=2.0, rng=global_random_seed)  # units > train frames
-    res = svca(sim["activity"], block_length=10, svd_solver="gram", split="random", rng=global_random_seed)
+    with pytest.warns(FitRangeWarning):  # snr 2, 79 SVCs: the noise tail turns negative
+        res = svca(sim["activity"], block_length=10, svd_solver="gram", split="random", rng=global_random_seed)
     assert res.attrs["svd_solver"] == "gram"
     k = res.sizes["component"]
     rel, tot, sv = direct_svca(
@@ -27,8 +29,10 @@ def test_gram_route_equals_direct_svd(global_random_seed: int) -> None:
 
 def test_auto_picks_gram_when_units_exceed_frames(global_random_seed: int) -> None:
     sim = simulate_population(300, 100, snr=2.0, rng=global_random_seed)
-    res = svca(sim["activity"], block_length=10, rng=global_random_seed)
-    dense = svca(sim["activity"], block_length=10, rng=global_random_seed, svd_solver="dense")
+    with pytest.warns(FitRangeWarning):  # snr 2: the noise tail turns negative
+        res = svca(sim["activity"], block_length=10, rng=global_random_seed)
+    with pytest.warns(FitRangeWarning):
+        dense = svca(sim["activity"], block_length=10, rng=global_random_seed, svd_solver="dense")
     assert res.attrs["svd_solver"] == "gram"
     np.testing.assert_allclose(res["reliable_variance"], dense["reliable_variance"], rtol=1e-6)
 
@@ -51,7 +55,8 @@ def test_randomized_accuracy_first_128_within_1e3(global_random_seed: int) -> No
 
 def test_svca_predict_reuses_a_fit(global_random_seed: int) -> None:
     sim = simulate_population(120, 600, alpha=1.0, snr=5.0, behaviour_rank=2, rng=global_random_seed)
-    fit = svca(sim["activity"], n_components=10, block_length=20, keep_projections=True)
+    with pytest.warns(FitRangeWarning, match=r"starts after the last of the 10 components"):
+        fit = svca(sim["activity"], n_components=10, block_length=20, keep_projections=True)
     reused = svca_predict(sim["activity"], sim["behaviour"], block_length=20, svca=fit)
     refit = svca_predict(sim["activity"], sim["behaviour"], n_components=10, block_length=20)
     np.testing.assert_array_equal(reused["explained_fraction"], refit["explained_fraction"])
@@ -60,12 +65,14 @@ def test_svca_predict_reuses_a_fit(global_random_seed: int) -> None:
 
 def test_svca_predict_rejects_a_fit_without_projections(global_random_seed: int) -> None:
     sim = simulate_population(60, 300, behaviour_rank=2, rng=global_random_seed)
-    fit = svca(sim["activity"], n_components=5, block_length=20)
+    with pytest.warns(FitRangeWarning):
+        fit = svca(sim["activity"], n_components=5, block_length=20)
     with pytest.raises(ValueError, match=r"svca_predict\(\): `svca` has no SVC time courses"):
         svca_predict(sim["activity"], sim["behaviour"], svca=fit)
     with pytest.raises(TypeError, match=r"`svca` must be the Dataset returned by svca"):
         svca_predict(sim["activity"], sim["behaviour"], svca=np.zeros(3))
-    fit = svca(sim["activity"][:200], n_components=5, block_length=20, keep_projections=True)
+    with pytest.warns(FitRangeWarning):
+        fit = svca(sim["activity"][:200], n_components=5, block_length=20, keep_projections=True)
     with pytest.raises(ValueError, match=r"fitted on 200 samples but `activity` has 300"):
         svca_predict(sim["activity"], sim["behaviour"], svca=fit)
 
@@ -157,8 +164,10 @@ def test_streamed_randomized_route_keeps_the_accuracy(global_random_seed: int) -
     """The implicit-product route (cross-covariance never formed): the same stated accuracy."""
     sim = simulate_population(400, 500, alpha=1.0, snr=0.5, rng=global_random_seed)
     kw = {"n_components": 100, "block_length": 10, "split": "random", "rng": 0}
-    dense = svca(sim["activity"], svd_solver="dense", **kw)
-    rand = svca(sim["activity"], svd_solver="randomized", max_cov_bytes=1, chunk_size=130, **kw)
+    with pytest.warns(FitRangeWarning):  # snr 0.5: the noise tail turns negative
+        dense = svca(sim["activity"], svd_solver="dense", **kw)
+    with pytest.warns(FitRangeWarning):
+        rand = svca(sim["activity"], svd_solver="randomized", max_cov_bytes=1, chunk_size=130, **kw)
     err = np.abs(rand["reliable_variance"] - dense["reliable_variance"]) / dense["total_variance"]
     assert float(err.max()) < 1e-3
     np.testing.assert_allclose(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netphys.errors import NetphysWarning
+from netphys.errors import FitRangeWarning, NetphysWarning
 from netphys.population import fit_power_law, simulate_population, split_units, svca
 
 
@@ -73,7 +75,9 @@ def test_recovers_number_of_shared_dimensions(rng: np.random.Generator) -> None:
     sim = simulate_population(
         300, 2000, alpha=0.5, snr=20.0, n_latents=5, rng=rng, category_strength=0.0
     )
-    res = svca(sim["activity"], n_components=20, block_length=20, rng=rng)
+    # fit the 5 planted SVCs only: the noise SVCs' reliable variance is negative about half
+    # the time, which would cut the default fit short (and warn)
+    res = svca(sim["activity"], n_components=20, block_length=20, fit_range=(1, 5), rng=rng)
     frac = res["reliable_fraction"].values
     # 5 planted latents at high SNR: reliable fraction near 1 for them (noise share ~1/(1+N*λ*snr)),
     # near 0 after (pure noise: mean of s1*s2 over 1000 test samples, sd ~ 1/sqrt(1000))
@@ -138,7 +142,8 @@ def test_streamed_from_zarr_equals_in_memory(small: xr.Dataset, tmp_path, solver
 
 
 def test_projections_reproduce_the_variances(small: xr.Dataset) -> None:
-    res = svca(small["activity"], n_components=10, block_length=25, keep_projections=True)
+    with pytest.warns(FitRangeWarning, match=r"starts after the last of the 10 components"):
+        res = svca(small["activity"], n_components=10, block_length=25, keep_projections=True)
     test = ~res["is_train"].values
     p1, p2 = res["projection_1"].values[test], res["projection_2"].values[test]
     np.testing.assert_allclose((p1 * p2).mean(0), res["reliable_variance"], rtol=1e-10)
@@ -148,7 +153,8 @@ def test_projections_reproduce_the_variances(small: xr.Dataset) -> None:
 def test_labels_and_contract(small: xr.Dataset) -> None:
     act = small["activity"]
     before = act.values.copy()
-    res = svca(act, n_components=12, block_length=25, rng=5)
+    with pytest.warns(FitRangeWarning, match=r"11\.\.500 \(of the 12 computed: 11\.\.12\)"):
+        res = svca(act, n_components=12, block_length=25, rng=5)
     np.testing.assert_array_equal(act.values, before)  # input never modified
     assert res["component"].values.tolist() == list(range(1, 13))
     assert res["unit_set"].dims == ("unit",)
@@ -158,16 +164,22 @@ def test_labels_and_contract(small: xr.Dataset) -> None:
     assert set(np.unique(res["unit_set"].values)) <= {0, 1, 2}
     for name in ("alpha", "r2", "fit_start", "fit_stop", "n_nonpositive"):
         assert res[name].ndim == 0
-    again = svca(act, n_components=12, block_length=25, rng=5)
+    with pytest.warns(FitRangeWarning):
+        again = svca(act, n_components=12, block_length=25, rng=5)
     xr.testing.assert_identical(res, again)  # same rng, same result
-    other = svca(act, n_components=12, block_length=25, rng=6)
+    with pytest.warns(FitRangeWarning):
+        other = svca(act, n_components=12, block_length=25, rng=6)
     assert not np.array_equal(other["is_train"].values, res["is_train"].values)
 
 
 def test_time_split_uses_whole_blocks() -> None:
-    res = svca(
-        np.random.default_rng(0).standard_normal((600, 20)), block_length=60, n_components=3, rng=1
-    )
+    with pytest.warns(FitRangeWarning, match=r"starts after the last of the 3 components"):
+        res = svca(
+            np.random.default_rng(0).standard_normal((600, 20)),
+            block_length=60,
+            n_components=3,
+            rng=1,
+        )
     blocks = res["is_train"].values.reshape(10, 60)
     assert np.all(blocks == blocks[:, :1])  # constant within each block
     assert int(res["n_train"]) == 300
@@ -197,12 +209,16 @@ def test_spatial_splits() -> None:
 def test_constant_units_are_dropped_with_warning(small: xr.Dataset) -> None:
     x = small["activity"].values.copy()
     x[:, [3, 7]] = 2.5
-    with pytest.warns(NetphysWarning, match=r"svca\(\): dropped 2 constant unit"):
+    with pytest.warns(NetphysWarning) as caught:
         res = svca(x, n_components=10, block_length=25)
+    messages = [str(w.message) for w in caught]
+    assert any(re.match(r"svca\(\): dropped 2 constant unit", m) for m in messages)
+    assert [w.category for w in caught].count(FitRangeWarning) == 1  # 10 SVCs: alpha NaN
     assert res["is_constant"].values[[3, 7]].all()
     assert int(res["n_dropped"]) == 2
     assert np.all(res["unit_set"].values[[3, 7]] == 0)
-    clean = svca(np.delete(x, [3, 7], axis=1), n_components=10, block_length=25)
+    with pytest.warns(FitRangeWarning, match=r"starts after the last of the 10 components"):
+        clean = svca(np.delete(x, [3, 7], axis=1), n_components=10, block_length=25)
     # dropping the constant units changes the random split, so compare the spectrum shape only
     assert np.all(np.isfinite(res["reliable_variance"]))
     assert clean.sizes["component"] == res.sizes["component"]
@@ -256,7 +272,8 @@ def test_errors(data, kwargs, exc, match) -> None:
 
 def test_nan_in_a_test_only_chunk_is_found(rng: np.random.Generator) -> None:
     x = rng.standard_normal((200, 10))
-    res = svca(x, block_length=50, n_components=2, rng=0)
+    with pytest.warns(FitRangeWarning):
+        res = svca(x, block_length=50, n_components=2, rng=0)
     test_row = int(np.flatnonzero(~res["is_train"].values)[-1])
     x[test_row, 4] = np.nan
     with pytest.raises(ValueError, match=r"NaN or inf \(first at sample"):
@@ -276,10 +293,12 @@ def test_invariant_to_unit_signs_and_order_with_positions(seed: int) -> None:
     gen = np.random.default_rng(seed)
     sim = simulate_population(40, 200, snr=2.0, rng=seed)
     act = sim["activity"]
-    base = svca(act, n_components=8, block_length=10, rng=0)
+    with pytest.warns(FitRangeWarning):
+        base = svca(act, n_components=8, block_length=10, rng=0)
     perm = gen.permutation(40)
     signs = xr.DataArray(gen.choice([-1.0, 1.0], size=40), dims="unit")
-    moved = svca((act * signs).isel(unit=perm), n_components=8, block_length=10, rng=0)
+    with pytest.warns(FitRangeWarning):
+        moved = svca((act * signs).isel(unit=perm), n_components=8, block_length=10, rng=0)
     # positions travel with the units, so the checkerboard sets are the same; a unit's sign
     # flips its column of C, which the SVD absorbs: reliable and total variance are unchanged
     np.testing.assert_allclose(
