@@ -101,8 +101,9 @@ def concept_analysis(
         ``edge_flow`` (sample, node, pre), ``inhibitory_share``, and with labels
         ``class_edge_flow`` (category, node, pre), the edge flows summed per class), ``top``
         (top-K paths), ``matrix`` (sparse path x sample, COO), ``concepts``, ``activity``
-        (concept x sample), and with labels ``selectivity`` and ``overlap``. Save with
-        ``tree.to_zarr(path)``.
+        (concept x sample), and with labels ``selectivity`` and ``overlap``. Text coords
+        (layer names, string labels) are variable-length strings, so
+        ``tree.to_zarr(path, consolidated=False)`` writes plain, portable Zarr v3.
 
     Examples
     --------

@@ -11,7 +11,13 @@ from scipy import stats
 from netphys._validation import check_choice, check_int, check_labels, renamed_argument
 from netphys.population.paths._clustering import concept_activity, path_concepts
 from netphys.population.paths._flows import flow_kernel, path_flow
-from netphys.population.paths._layers import as_tree, layer_names, samples, values
+from netphys.population.paths._layers import (
+    as_tree,
+    layer_names,
+    portable_strings,
+    samples,
+    values,
+)
 from netphys.population.paths._matrices import edge_matrix, path_matrix, unit_matrix
 from netphys.population.paths._scores import (
     class_path_overlap,
@@ -171,7 +177,8 @@ def concept_analysis(
         "distance_threshold": float(distance_threshold),
         "residual_fraction": [float(v) for v in contrib.ds["residual_fraction"].values],
     }  # fmt: skip
-    return xr.DataTree.from_dict({"/": root_ds, **{f"/{key}": ds for key, ds in nodes.items()}})
+    tree = xr.DataTree.from_dict({"/": root_ds, **{f"/{key}": ds for key, ds in nodes.items()}})
+    return portable_strings(tree)  # text coords as variable-length strings: portable Zarr v3
 
 
 def _softmax_confusion(logits: np.ndarray, y: np.ndarray, cats: np.ndarray) -> np.ndarray:

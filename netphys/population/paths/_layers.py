@@ -155,3 +155,27 @@ def samples(tree: xr.DataTree) -> np.ndarray:
     if "sample" in tree.coords:
         return np.asarray(tree["sample"].values)
     return np.arange(tree[LAYER.format(0)].sizes["sample"])
+
+
+def portable_strings(obj: Any) -> Any:
+    """Return a Dataset or DataTree with fixed-width strings as variable-length ones.
+
+    numpy's fixed-width ``<U`` strings (e.g. layer names, string class labels) have no Zarr v3
+    specification: zarr-python writes them as ``FixedLengthUTF32`` and warns that other
+    readers may not open them. Object arrays of ``str`` are written as the specified
+    variable-length UTF-8 strings and read back equal (as object arrays), so every result with
+    text coordinates saves portably with ``to_zarr``.
+    """
+    if isinstance(obj, xr.DataTree):
+        return xr.DataTree.from_dict(
+            {
+                node.path: portable_strings(node.to_dataset(inherit=False))
+                for node in obj.subtree
+            }
+        )
+    fixed = [str(name) for name, v in obj.variables.items() if v.dtype.kind == "U"]
+    if not fixed:
+        return obj
+    coords = {name: obj[name].variable.astype(object) for name in fixed if name in obj.coords}
+    data = {name: obj[name].variable.astype(object) for name in fixed if name not in obj.coords}
+    return obj.assign_coords(coords).assign(data)

@@ -2,7 +2,8 @@
 
 Sparse matrices are carried inside xarray Datasets as COO arrays (``entry_path``,
 ``entry_sample``, ``entry_flow`` along dim ``entry``) so that every result saves with
-``Dataset.to_zarr`` next to its recording; :func:`as_sparse` gives the scipy matrix back.
+``Dataset.to_zarr(path, consolidated=False)`` next to its recording (text coords are
+variable-length strings, portable Zarr v3); :func:`as_sparse` gives the scipy matrix back.
 Algorithm: ``reference/paths.md`` section 3.4.
 """
 
@@ -15,7 +16,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from netphys._validation import check_int, check_population
-from netphys.population.paths._layers import LAYER, n_layers, samples
+from netphys.population.paths._layers import LAYER, n_layers, portable_strings, samples
 
 __all__ = ["as_sparse", "edge_matrix", "path_matrix", "unit_matrix"]
 
@@ -153,7 +154,7 @@ def path_matrix(top: xr.Dataset, *, min_support: int = 5, max_paths: int = 20000
         coords={"path": keys, "layer": top["layer"].values, "sample": top["sample"].values},
     )
     ds.attrs = {**top.attrs, "rows": "path", "min_support": thr, "max_paths": max_paths}
-    return ds
+    return portable_strings(ds)
 
 
 def edge_matrix(flow: xr.DataTree, *, min_support: int = 5, min_flow: float = 1e-6) -> xr.Dataset:
@@ -225,7 +226,7 @@ def edge_matrix(flow: xr.DataTree, *, min_support: int = 5, min_flow: float = 1e
         coords={"path": keys, "sample": samples(flow)},
     )
     ds.attrs = {**flow.attrs, "rows": "edge", "min_support": thr}
-    return ds
+    return portable_strings(ds)
 
 
 def unit_matrix(activity: Any, *, min_support: int = 5) -> xr.Dataset:

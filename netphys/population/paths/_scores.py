@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from netphys._validation import as_rng, check_int, check_labels, check_positive_float
+from netphys.population.paths._layers import portable_strings
 from netphys.population.paths._matrices import as_sparse, check_matrix
 
 __all__ = ["class_path_overlap", "concept_selectivity", "path_classifier_agreement"]
@@ -139,7 +140,7 @@ def concept_selectivity(
         },
     )
     ds.attrs = {"n_permutations": n_permutations}
-    return ds
+    return portable_strings(ds)
 
 
 def _class_sets(
@@ -206,7 +207,7 @@ def class_path_overlap(matrix: xr.Dataset, labels: Any, *, min_fraction: float =
     tot = np.asarray(x.sum(0)).ravel()
     on = np.asarray(x.T @ member.astype(float))
     sim = np.where(tot[:, None] > 0, on / np.where(tot > 0, tot, 1)[:, None], 0.0)
-    return xr.Dataset(
+    ds = xr.Dataset(
         {
             "jaccard": (("category", "category_"), jac),
             "weighted_jaccard": (("category", "category_"), wj),
@@ -217,6 +218,7 @@ def class_path_overlap(matrix: xr.Dataset, labels: Any, *, min_fraction: float =
                 "sample": m["sample"].values},
         attrs={"min_fraction": min_fraction},
     )  # fmt: skip
+    return portable_strings(ds)
 
 
 def path_classifier_agreement(overlap: xr.Dataset, predictions: Any) -> float:

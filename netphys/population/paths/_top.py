@@ -15,7 +15,7 @@ import xarray as xr
 
 from netphys._validation import check_choice, check_fraction, check_int, check_positive_float
 from netphys.population.paths._flows import flow_summary, unpack
-from netphys.population.paths._layers import LAYER, layer_attr, samples
+from netphys.population.paths._layers import LAYER, layer_attr, portable_strings, samples
 
 __all__ = ["top_paths"]
 
@@ -309,4 +309,4 @@ def top_paths(
     )  # fmt: skip
     ds.attrs = {**transitions.attrs, "k": k, "theta": theta, "method": method,
                 "beam_width": beam_width, "tau": tau}  # fmt: skip
-    return ds
+    return portable_strings(ds)

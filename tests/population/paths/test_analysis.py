@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -101,8 +103,10 @@ def test_concept_analysis_tree_saves_and_errors(tmp_path):
     assert tree["flow"]["layer_1"]["class_edge_flow"].shape == (4, WIDTH, WIDTH)
     s = concept_summary(tree)
     assert s["n_concepts"] == 4
-    tree.to_zarr(tmp_path / "concepts.zarr")
-    back = xr.open_datatree(tmp_path / "concepts.zarr", engine="zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fixed-width-string or consolidation warning
+        tree.to_zarr(tmp_path / "concepts.zarr", consolidated=False)
+        back = xr.open_datatree(tmp_path / "concepts.zarr", engine="zarr", consolidated=False)
     np.testing.assert_array_equal(
         back["concepts"]["concept"].values, tree["concepts"]["concept"].values
     )
@@ -145,3 +149,36 @@ def test_numpy_concept_analysis_layout_and_deprecated_names():
         concept_analysis(c, rows="unit", **kw)
     with pytest.raises(ValueError, match="one entry per sample"):
         concept_analysis(c, labels=y[:5])
+
+
+def test_saved_concept_tree_round_trips_without_warnings(tmp_path):
+    """String labels and layer names are written as variable-length strings (Zarr v3 spec)."""
+    from netphys.experiments import concept_analysis as model_concept_analysis
+
+    gen = np.random.default_rng(1)
+    ws, wo = weights(gen, False)
+    x, y = inputs(gen, False, n_per_class=10)
+    names = np.array(["cat", "dog", "emu", "fox"])[y]  # numpy fixed-width '<U3' labels
+    model = PlantedMLP(ws, wo).double().eval()
+    tree = model_concept_analysis(model, x, layers=MLP_LAYERS, labels=names, k=16,
+                                  n_permutations=5, progress=False)  # fmt: skip
+    fixed = [
+        (node.path, name)
+        for node in tree.subtree
+        for name, v in node.to_dataset(inherit=False).variables.items()
+        if v.dtype.kind == "U"
+    ]
+    assert fixed == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tree.to_zarr(tmp_path / "c.zarr", consolidated=False)
+        back = xr.open_datatree(tmp_path / "c.zarr", engine="zarr", consolidated=False).load()
+    assert {node.path for node in back.subtree} == {node.path for node in tree.subtree}
+    for node in tree.subtree:
+        mine, read = node.to_dataset(inherit=False), back[node.path].to_dataset(inherit=False)
+        assert set(read.variables) == set(mine.variables), node.path
+        for name, var in mine.variables.items():
+            assert read[name].dims == var.dims
+            assert read[name].values.tolist() == var.values.tolist(), (node.path, name)
+    assert back["selectivity"]["category"].values.tolist() == ["cat", "dog", "emu", "fox"]
+    assert back["top"]["layer"].values.tolist() == list(MLP_LAYERS)

@@ -8,6 +8,7 @@ pairs, so a concept (one feature's 8 block paths) is not a class.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -232,9 +233,12 @@ def test_edge_matrix_and_embedding(planted):
 def test_results_save_to_zarr(planted, tmp_path):
     contrib, _y = planted[("mlp", 0, False)]
     mat = path_matrix(top_paths(path_transitions(contrib), k=32))
-    mat.to_zarr(tmp_path / "paths.zarr")
-    back = xr.open_zarr(tmp_path / "paths.zarr").load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fixed-width-string or consolidation warning
+        mat.to_zarr(tmp_path / "paths.zarr", consolidated=False)
+        back = xr.open_zarr(tmp_path / "paths.zarr", consolidated=False).load()
     assert (as_sparse(back) != as_sparse(mat)).nnz == 0
+    assert back["layer"].values.tolist() == mat["layer"].values.tolist()
 
 
 def test_determinism(planted):
