@@ -97,11 +97,13 @@ def write_file(path: Path, data: Any, *, root: Path | None = None) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
     except FileNotFoundError:
-        base = path.parent if root is None else root
-        for folder in reversed([path.parent, *path.parent.parents]):
-            if base in folder.parents:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(folder)  # raises FileNotFoundError if `base` is gone
+        if root is None:
+            raise
+        folder = root
+        for part in path.parent.relative_to(root).parts:
+            folder = folder / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder)  # raises FileNotFoundError if `root` is gone
         with open(tmp, "wb") as f:
             f.write(data)
     os.replace(tmp, path)

@@ -12,6 +12,8 @@ the first block (0.25 s on a ResNet-18 shape); the first write, ``close``, ``aba
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +34,11 @@ from netphys.io._recording_arrays import (
 from netphys.io._recording_layout import FRAME_FIELDS, array_at
 
 __all__ = ["Definitions"]
+
+
+def _depth(path: Path) -> int:
+    """Depth of ``path`` (parents sort before their children)."""
+    return len(path.parts)
 
 
 class Definitions:
@@ -211,6 +218,10 @@ class Definitions:
         run_all(self._coroutines(root, rechunk))
         replaced = {f"{k}/zarr.json" for k in FRAME_FIELDS} if rechunk else set()
         try:
+            for folder in sorted({(self._dir / key).parent for key in scratch}, key=_depth):
+                if self._dir in folder.parents:  # never the store itself (deleted: reported)
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(folder)
             for key, buf in scratch.items():
                 path = self._dir / key
                 if key in keep or (

@@ -169,9 +169,9 @@ class WriterThread(threading.Thread):
     caller's thread. On a CPU whose cores all run the model, this is faster than a background
     writer, whose work stalls every intra-op thread of the model at each parallel region. One
     exception: while the store is still creating its arrays (``store.creating()``, started at
-    the first forward call), one submitted block is held back and written with the next one
-    (or at :meth:`finish`), so that the model's next forward call runs while the arrays are
-    created instead of waiting for them (a ResNet-18 shape fills a block per batch).
+    the first forward call), submitted blocks are held back, all but one of the pool's, and
+    written once the creation is over or a block is needed (or at :meth:`finish`), so that the
+    model's next forward calls run while the arrays are created instead of waiting for them.
     """
 
     def __init__(self, store: RecordingWriter, pool: BlockPool, *, inline: bool = False) -> None:
@@ -181,7 +181,7 @@ class WriterThread(threading.Thread):
         self.inline = inline
         self.queue: queue.Queue[Block | None] = queue.Queue()
         self.error: BaseException | None = None
-        self._held: list[Block] = []  # inline: at most one block, while the store is creating
+        self._held: list[Block] = []  # inline, while the store is creating its arrays
         self.frames_written = 0
         self.bytes_written = 0
 
@@ -197,7 +197,7 @@ class WriterThread(threading.Thread):
         if not self.inline:
             self.queue.put(block)
             return
-        if not self._held and self.store.creating():
+        if len(self._held) < self.pool.n_blocks - 1 and self.store.creating():
             self._held.append(block)
             return
         self.write_held()
@@ -205,7 +205,7 @@ class WriterThread(threading.Thread):
         self.raise_if_failed()
 
     def write_held(self) -> None:
-        """Write the block held back while the store was creating its arrays (if any)."""
+        """Write the blocks held back while the store was creating its arrays (if any)."""
         while self._held:
             self._write(self._held.pop(0))
 

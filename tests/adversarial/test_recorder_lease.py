@@ -106,10 +106,10 @@ def test_store_deleted_under_a_running_recorder_is_reported(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU()).eval()
     path = tmp_path / "r.zarr"
     with pytest.raises(RecordingError, match=r"deleted or replaced while it was being written"):
-        with netphys.Recorder(model, path, layers=["1"], chunk_frames=4, writer="inline"):
+        with netphys.Recorder(model, path, layers=["1"], chunk_frames=4, writer="inline") as rec:
             with torch.no_grad():
                 model(torch.randn(4, 6))  # one chunk, held while the arrays are created
-                model(torch.randn(4, 6))  # both committed
+                rec._store.join_prepared()  # created (deletion during creation: next test)
                 shutil.rmtree(path)
                 for _ in range(3):
                     model(torch.randn(4, 6))
