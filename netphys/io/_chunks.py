@@ -109,6 +109,19 @@ def write_file(path: Path, data: Any, *, root: Path | None = None) -> None:
     os.replace(tmp, path)
 
 
+def _wait_all(futures: Sequence[Future[Any]]) -> list[Any]:
+    """Return every result; wait for all, so no write is left running behind an error."""
+    results, err = [], None
+    for f in futures:
+        try:
+            results.append(f.result())
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            err = err or exc
+    if err is not None:
+        raise err
+    return results
+
+
 class ChunkWriter:
     """Encode and write whole chunks of several arrays in a shared thread pool.
 
@@ -154,28 +167,14 @@ class ChunkWriter:
                 self._pool.submit(self._one, spec, values, t, i, self.root)
                 for i in np.ndindex(*grid)
             ]
-        err: BaseException | None = None
-        for f in futures:  # wait for all, so no write is left running behind an error
-            try:
-                self.bytes_written += f.result()
-            except BaseException as exc:  # pragma: no cover - re-raised below
-                err = err or exc
-        if err is not None:
-            raise err
+        self.bytes_written += sum(_wait_all(futures))
 
     def write_files(self, items: Sequence[tuple[Path, bytes]]) -> None:
         """Write each ``(path, data)`` atomically in the thread pool; wait for all."""
         futures = [
             self._pool.submit(write_file, path, data, root=self.root) for path, data in items
         ]
-        err: BaseException | None = None
-        for f in futures:  # wait for all, so no write is left running behind an error
-            try:
-                f.result()
-            except BaseException as exc:  # pragma: no cover - re-raised below
-                err = err or exc
-        if err is not None:
-            raise err
+        _wait_all(futures)
 
     @staticmethod
     def _one(spec: _Spec, values: np.ndarray, t: int, idx: tuple[int, ...], root: Path) -> int:

@@ -40,7 +40,12 @@ from netphys.io._ranks_finalize import CODES, drop_padding, finalize
 from netphys.io._ranks_finalize import RANKS as _RANKS
 from netphys.io._ranks_finalize import read_group_attrs as _read_group_attrs
 from netphys.io._ranks_finalize import write_group_attrs as _write_group_attrs
-from netphys.io._recording_arrays import create_behaviour, create_layer, write_graph_pair
+from netphys.io._recording_arrays import (
+    behaviour_coroutine,
+    layer_coroutine,
+    run_all,
+    write_graph_pair,
+)
 from netphys.io._recording_layout import (
     FIELD_ATTRS,
     FRAME_FIELDS,
@@ -295,17 +300,21 @@ class RankWriter:
         if self.rank != 0:
             return
         root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-        create_layer(
-            root,
-            name,
-            unit_coords,
-            n_units,
-            n_nodes,
-            dtype,
-            attrs,
-            frames=0,
-            chunk_frames=self._chunk,
-            compression=compression or self.compression,
+        run_all(
+            [
+                layer_coroutine(
+                    root,
+                    name,
+                    unit_coords,
+                    n_units,
+                    n_nodes,
+                    dtype,
+                    attrs,
+                    frames=0,
+                    chunk_frames=self._chunk,
+                    compression=compression or self.compression,
+                )
+            ]
         )
         root.attrs["layers"] = self.layers
 
@@ -317,7 +326,7 @@ class RankWriter:
         if self.rank != 0:
             return
         root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-        create_behaviour(root, width, frames=0, chunk_frames=self._chunk)
+        run_all([behaviour_coroutine(root, width, frames=0, chunk_frames=self._chunk)])
 
     def prepare(self) -> None:
         """Nothing to start: rank 0 creates each group in :meth:`add_layer` (ranks wait on it)."""

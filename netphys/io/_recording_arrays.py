@@ -33,8 +33,6 @@ from netphys.io._recording_layout import (
 __all__ = [
     "ShapeTemplates",
     "behaviour_coroutine",
-    "create_behaviour",
-    "create_layer",
     "field_coroutine",
     "grow",
     "layer_coroutine",
@@ -146,38 +144,6 @@ def field_coroutine(
     )
 
 
-def create_layer(
-    root: zarr.Group,
-    name: str,
-    unit_coords: Mapping[str, np.ndarray],
-    n_units: int,
-    n_nodes: int,
-    dtype: str,
-    attrs: Mapping[str, Any],
-    *,
-    frames: int,
-    chunk_frames: int,
-    compression: str,
-) -> None:
-    """Create the group of one recorded layer: activity, nodes and unit coordinates."""
-    run_all(
-        [
-            layer_coroutine(
-                root,
-                name,
-                unit_coords,
-                n_units,
-                n_nodes,
-                dtype,
-                attrs,
-                frames=frames,
-                chunk_frames=chunk_frames,
-                compression=compression,
-            )
-        ]
-    )
-
-
 async def layer_coroutine(
     root: zarr.Group,
     name: str,
@@ -191,7 +157,7 @@ async def layer_coroutine(
     chunk_frames: int,
     compression: str,
 ) -> None:
-    """Create one layer's group, then all its arrays concurrently (see :func:`create_layer`)."""
+    """Create one layer's group: activity, nodes and unit coordinates, arrays concurrently."""
     g = await root._async_group.create_group(f"{LAYERS}/{name}", attributes=json_safe(dict(attrs)))
     itemsize = np.dtype(dtype).itemsize
     todo = [
@@ -296,11 +262,6 @@ def write_graph_pair(root: zarr.Group, session: int, pre: str, post: str, w: np.
     wide(ckpt, k + 1)[k] = session
     weight.resize((k + 1, *w.shape))
     ckpt.resize((k + 1,))
-
-
-def create_behaviour(root: zarr.Group, width: int, *, frames: int, chunk_frames: int) -> None:
-    """Create the behaviour group: logits (time, output), prediction, confidence, loss."""
-    run_all([behaviour_coroutine(root, width, frames=frames, chunk_frames=chunk_frames)])
 
 
 async def behaviour_coroutine(

@@ -260,11 +260,11 @@ def cvpca(
         model: signal variance is then all the variance).
     FitRangeWarning
         (a ``NetphysWarning``) once per call when the power-law fit used fewer components than
-        ``fit_range`` (clipped to the components computed) asks for, because the signal variance turns
-        non-positive inside it (``convention="paper"``: is zero), or when fewer than three points remain and ``alpha`` is
-        NaN. The message gives the range asked for, the range used, how many components were
-        non-positive and from which one, and a ``fit_range`` that fits; ``fit_stop`` and
-        ``n_nonpositive`` hold the same numbers.
+        ``fit_range`` (clipped to the components computed) asks for, because the signal variance
+        turns non-positive inside it (``convention="paper"``: is zero), or when fewer than three
+        points remain and ``alpha`` is NaN. The message gives the range asked for, the range
+        used, how many components were non-positive and from which one, and a ``fit_range`` that
+        fits; ``fit_stop`` and ``n_nonpositive`` hold the same numbers.
 
     Differences from the papers
     ---------------------------

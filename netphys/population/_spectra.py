@@ -146,11 +146,11 @@ def eigenspectrum(
     -----
     FitRangeWarning
         (a ``NetphysWarning``) once per call when the power-law fit used fewer components than
-        ``fit_range`` (clipped to the components computed) asks for, because the eigenvalue turns
-        non-positive inside it (a rank-deficient population), or when fewer than three points remain and ``alpha`` is
-        NaN. The message gives the range asked for, the range used, how many components were
-        non-positive and from which one, and a ``fit_range`` that fits; ``fit_stop`` and
-        ``n_nonpositive`` hold the same numbers.
+        ``fit_range`` (clipped to the components computed) asks for, because the eigenvalue
+        turns non-positive inside it (a rank-deficient population), or when fewer than three
+        points remain and ``alpha`` is NaN. The message gives the range asked for, the range
+        used, how many components were non-positive and from which one, and a ``fit_range`` that
+        fits; ``fit_stop`` and ``n_nonpositive`` hold the same numbers.
 
     Examples
     --------

@@ -181,15 +181,19 @@ class Staging:
         self._writer.start()
         self._block = None
 
-    def _codec_sample(self, name: str) -> np.ndarray:
-        """Up to 1 MiB of the first batch's activity of ``name``, as it will be stored."""
+    def _units_of(self, name: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``t`` channel first and its recorded units as (batch, units)."""
         layout = self._layouts[name]
-        t = self._first[name]
         if layout.channel_dim != 1:
             t = t.movedim(layout.channel_dim, 1)
         flat = t.reshape(t.shape[0], -1)
         if layout.selection is not None:
             flat = flat.index_select(1, self._index[name])
+        return t, flat
+
+    def _codec_sample(self, name: str) -> np.ndarray:
+        """Up to 1 MiB of the first batch's activity of ``name``, as it will be stored."""
+        _, flat = self._units_of(name, self._first[name])
         itemsize = np.dtype(self.dtype).itemsize
         rows = max(1, (1 << 20) // max(1, flat.shape[1] * itemsize))
         sample = flat[:rows].to(DTYPES[str(self.dtype)]).cpu()
@@ -293,11 +297,7 @@ class Staging:
                 f"{layout.raw_shape} when the recording started; inputs of one recording must "
                 "have the same shape (this batch is not recorded)."
             )
-        if layout.channel_dim != 1:
-            t = t.movedim(layout.channel_dim, 1)
-        flat = t.reshape(b, -1)
-        if layout.selection is not None:
-            flat = flat.index_select(1, self._index[name])
+        t, flat = self._units_of(name, t)
         segments = self._segments_for(b)
         if not self._cuda and t.dtype == torch.float32:
             # one torch call per array, the channel mean straight into the block, and small
