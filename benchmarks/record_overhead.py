@@ -6,12 +6,14 @@ frames/s of
 
 - the bare forward pass (baseline, same process, run between every method),
 - forward + netphys recording of all units (float16 by default),
+- the same with ``direct_io=False`` ("page cache": chunk files through the kernel's page cache
+  instead of ``O_DIRECT``),
 - a synchronous extractor: a hook that does ``.cpu()`` and ``np.save`` per batch,
 - TorchLens ``extract_dataset`` if installed (``pip install -e .[bench]``),
 - on a GPU: a copy-only baseline (device-to-host copies into pinned buffers, no writing),
 - a write-only floor: the same bytes written to fresh files without the model (what any
-  writer of all units pays for the page cache alone; on this project's VMs fresh pages cost
-  ~3 ms/MB at times, against ~0.3 ms/MB when the kernel reuses freed ones),
+  page-cache writer of all units pays for the page cache alone; on this project's VMs fresh
+  pages cost ~3 ms/MB at times, against ~0.3 ms/MB when the kernel reuses freed ones),
 
 with each one's ratio to the bare pass (wall clock, and process CPU time: on a shared machine
 the CPU ratio is the steadier one), the MB/s written and the extra peak resident memory.
@@ -20,6 +22,14 @@ A fixed-cost line gives the one-off seconds of a recording (opening the store, t
 forward's setup, closing a one-batch recording: array creation, chunks, manifest), so that
 short and long recordings can be told apart: the ratio of a recording of N frames is about
 ``1 / (1 / ratio + fixed / bare time of N frames)``.
+
+The bare pass itself depends on the state of the C allocator: in a fresh process, glibc hands
+the model's activation memory back to the OS after each batch and faults it in again at the
+next (the demo CNN: ~300k page faults and 2.3 s per 65,536 frames on the project's VM), until
+some buffer of several MB is freed and raises glibc's thresholds; after that it runs in ~1 s.
+Every bare run here follows a recording, so the baseline is the faster state (the ratios are
+conservative). ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` or jemalloc change this
+for any PyTorch CPU program, recorded or not.
 
 Usage: ``python benchmarks/record_overhead.py [--frames N] [--batch 256] [--device cpu|cuda]
 [--only demo|wide|resnet] [--zarr-writes]``
@@ -129,12 +139,14 @@ def run_bare(model, x, batch, device) -> None:
             model(x[s : s + batch].to(device, non_blocking=True))
 
 
-def run_netphys(model, x, batch, device, layers, dtype, path, compression, writer) -> None:
+def run_netphys(
+    model, x, batch, device, layers, dtype, path, compression, writer, direct_io=True
+) -> None:
     with (
         torch.no_grad(),
         netphys.Recorder(
             model, path, layers=layers, dtype=dtype, mode="w", store_weights=False,
-            compression=compression, writer=writer,
+            compression=compression, writer=writer, direct_io=direct_io,
         ) as rec,
     ):  # fmt: skip
         for s in range(0, len(x), batch):
@@ -274,6 +286,10 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
         "netphys": lambda f: run_netphys(
             model, x, b, device, layers, args.dtype, f / "rec.zarr", args.compression, args.writer
         ),
+        "page cache": lambda f: run_netphys(
+            model, x, b, device, layers, args.dtype, f / "rec.zarr", args.compression,
+            args.writer, direct_io=False,
+        ),
         "naive hook": lambda f: run_sync_extractor(
             model, x, b, device, layers, args.dtype, f / "npy"
         ),
@@ -329,8 +345,8 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
     w_s, w_ratio = (float(np.median([f[k] for f in floor])) for k in ("s", "ratio"))
     print(
         f"{'write only':>11} {mb:.0f} MB of {args.dtype} to fresh files, no model: {w_s:.2f} s "
-        f"({mb / w_s:.0f} MB/s): a writer of all units that does not overlap the model "
-        f"reaches at most {w_ratio:.2f} here"
+        f"({mb / w_s:.0f} MB/s): a page-cache writer of all units that does not overlap the "
+        f"model reaches at most {w_ratio:.2f} here"
     )
     for key, rs in rows.items():
         med = {k: float(np.median([r[k] for r in rs])) for k in rs[0]}

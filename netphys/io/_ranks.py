@@ -111,6 +111,7 @@ class RankWriter:
         attrs: Mapping[str, Any],
         compression: str | None,
         barrier: Callable[[], None],
+        direct_io: bool = True,
     ) -> None:
         self.path = Path(path)
         self.rank = int(rank)
@@ -172,7 +173,7 @@ class RankWriter:
                 "(condition codes in the root); record to a new `path`."
             )
         self.frames = len(self._slots) * self._chunk  # a resumed rank starts a new chunk
-        self._cw = ChunkWriter(self.path)
+        self._cw = ChunkWriter(self.path, direct_io=direct_io)
 
     # -- creation (rank 0) ----------------------------------------------------------------
     @contextlib.contextmanager

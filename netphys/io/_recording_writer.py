@@ -109,6 +109,9 @@ class RecordingWriter(Definitions):
         Codec of unit activity (Blosc; lz4 without byte shuffle) for layers that
         :meth:`add_layer` gives none; other arrays always use lz4. "auto" without a per-layer
         choice means lz4 (the Recorder chooses per layer from its first batch).
+    direct_io : bool, default=True
+        Write chunk files of 1 MiB or more with ``O_DIRECT`` where allowed
+        (:class:`netphys.io._chunks.ChunkWriter`).
 
     Notes
     -----
@@ -125,8 +128,10 @@ class RecordingWriter(Definitions):
         chunk_frames: int = 1024,
         attrs: Mapping[str, Any] | None = None,
         compression: str | None = "lz4",
+        direct_io: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.direct_io = bool(direct_io)
         compression = "none" if compression is None else compression
         self.compression = check_choice(
             compression, COMPRESSIONS, func="Recorder", name="compression"
@@ -334,7 +339,7 @@ class RecordingWriter(Definitions):
             # (netphys.io._chunks); string arrays and unaligned starts go through zarr. Both
             # write through a handle one block longer than the stored shape and never resize.
             if self._chunk_writer is None:
-                self._chunk_writer = ChunkWriter(self._dir)
+                self._chunk_writer = ChunkWriter(self._dir, direct_io=self.direct_io)
             write_arrays(self._chunk_writer, [(wide(a, stop), v) for a, v in arrays], start)
             self._write_conditions()
             grow(  # the commit point of each array

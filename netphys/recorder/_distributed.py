@@ -62,7 +62,8 @@ class DistributedRecorder(Recorder):
         ``max_host_memory`` (refused with the largest size that fits otherwise).
     **kwargs
         Other :class:`netphys.Recorder` options (``layers``, ``dtype``, ``max_units``,
-        ``rng``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ``variability``,
+        ``rng``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ``direct_io``,
+        ``variability``,
         ``store_weights``, ...).
 
     Examples
@@ -149,6 +150,7 @@ class DistributedRecorder(Recorder):
             chunk_frames=int(self.chunk_frames or 1024),
             attrs=provenance,
             compression=self.compression,
+            direct_io=self.direct_io,
             barrier=self._barrier,
         )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,9 +14,20 @@ from netphys.io import _chunks
 from netphys.io._recording_layout import compressor as _compressor
 
 
+def _o_direct_works(folder) -> bool:
+    """Whether this OS and file system take an O_DIRECT write (tmpfs and macOS do not)."""
+    buf = _chunks.aligned_buffer(__import__("threading").local(), 1)
+    return _chunks.write_direct(folder / "probe", buf, 1)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32", "int64"])
 @pytest.mark.parametrize("compression", ["lz4", "zstd", "none"])
-def test_direct_chunks_equal_zarr_chunks(tmp_path, dtype, compression):
+@pytest.mark.parametrize("direct_io", [True, False])
+def test_direct_chunks_equal_zarr_chunks(tmp_path, monkeypatch, dtype, compression, direct_io):
+    monkeypatch.setattr(_chunks, "DIRECT_MIN", 1)  # every chunk through O_DIRECT if on
+    calls = []
+    real = _chunks.write_direct
+    monkeypatch.setattr(_chunks, "write_direct", lambda *a, **k: calls.append(1) or real(*a, **k))
     rng = np.random.default_rng(0)
     values = (rng.standard_normal((13, 37)) * 100).astype(dtype)  # edge chunks on both axes
     arrays = {}
@@ -26,7 +39,7 @@ def test_direct_chunks_equal_zarr_chunks(tmp_path, dtype, compression):
         )  # fmt: skip
     for t0 in range(0, 13, 5):
         arrays["zarr"][t0 : t0 + 5] = values[t0 : t0 + 5]
-    writer = _chunks.ChunkWriter(tmp_path / "direct.zarr")
+    writer = _chunks.ChunkWriter(tmp_path / "direct.zarr", direct_io=direct_io)
     _chunks.write_arrays(writer, [(arrays["direct"], values[:10])], 0)  # two chunks at once
     _chunks.write_arrays(writer, [(arrays["direct"], values[10:])], 10)  # a partial last one
     writer.close()
@@ -40,6 +53,66 @@ def test_direct_chunks_equal_zarr_chunks(tmp_path, dtype, compression):
         assert (tmp_path / "direct.zarr" / f).read_bytes() == (
             tmp_path / "zarr.zarr" / f
         ).read_bytes()
+    # O_DIRECT was tried for every chunk when on (and kept where the file system takes it)
+    assert len(calls) == (9 if direct_io and writer.direct_io else 1 if direct_io else 0)
+    assert not list((tmp_path / "direct.zarr").rglob("*.partial"))
+
+
+def test_o_direct_writes_exact_files_through_an_aligned_buffer(tmp_path):
+    if not _o_direct_works(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT (the fallback is tested below)")
+    import threading
+
+    local = threading.local()
+    rng = np.random.default_rng(1)
+    for n in (1, 4095, 4096, 4097, (1 << 20) + 3):
+        data = rng.integers(0, 256, n, dtype=np.uint8)
+        buf = _chunks.aligned_buffer(local, n)
+        assert buf.ctypes.data % 4096 == 0 and len(buf) % 4096 == 0 and len(buf) >= n
+        buf[:n] = data
+        assert _chunks.write_direct(tmp_path / f"f{n}", buf, n)
+        assert (tmp_path / f"f{n}").read_bytes() == data.tobytes()  # truncated to n bytes
+    assert _chunks.aligned_buffer(local, 10).ctypes.data == buf.ctypes.data  # reused
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["probe"] + [f"f{n}" for n in (1, 4095, 4096, 4097, (1 << 20) + 3)]
+    )
+
+
+def _refuse_o_direct(monkeypatch, err: int):
+    real_open = os.open
+
+    def fake_open(path, flags, *args):
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(err, os.strerror(err), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(_chunks.os, "open", fake_open)
+    monkeypatch.setattr(_chunks, "_O_DIRECT", 0o40000)  # as on Linux, also where it is absent
+
+
+def test_refused_o_direct_falls_back_to_the_page_cache(tmp_path, monkeypatch):
+    _refuse_o_direct(monkeypatch, errno.EINVAL)
+    monkeypatch.setattr(_chunks, "DIRECT_MIN", 1)
+    a = zarr.create_array(
+        tmp_path / "a.zarr", shape=(8, 6), chunks=(4, 3), dtype="float32", zarr_format=3,
+        compressors=None,
+    )  # fmt: skip
+    values = np.arange(48, dtype="float32").reshape(8, 6)
+    writer = _chunks.ChunkWriter(tmp_path / "a.zarr", direct_io=True)
+    assert writer.direct_io
+    _chunks.write_arrays(writer, [(a, values)], 0)
+    writer.close()
+    assert not writer.direct_io  # refused once: ordinary writes from then on
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "a.zarr", mode="r")[:], values)
+    assert not list((tmp_path / "a.zarr").rglob("*.partial"))
+
+
+def test_o_direct_errors_other_than_refusal_are_raised(tmp_path, monkeypatch):
+    _refuse_o_direct(monkeypatch, errno.EACCES)
+    buf = _chunks.aligned_buffer(__import__("threading").local(), 10)
+    with pytest.raises(PermissionError):
+        _chunks.write_direct(tmp_path / "f", buf, 10)
+    assert not list(tmp_path.iterdir())
 
 
 def test_unaligned_start_goes_through_zarr(tmp_path):
@@ -141,3 +214,18 @@ def test_grown_metadata_is_what_zarr_writes(tmp_path):
             assert node.shape[0] == 35
             found += 1
     assert found >= 2 * 2 + 4 + 9  # activity + nodes per layer, behaviour, the frame table
+
+
+def test_o_direct_write_makes_folders_below_the_store_but_never_the_store(tmp_path):
+    if not _o_direct_works(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT")
+    buf = _chunks.aligned_buffer(__import__("threading").local(), 5)
+    buf[:5] = np.frombuffer(b"chunk", np.uint8)
+    root = tmp_path / "store.zarr"
+    root.mkdir()
+    assert _chunks.write_direct(root / "a" / "c" / "0", buf, 5, root=root)
+    assert (root / "a" / "c" / "0").read_bytes() == b"chunk"
+    gone = tmp_path / "deleted.zarr"  # a store deleted under the writer is not recreated
+    with pytest.raises(FileNotFoundError):
+        _chunks.write_direct(gone / "a" / "c" / "0", buf, 5, root=gone)
+    assert not gone.exists()

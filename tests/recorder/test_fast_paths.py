@@ -1,4 +1,4 @@
-"""The recorder's fast paths: behaviour derived per block, one-thread staging, activity codec."""
+"""The recorder's fast paths: behaviour derived per block, staging, activity codec, O_DIRECT."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import zarr
 from torch import nn
 
 import netphys
+from netphys.io import _chunks
 from tests.recorder.models import CNN, mlp
 
 
@@ -157,3 +158,38 @@ def test_choose_compression_against_measured_ratio():
 def test_bad_compression_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match=r"compression.*'auto'.*'lz4'.*'zstd'.*'none'.*'gzip'"):
         netphys.Recorder(mlp(), tmp_path / "x.zarr", layers=["1"], compression="gzip")
+
+
+@pytest.mark.parametrize("direct_io", [True, False])
+def test_direct_io_recording_is_exact_and_stated(tmp_path, monkeypatch, direct_io):
+    monkeypatch.setattr(_chunks, "DIRECT_MIN", 1)  # every activity chunk, not only >= 1 MiB
+    tried: list[int] = []
+    real = _chunks.write_direct
+    monkeypatch.setattr(
+        _chunks, "write_direct", lambda *a, **k: tried.append(a[2]) or real(*a, **k)
+    )
+    torch.manual_seed(2)
+    model = CNN().eval()
+    x = torch.randn(40, 1, 8, 8)
+    got: list[torch.Tensor] = []
+    handle = model.act1.register_forward_hook(lambda m, a, o: got.append(o.clone()))
+    path = tmp_path / "d.zarr"
+    with torch.no_grad(), netphys.Recorder(
+        model, path, layers=["act1"], chunk_frames=16, store_weights=False,
+        compression="none", direct_io=direct_io,
+    ):  # fmt: skip
+        model(x[:25])
+        model(x[25:])
+    handle.remove()
+    rec = netphys.open_recording(path)
+    assert rec.attrs["recorder_args"]["direct_io"] is direct_io
+    np.testing.assert_array_equal(  # float32, bit for bit, with and without O_DIRECT
+        rec["layers/act1/activity"].values, torch.cat(got).reshape(40, -1).numpy()
+    )
+    assert (len(tried) > 0) is direct_io  # 3 time chunks of activity and nodes went that way
+    assert not list(path.rglob("*.partial"))
+
+
+def test_direct_io_must_be_a_bool(tmp_path):
+    with pytest.raises(TypeError, match=r"Recorder\(\): `direct_io` must be True or False.*'yes'"):
+        netphys.Recorder(mlp(), tmp_path / "x.zarr", layers=["1"], direct_io="yes")
