@@ -38,13 +38,15 @@ import numpy as np
 from numcodecs import Blosc
 from zarr.codecs import BloscCodec, BytesCodec
 
-__all__ = ["DIRECT_MIN", "ChunkWriter", "direct_spec", "write_file"]
+__all__ = ["DIRECT_MIN", "O_DIRECT_AVAILABLE", "ChunkWriter", "direct_spec", "write_file"]
 
 #: Smallest chunk file (bytes) written with ``O_DIRECT``; smaller files go through the page cache.
 DIRECT_MIN = 1 << 20
 #: Alignment of ``O_DIRECT`` buffers, lengths and offsets (covers 512-byte and 4 KiB sectors).
 _ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+#: Whether this OS has ``O_DIRECT`` at all (a file system may still refuse it).
+O_DIRECT_AVAILABLE = bool(_O_DIRECT)
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from netphys._validation import check_int_values
 from netphys.errors import RecordingError
+from netphys.io._chunks import O_DIRECT_AVAILABLE
 from netphys.io._recording_layout import choose_compression
 from netphys.io.recording import FRAME_FIELDS, RecordingWriter
 from netphys.recorder._gpu import CopyStream
@@ -60,6 +61,7 @@ class Staging:
     layer_spacing: float
     writer: str
     compression: str
+    direct_io: bool
     _unit_rng: np.random.Generator
     _seed_attr: int | None
     _store: RecordingWriter | None
@@ -205,13 +207,15 @@ class Staging:
         return capacity
 
     def _inline_writes(self) -> bool:
-        """Write in the recording thread when the model already uses every CPU core."""
+        """Write inline when the model uses every CPU core and writes use the page cache."""
         if self.writer == "thread":
             return False
         if self.writer == "inline":
             return True
         if self._cuda:
             return False  # the GPU computes while the host writes
+        if self.direct_io and O_DIRECT_AVAILABLE:
+            return False  # O_DIRECT writes wait for the disk, not for a CPU core
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return torch.get_num_threads() >= (cores or 1)
 

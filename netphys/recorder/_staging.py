@@ -166,8 +166,10 @@ class WriterThread(threading.Thread):
     """Write submitted blocks to the store in order; keep the first error.
 
     With ``inline=True`` no thread is started: :meth:`submit` writes the block at once in the
-    caller's thread. On a CPU whose cores all run the model, this is faster than a background
-    writer, whose work stalls every intra-op thread of the model at each parallel region. One
+    caller's thread. On a CPU whose cores all run the model and writes that go through the
+    page cache, this is faster than a background writer, whose work stalls every intra-op
+    thread of the model at each parallel region (``O_DIRECT`` writes leave the CPU to the
+    model, so there the background thread wins). One
     exception: while the store is still creating its arrays (``store.creating()``, started at
     the first forward call), submitted blocks are held back, all but one of the pool's, and
     written once the creation is over or a block is needed (or at :meth:`finish`), so that the

@@ -193,3 +193,17 @@ def test_direct_io_recording_is_exact_and_stated(tmp_path, monkeypatch, direct_i
 def test_direct_io_must_be_a_bool(tmp_path):
     with pytest.raises(TypeError, match=r"Recorder\(\): `direct_io` must be True or False.*'yes'"):
         netphys.Recorder(mlp(), tmp_path / "x.zarr", layers=["1"], direct_io="yes")
+
+
+@pytest.mark.parametrize("direct_io", [True, False])
+def test_auto_writer_is_a_thread_with_o_direct_and_inline_on_a_busy_cpu_without(
+    tmp_path, monkeypatch, direct_io
+):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1 << 10)  # every core runs the model
+    model = mlp()
+    with torch.no_grad(), netphys.Recorder(
+        model, tmp_path / "w.zarr", layers=["1"], store_weights=False, direct_io=direct_io
+    ) as rec:
+        model(torch.randn(4, 6))
+        inline = rec._writer.inline
+    assert inline is not (direct_io and _chunks.O_DIRECT_AVAILABLE)
