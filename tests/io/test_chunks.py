@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from netphys.io._recording_layout import compressor as _compressor
 
 def _o_direct_works(folder) -> bool:
     """Whether this OS and file system take an O_DIRECT write (tmpfs and macOS do not)."""
-    buf = _chunks.aligned_buffer(__import__("threading").local(), 1)
+    buf = _chunks.aligned_buffer(threading.local(), 1)
     return _chunks.write_direct(folder / "probe", buf, 1)
 
 
@@ -61,8 +62,6 @@ def test_direct_chunks_equal_zarr_chunks(tmp_path, monkeypatch, dtype, compressi
 def test_o_direct_writes_exact_files_through_an_aligned_buffer(tmp_path):
     if not _o_direct_works(tmp_path):
         pytest.skip("this file system refuses O_DIRECT (the fallback is tested below)")
-    import threading
-
     local = threading.local()
     rng = np.random.default_rng(1)
     for n in (1, 4095, 4096, 4097, (1 << 20) + 3):
@@ -109,7 +108,7 @@ def test_refused_o_direct_falls_back_to_the_page_cache(tmp_path, monkeypatch):
 
 def test_o_direct_errors_other_than_refusal_are_raised(tmp_path, monkeypatch):
     _refuse_o_direct(monkeypatch, errno.EACCES)
-    buf = _chunks.aligned_buffer(__import__("threading").local(), 10)
+    buf = _chunks.aligned_buffer(threading.local(), 10)
     with pytest.raises(PermissionError):
         _chunks.write_direct(tmp_path / "f", buf, 10)
     assert not list(tmp_path.iterdir())
@@ -219,7 +218,7 @@ def test_grown_metadata_is_what_zarr_writes(tmp_path):
 def test_o_direct_write_makes_folders_below_the_store_but_never_the_store(tmp_path):
     if not _o_direct_works(tmp_path):
         pytest.skip("this file system refuses O_DIRECT")
-    buf = _chunks.aligned_buffer(__import__("threading").local(), 5)
+    buf = _chunks.aligned_buffer(threading.local(), 5)
     buf[:5] = np.frombuffer(b"chunk", np.uint8)
     root = tmp_path / "store.zarr"
     root.mkdir()
