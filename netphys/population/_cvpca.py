@@ -21,6 +21,7 @@ from netphys.population._powerlaw import (
     _check_fit_range,
     _power_law_kernel,
     power_law_variables,
+    short_fit_message,
     warn_short_fit,
 )
 from netphys.population._stream import assemble_rows, reduce_unit_chunks, top_eigh
@@ -348,7 +349,9 @@ def cvpca(
     total = float(np.trace(g11) + np.trace(g22)) / (2 * n_stim)
     fit = _power_law_kernel(ss, fit_start, fit_stop, absolute=paper)
     warn_short_fit(
-        ss, fit, (fit_start, fit_stop), func=func, what="signal variance", absolute=paper
+        short_fit_message(
+            ss, fit, (fit_start, fit_stop), func=func, what="signal variance", absolute=paper
+        )
     )
     variables: dict[str, Any] = {
         "signal_variance": ("component", ss, {"long_name": "cross-validated signal variance"}),

@@ -157,18 +157,11 @@ def short_fit_message(
     return f"{func}(): the power-law fit asked for {asked} but {reason}. To fix, {fix}{fix_more}."
 
 
-def warn_short_fit(
-    ss: np.ndarray,
-    fit: dict[str, Any],
-    fit_range: tuple[int, int],
-    *,
-    func: str,
-    what: str,
-    absolute: bool = False,
-    stacklevel: int = 3,
-) -> bool:
-    """Warn (:class:`~netphys.errors.FitRangeWarning`) once when the fit range was cut short."""
-    msg = short_fit_message(ss, fit, fit_range, func=func, what=what, absolute=absolute)
+def warn_short_fit(msg: str | None, *, stacklevel: int = 3) -> bool:
+    """Warn (:class:`~netphys.errors.FitRangeWarning`) with ``msg`` from :func:`short_fit_message`.
+
+    Returns whether it warned (``msg`` is None when the fit used the whole range).
+    """
     if msg is not None:
         warnings.warn(msg, FitRangeWarning, stacklevel=stacklevel)
     return msg is not None
@@ -294,7 +287,9 @@ def fit_power_law(
         start, stop = paper_fit_range(len(ss))
     fit = _power_law_kernel(ss, start, stop, absolute=paper)
     if np.isfinite(fit["alpha"]):
-        warn_short_fit(ss, fit, (start, stop), func=_FUNC, what="spectrum", absolute=paper)
+        warn_short_fit(
+            short_fit_message(ss, fit, (start, stop), func=_FUNC, what="spectrum", absolute=paper)
+        )
     else:
         raise ValueError(
             f"{_FUNC}(): fewer than three positive values of `spectrum` in components "

@@ -14,6 +14,7 @@ from netphys.population._powerlaw import (
     _check_fit_range,
     _power_law_kernel,
     power_law_variables,
+    short_fit_message,
     warn_short_fit,
 )
 from netphys.population._stream import (
@@ -183,7 +184,9 @@ def eigenspectrum(
         total = float(np.trace(gram))
         evals, _ = _top_eigh(gram, k)
     fit = _power_law_kernel(evals, fit_start, fit_stop)
-    warn_short_fit(evals, fit, (fit_start, fit_stop), func=func, what="eigenvalue")
+    warn_short_fit(
+        short_fit_message(evals, fit, (fit_start, fit_stop), func=func, what="eigenvalue")
+    )
     variables: dict[str, Any] = {
         "variance": ("component", evals, {"long_name": "PCA eigenvalue"}),
         "explained_variance_ratio": ("component", evals / total if total > 0 else evals * np.nan),

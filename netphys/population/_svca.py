@@ -33,6 +33,7 @@ from netphys.population._powerlaw import (
     _check_fit_range,
     _power_law_kernel,
     power_law_variables,
+    short_fit_message,
     warn_short_fit,
 )
 from netphys.population._splits import _unit_coord, split_time_blocks, split_units
@@ -398,9 +399,10 @@ def _label(
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = rel / tot
     fit = _power_law_kernel(rel, *fit_range, absolute=absolute)
-    warn_short_fit(
-        rel, fit, fit_range, func="svca", what="reliable variance", absolute=absolute, stacklevel=4
+    msg = short_fit_message(
+        rel, fit, fit_range, func="svca", what="reliable variance", absolute=absolute
     )
+    warn_short_fit(msg, stacklevel=4)
     variables: dict[str, Any] = {
         "reliable_variance": ("component", rel, {"long_name": "reliable variance per SVC"}),
         "total_variance": ("component", tot, {"long_name": "total variance per SVC"}),
