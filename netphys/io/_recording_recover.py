@@ -11,6 +11,7 @@ import zarr
 
 from netphys._validation import check_bool
 from netphys.errors import RecordingFormatError
+from netphys.io._chunks import SPARE_SUFFIX
 from netphys.io._lease import Lease
 from netphys.io._ranks import finalize
 from netphys.io._recording_layout import RANKS_FORMAT_VERSION
@@ -23,8 +24,8 @@ def recover(path: str | os.PathLike[str], *, force: bool = False) -> dict[str, A
     """Make an interrupted recording consistent and mark it ``recovered``.
 
     Every array along ``time`` is clipped to ``frames_committed`` (frames written after the
-    last commit are dropped), stray ``*.partial`` files from interrupted atomic writes are
-    removed, and metadata is consolidated so that plain ``xarray.open_datatree`` opens it.
+    last commit are dropped), stray ``*.partial`` files from interrupted atomic writes and the
+    spare metadata documents of the interrupted writer are removed, and metadata is consolidated so that plain ``xarray.open_datatree`` opens it.
 
     Parameters
     ----------
@@ -75,7 +76,7 @@ def _recover(p: Path) -> dict[str, Any]:
     attrs: dict[str, Any] = dict(root.attrs)
     n = int(attrs.get("frames_committed", 0))
     removed = 0
-    for f in p.rglob("*.partial"):
+    for f in [*p.rglob("*.partial"), *p.rglob(f".*{SPARE_SUFFIX}")]:
         f.unlink()
         removed += 1
     clipped = []

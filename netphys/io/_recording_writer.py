@@ -10,6 +10,7 @@ every array.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -22,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 
 from netphys._validation import check_choice, check_int
 from netphys.errors import RecordingError
-from netphys.io._chunks import ChunkWriter, write_arrays
+from netphys.io._chunks import ChunkWriter, write_arrays, write_file
 from netphys.io._lease import Lease
 from netphys.io._recording_arrays import (
     ShapeTemplates,
@@ -347,12 +349,28 @@ class RecordingWriter(Definitions):
                 stop,
                 folder=self._dir,
                 templates=self._shape_templates,
-                write_files=self._chunk_writer.write_files,
+                write_files=self._chunk_writer.replace_files,
             )
             self.frames = stop
-            self.root.attrs["frames_committed"] = stop
+            self._commit_frames(stop)
             if self._replacing:
                 self._swap_in()
+
+    def _commit_frames(self, stop: int) -> None:
+        """Set the root attribute ``frames_committed`` (the last step of a flush).
+
+        The root ``zarr.json`` is written atomically from the metadata zarr would write,
+        without a round trip through zarr's event loop (2-5 ms per flush). Unlike the arrays'
+        documents it is not swapped with a spare: a spare file in a group's folder would be
+        listed by zarr as an unknown member.
+        """
+        group = self.root._async_group
+        meta = dataclasses.replace(
+            group.metadata, attributes={**group.metadata.attributes, "frames_committed": stop}
+        )
+        doc = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+        write_file(self._dir / "zarr.json", doc, root=self._dir)
+        object.__setattr__(group, "metadata", meta)  # the handle sees what is on disk
 
     def _arrays_for(
         self,

@@ -228,3 +228,132 @@ def test_o_direct_write_makes_folders_below_the_store_but_never_the_store(tmp_pa
     with pytest.raises(FileNotFoundError):
         _chunks.write_direct(gone / "a" / "c" / "0", buf, 5, root=gone)
     assert not gone.exists()
+
+
+def _exchange_works(folder) -> bool:
+    """Whether renameat2(RENAME_EXCHANGE) works here (Linux, glibc >= 2.28, ext4/xfs/tmpfs...)."""
+    a = folder / "probe"
+    a.write_bytes(b"a")
+    return _chunks.exchange_file(a, b"b") and a.read_bytes() == b"b"
+
+
+def _inodes(folder) -> set[int]:
+    return {os.stat(f).st_ino for f in folder.iterdir()}
+
+
+def test_replace_files_swaps_documents_without_new_inodes(tmp_path):
+    if not _exchange_works(tmp_path):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    folder = tmp_path / "store" / "arr"
+    folder.mkdir(parents=True)
+    doc = folder / "zarr.json"
+    doc.write_bytes(b'{"shape": [0]}')
+    writer = _chunks.ChunkWriter(tmp_path / "store")
+    writer.replace_files([(doc, b'{"shape": [8]}')])  # makes the spare: the last new inode
+    assert doc.read_bytes() == b'{"shape": [8]}'
+    spare = _chunks.spare_of(doc)
+    assert spare.read_bytes() == b'{"shape": [0]}'  # the spare holds the previous document
+    before = _inodes(folder)
+    for n in (16, 24, 1000):
+        writer.replace_files([(doc, f'{{"shape": [{n}]}}'.encode())])
+        assert json.loads(doc.read_bytes()) == {"shape": [n]}
+        assert _inodes(folder) == before  # swapped, nothing created or deleted
+    assert writer.exchange
+    writer.close()
+    assert not spare.exists()  # the writer's spares go when it closes
+    assert json.loads(doc.read_bytes()) == {"shape": [1000]}
+
+
+def test_replace_files_falls_back_where_the_exchange_is_refused(tmp_path, monkeypatch):
+    import ctypes
+
+    def refuse(*args):
+        ctypes.set_errno(errno.EINVAL)  # e.g. a file system without RENAME_EXCHANGE
+        return -1
+
+    monkeypatch.setattr(_chunks, "_renameat2", refuse)
+    folder = tmp_path / "store" / "arr"
+    folder.mkdir(parents=True)
+    doc = folder / "zarr.json"
+    doc.write_bytes(b"old")
+    writer = _chunks.ChunkWriter(tmp_path / "store")
+    writer.exchange = True
+    writer.replace_files([(doc, b"new"), (doc, b"newer")])
+    assert doc.read_bytes() == b"newer"
+    assert not writer.exchange  # refused once: atomic rename from then on
+    assert sorted(f.name for f in folder.iterdir()) == ["zarr.json"]  # no spare, no partial
+    writer.close()
+
+
+def test_exchange_errors_other_than_refusal_are_raised(tmp_path, monkeypatch):
+    import ctypes
+
+    def denied(*args):
+        ctypes.set_errno(errno.EACCES)
+        return -1
+
+    monkeypatch.setattr(_chunks, "_renameat2", denied)
+    doc = tmp_path / "zarr.json"
+    doc.write_bytes(b"old")
+    with pytest.raises(PermissionError):
+        _chunks.exchange_file(doc, b"new")
+    assert doc.read_bytes() == b"old"
+    assert not _chunks.spare_of(doc).exists()
+
+
+def test_recording_uses_flat_chunk_keys_and_leaves_no_spares(tmp_path):
+    """2-D arrays along time keep chunks as ``c.<t>.<u>`` files (no folder per time chunk)."""
+    import torch
+    import xarray as xr
+
+    import netphys
+    from tests.recorder.models import CNN
+
+    model = CNN().eval()
+    path = tmp_path / "flat.zarr"
+    x = torch.randn(40, 1, 8, 8)
+    with torch.no_grad(), netphys.Recorder(model, path, layers=["act1", "act2"], chunk_frames=8):
+        for s in range(0, 40, 10):
+            model(x[s : s + 10])
+    act = path / "layers" / "act1" / "activity"
+    names = sorted(f.name for f in act.iterdir())
+    assert "c" not in names and {"c.0.0", "c.4.0"} <= set(names)
+    for arr in [
+        *path.glob("layers/*/activity"),
+        *path.glob("layers/*/nodes"),
+        path / "behaviour/logits",
+    ]:
+        assert not (arr / "c").exists(), arr  # no folder per time chunk
+    assert not list(path.rglob(f"*{_chunks.SPARE_SUFFIX}"))
+    with torch.no_grad():
+        want = model.act1(model.bn1(model.conv1(x))).flatten(1).numpy()
+    plain = xr.open_datatree(path, engine="zarr")  # without netphys
+    np.testing.assert_array_equal(plain["layers/act1"]["activity"].values, want)  # float32 exact
+
+
+def test_append_to_a_store_with_nested_chunk_keys(tmp_path, monkeypatch):
+    """Stores written with zarr's default ``c/<t>/<u>`` keys keep them when appended to."""
+    import torch
+
+    import netphys
+    from netphys.io import _recording_arrays
+    from tests.recorder.models import CNN
+
+    model = CNN().eval()
+    path = tmp_path / "nested.zarr"
+    x = torch.randn(32, 1, 8, 8)
+    nested = {"name": "default", "configuration": {"separator": "/"}}
+    with monkeypatch.context() as m:
+        m.setattr(_recording_arrays, "FLAT_CHUNK_KEYS", nested)  # as netphys <= 0.1 wrote
+        with torch.no_grad(), netphys.Recorder(model, path, layers=["act1"], chunk_frames=8):
+            model(x[:16])
+    with torch.no_grad(), netphys.Recorder(model, path, layers=["act1"], mode="a") as rec:
+        rec.session(1)
+        model(x[16:])
+    act = path / "layers" / "act1" / "activity"
+    assert sorted(f.name for f in (act / "c").iterdir()) == ["0", "1", "2", "3"]
+    assert not [f for f in act.iterdir() if f.name.startswith("c.")]
+    with torch.no_grad():
+        want = model.act1(model.bn1(model.conv1(x))).flatten(1).numpy()
+    tree = netphys.open_recording(path)
+    np.testing.assert_array_equal(netphys.layer_activity(tree, "act1").values, want)

@@ -17,6 +17,7 @@ import torch
 import xarray as xr
 
 import netphys
+from netphys.io import _chunks
 
 SCRIPT = textwrap.dedent(
     """
@@ -78,9 +79,12 @@ def test_sigkill_keeps_committed_frames(tmp_path, wait_frames):
         pre = model[0](x)
     np.testing.assert_array_equal(netphys.layer_activity(tree, "0").values, pre.numpy())
     np.testing.assert_array_equal(netphys.layer_activity(tree, "1").values, torch.relu(pre).numpy())
+    leftovers = [*path.rglob("*.partial"), *path.rglob(f"*{_chunks.SPARE_SUFFIX}")]
     report = netphys.recover(path)
     assert report["frames_committed"] == n
+    assert report["partial_files_removed"] == len(leftovers)
     assert not list(path.rglob("*.partial"))
+    assert not list(path.rglob(f"*{_chunks.SPARE_SUFFIX}"))  # the writer's spare documents
     plain = xr.open_datatree(path, engine="zarr")
     assert plain.attrs["status"] == "recovered"
     assert plain["layers/1"]["activity"].shape == (n, 32)
