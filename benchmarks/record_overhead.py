@@ -10,7 +10,9 @@ frames/s of
   instead of ``O_DIRECT``),
 - a synchronous extractor: a hook that does ``.cpu()`` and ``np.save`` per batch,
 - TorchLens ``extract_dataset`` if installed (``pip install -e .[bench]``),
-- on a GPU: a copy-only baseline (device-to-host copies into pinned buffers, no writing),
+- a copy-only baseline: each recorded output copied into a reused host buffer as float16, no
+  writing (on a GPU: device-to-host copies into pinned buffers) -- the limit of any recorder
+  that keeps all units, before it writes a byte,
 - a write-only floor: the same bytes written to fresh files without the model (what any
   page-cache writer of all units pays for the page cache alone; on this project's VMs fresh
   pages cost ~3 ms/MB at times, against ~0.3 ms/MB when the kernel reuses freed ones),
@@ -226,15 +228,22 @@ def run_write_only(units: dict[str, int], n: int, batch: int, dtype: str, out: P
 
 
 def run_copy_only(model, x, batch, device, layers, dtype) -> None:
-    """GPU limit without writing: device-to-host copies into pinned buffers, then sync."""
+    """The limit without writing: each output copied (as ``dtype``) into a reused host buffer.
+
+    On a GPU: device-to-host copies into pinned buffers, then sync. On the CPU: the dtype
+    conversion into a preallocated buffer, what any recorder of all units pays before writing.
+    """
     tdt = torch.float16 if dtype == "float16" else torch.float32
     bufs: dict[str, torch.Tensor] = {}
+    pin = device.type == "cuda"
 
     def copy(name, o):
-        flat = o.detach().reshape(o.shape[0], -1).to(tdt)
+        flat = o.detach().reshape(o.shape[0], -1)
+        if pin:
+            flat = flat.to(tdt)
         if name not in bufs or bufs[name].shape != flat.shape:
-            bufs[name] = torch.empty(flat.shape, dtype=tdt, pin_memory=True)
-        bufs[name].copy_(flat, non_blocking=True)
+            bufs[name] = torch.empty(flat.shape, dtype=tdt, pin_memory=pin)
+        bufs[name].copy_(flat, non_blocking=pin)
 
     handles = _hooks(model, layers, copy)
     try:
@@ -294,8 +303,7 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
             model, x, b, device, layers, args.dtype, f / "npy"
         ),
     }
-    if device.type == "cuda":
-        methods["copy only"] = lambda f: run_copy_only(model, x, b, device, layers, args.dtype)
+    methods["copy only"] = lambda f: run_copy_only(model, x, b, device, layers, args.dtype)
     if _has_torchlens() and not args.no_torchlens:
         methods["torchlens"] = lambda f: run_torchlens(model, x, b, layers, args.dtype, f / "tl")
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in methods}
@@ -365,7 +373,7 @@ def bench(name: str, model: nn.Module, shape: tuple[int, ...], layers, args) -> 
                 f"{fx['close']:.3f} s "
                 f"(= {total / bare_s:.2f} x this run's bare time of {bare_s:.2f} s)"
             )
-        if device.type == "cuda" and "copy only" in rows and key == "netphys":
+        if "copy only" in rows and key == "netphys":
             cp = float(np.median([r["fps"] for r in rows["copy only"]]))
             print(f"{'':>11} netphys / copy-only: {med['fps'] / cp:.2f}")
 

@@ -144,7 +144,7 @@ _AT_FDCWD = -100
 def _find_renameat2() -> Any:
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # not glibc >= 2.28 / not Linux
+    except (OSError, AttributeError, TypeError):  # not glibc >= 2.28 / not Linux
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     fn.restype = ctypes.c_int
@@ -174,7 +174,9 @@ def exchange_file(path: Path, data: bytes) -> bool:
     if _renameat2 is None:
         return False
     spare = spare_of(path)
-    fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # never through a symbolic link planted as the spare (it would truncate its target)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(spare, flags, 0o644)
     try:
         view, done = memoryview(data), 0
         while done < len(view):

@@ -215,7 +215,7 @@ class RankWriter:
             shutil.rmtree(self.path)
         self._created = True
         root = zarr.open_group(self.path, mode="w-", zarr_format=3)
-        root.attrs.update(
+        root.update_attributes(
             {
                 "format_version": RANKS_FORMAT_VERSION,
                 "format": "netphys-recording",

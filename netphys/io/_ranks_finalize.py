@@ -93,7 +93,7 @@ def finalize(path: str | os.PathLike[str], *, status: str = "complete") -> dict[
     final: dict[str, Any] = {"status": status, "frames_committed": length, "frames_valid": valid}
     if records and records[0].get("variability") is not None:
         final["variability"] = records[0]["variability"]
-    root.attrs.update(final)
+    root.update_attributes(final)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(p)
@@ -141,7 +141,7 @@ def _merge_conditions(root: zarr.Group, records: list[dict[str, Any]], c: int) -
             codes = np.asarray(cond[rows])
             cond[rows] = np.where(codes >= 0, lut[np.clip(codes, 0, len(local))], -1)
     if vocab:
-        cond.attrs.update(
+        cond.update_attributes(
             {"flag_values": list(range(len(vocab))), "flag_meanings": " ".join(vocab)}
         )
 

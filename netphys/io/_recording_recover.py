@@ -91,7 +91,7 @@ def _recover(p: Path) -> dict[str, Any]:
                 )
             arr.resize((n, *arr.shape[1:]))
             clipped.append(key)
-    root.attrs.update({"status": "recovered", "frames_committed": n})
+    root.update_attributes({"status": "recovered", "frames_committed": n})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(p)

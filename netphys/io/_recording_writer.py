@@ -223,7 +223,7 @@ class RecordingWriter(Definitions):
             "coordinates": " ".join(FRAME_FIELDS),
         }
         root_attrs.update({k: json_safe(v) for k, v in attrs.items()})
-        self.root.attrs.update(root_attrs)
+        self.root.update_attributes(root_attrs)  # one write (attrs.update: one per key)
         self.frames = 0
         run_all(
             [
@@ -301,13 +301,14 @@ class RecordingWriter(Definitions):
         if np.dtype(self._handles()["condition"].dtype).kind not in "iu":
             return
         if len(conditions) != self._conditions_written:
-            self._handles()["condition"].attrs.update(
+            self._handles()["condition"].update_attributes(
                 {
                     "flag_values": list(range(len(conditions))),
                     "flag_meanings": " ".join(conditions),
                 }
             )
             self._conditions_written = len(conditions)
+            self._shape_templates = ShapeTemplates()  # the cached documents lack the new attrs
 
     def _check_alive(self) -> None:
         """Raise if the store was deleted or replaced under this writer."""
@@ -451,7 +452,9 @@ class RecordingWriter(Definitions):
                 self.materialize()
                 self._trim()
                 final = {k: json_safe(v) for k, v in (attrs or {}).items()}
-                self.root.attrs.update({**final, "status": status, "frames_committed": self.frames})
+                self.root.update_attributes(
+                    {**final, "status": status, "frames_committed": self.frames}
+                )
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # zarr: consolidation is outside the spec
                     zarr.consolidate_metadata(self._dir)

@@ -357,3 +357,18 @@ def test_append_to_a_store_with_nested_chunk_keys(tmp_path, monkeypatch):
         want = model.act1(model.bn1(model.conv1(x))).flatten(1).numpy()
     tree = netphys.open_recording(path)
     np.testing.assert_array_equal(netphys.layer_activity(tree, "act1").values, want)
+
+
+def test_exchange_never_writes_through_a_planted_symlink(tmp_path):
+    if not _exchange_works(tmp_path):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep me")
+    doc = tmp_path / "zarr.json"
+    doc.write_bytes(b"old")
+    _chunks.spare_of(doc).symlink_to(victim)
+    with pytest.raises(OSError, match="Too many levels of symbolic links") as info:
+        _chunks.exchange_file(doc, b"new")
+    assert info.value.errno == errno.ELOOP  # O_NOFOLLOW refused the link
+    assert victim.read_bytes() == b"keep me"
+    assert doc.read_bytes() == b"old"

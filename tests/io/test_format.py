@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 import netphys
 from netphys.errors import NetphysWarning
@@ -90,3 +91,21 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
     zarr.open_group(path, mode="r+", use_consolidated=False).attrs["format_version"] = 99
     with pytest.raises(netphys.errors.RecordingFormatError, match="newer than this netphys"):
         netphys.open_recording(path)
+
+
+def test_new_conditions_appended_to_version_1_store_keep_their_names(tmp_path: Path) -> None:
+    """Each flush that adds a condition name keeps it (no stale metadata template)."""
+    path = tmp_path / "v1.zarr"
+    shutil.copytree(V1, path)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    chunk = zarr.open_array(path / "session", mode="r").chunks[0]
+    n0 = netphys.open_recording(path).sizes["time"]
+    names = ["gratings", "blank", "natural"]
+    with torch.no_grad(), netphys.Recorder(model, path, mode="a") as rec:
+        for name in names:  # one whole block per name: a flush after each
+            rec.annotate(condition=name)
+            model(torch.randn(chunk, 4))
+    meanings = zarr.open_array(path / "condition", mode="r").attrs["flag_meanings"].split()
+    assert meanings[-3:] == names
+    cond = netphys.open_recording(path).to_dataset()["condition"].values[n0:].tolist()
+    assert cond == [n for n in names for _ in range(chunk)]
