@@ -77,12 +77,7 @@ def finalize(path: str | os.PathLike[str], *, status: str = "complete") -> dict[
         f.unlink()
         removed += 1
     for _, arr in _time_arrays(root):
-        folder = p / arr.path / "c"
-        if folder.exists():
-            for entry in folder.iterdir():
-                if entry.name.isdigit() and int(entry.name) not in slots:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                    removed += 1
+        removed += _drop_uncommitted_chunks(p / arr.path, arr, slots)
         if arr.shape[0] != length:
             arr.resize((length, *arr.shape[1:]))
     if CODES in root:
@@ -144,6 +139,30 @@ def _merge_conditions(root: zarr.Group, records: list[dict[str, Any]], c: int) -
         cond.update_attributes(
             {"flag_values": list(range(len(vocab))), "flag_meanings": " ".join(vocab)}
         )
+
+
+def _drop_uncommitted_chunks(folder: Path, arr: Any, slots: set[int]) -> int:
+    """Delete the chunk objects of ``arr`` at time-chunk indices not in ``slots``.
+
+    Handles both chunk-key separators: ``c/<t>/...`` (a folder or file per time chunk) and
+    ``c.<t>.<u>`` (files in the array's folder).
+    """
+    removed = 0
+    if getattr(arr.metadata.chunk_key_encoding, "separator", "/") == ".":
+        entries = folder.glob("c.*") if folder.exists() else []
+        for entry in entries:
+            t = entry.name.split(".")[1]
+            if t.isdigit() and int(t) not in slots and entry.is_file():
+                entry.unlink()
+                removed += 1
+        return removed
+    nested = folder / "c"
+    if nested.exists():
+        for entry in nested.iterdir():
+            if entry.name.isdigit() and int(entry.name) not in slots:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                removed += 1
+    return removed
 
 
 def drop_padding(tree: xr.DataTree, ranks: np.ndarray) -> xr.DataTree:

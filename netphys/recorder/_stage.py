@@ -319,8 +319,8 @@ class Staging:
         segs = self._segments_for(b)
         for block, r0, b0, b1 in segs:
             n = b1 - b0
-            for key, values in table.items():
-                block.table[key][r0 : r0 + n] = values[b0:b1]
+            for key, values in table.items():  # a scalar fills the rows (no per-batch array)
+                block.table[key][r0 : r0 + n] = values[b0:b1] if values.ndim else values
             if block.behaviour is not None and logits is not None:
                 with self._copying(logits):
                     block.behaviour["logits"][r0 : r0 + n].copy_(
@@ -355,18 +355,19 @@ class Staging:
         if not self._session_started:
             self._session = max(self._session, 0)
             self._session_started = True
+        # constants as 0-d arrays: _stage_rest broadcasts them into the block's rows
         out = {
             "frame_time": (self._frame + np.arange(b)) / self.frame_rate,
-            "session": np.full(b, self._session, "int64"),
-            "epoch": np.full(b, self._epoch, "int64"),
-            "step": np.full(b, self._step, "int64"),
-            "training": np.full(b, int(self._training), "int8"),
+            "session": np.asarray(self._session, "int64"),
+            "epoch": np.asarray(self._epoch, "int64"),
+            "step": np.asarray(self._step, "int64"),
+            "training": np.asarray(int(self._training), "int8"),
         }
         for key in ("stimulus", "label", "repeat"):
             out[key] = self._per_frame_int(key, self._pending.get(key, -1), b)
         cond = self._pending.get("condition", "stimulus")
         if isinstance(cond, str):
-            out["condition"] = np.full(b, self._store.condition_code(cond), "int16")
+            out["condition"] = np.asarray(self._store.condition_code(cond), "int16")
         else:
             conds = list(cond)
             if len(conds) != b:
@@ -384,8 +385,8 @@ class Staging:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().numpy()
         arr = np.asarray(value)
-        if arr.ndim == 0:
-            arr = np.full(b, arr)
+        if arr.ndim == 0:  # one value for every frame: kept 0-d (see _frame_table)
+            return check_int_values(arr, func="Recorder.annotate", name=key)
         if arr.ndim != 1 or len(arr) != b:
             raise ValueError(
                 f"Recorder.annotate(): `{key}` has shape {arr.shape} but the forward call has "

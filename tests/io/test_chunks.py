@@ -372,3 +372,21 @@ def test_exchange_never_writes_through_a_planted_symlink(tmp_path):
     assert info.value.errno == errno.ELOOP  # O_NOFOLLOW refused the link
     assert victim.read_bytes() == b"keep me"
     assert doc.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("separator", ["/", "."])
+def test_rank_finalize_drops_uncommitted_time_chunks_in_either_key_encoding(tmp_path, separator):
+    from netphys.io._ranks_finalize import _drop_uncommitted_chunks
+
+    arr = zarr.create_array(
+        tmp_path / "a", shape=(40, 6), chunks=(10, 3), dtype="float32", zarr_format=3,
+        fill_value=float("nan"),
+        chunk_key_encoding={"name": "default", "configuration": {"separator": separator}},
+    )  # fmt: skip
+    arr[:] = np.arange(240, dtype="float32").reshape(40, 6)
+    removed = _drop_uncommitted_chunks(tmp_path / "a", arr, slots={0, 2})  # 1 and 3 uncommitted
+    assert removed == (2 if separator == "/" else 4)  # a folder per time chunk, or 2 files each
+    values = zarr.open_array(tmp_path / "a", mode="r")[:]
+    np.testing.assert_array_equal(values[:10], arr[:10])
+    np.testing.assert_array_equal(values[20:30], np.arange(120, 180).reshape(10, 6))
+    assert np.isnan(values[10:20]).all() and np.isnan(values[30:]).all()  # dropped: fill value
