@@ -25,7 +25,8 @@ def recover(path: str | os.PathLike[str], *, force: bool = False) -> dict[str, A
 
     Every array along ``time`` is clipped to ``frames_committed`` (frames written after the
     last commit are dropped), stray ``*.partial`` files from interrupted atomic writes and the
-    spare metadata documents of the interrupted writer are removed, and metadata is consolidated so that plain ``xarray.open_datatree`` opens it.
+    spare metadata documents of the interrupted writer are removed, and metadata is
+    consolidated so that plain ``xarray.open_datatree`` opens it.
 
     Parameters
     ----------

@@ -398,13 +398,15 @@ class RecordingWriter(Definitions):
 
     def _swap_in(self) -> None:
         """Put the new store in place of the recording it replaces (``mode="w"``)."""
+        # first: its cached array folders and its spare documents are in the new store's
+        # current place (the spares are deleted here, while their paths still hold)
+        self._stop_chunk_writer()
         old = self.path.parent / f".{self.path.name}.netphys-old-{os.getpid()}"
         os.rename(self.path, old)
         os.rename(self._dir, self.path)
         shutil.rmtree(old, ignore_errors=True)
         self._dir = self.path
         self._replacing = False
-        self._stop_chunk_writer()  # its cached array folders were in the new store's old place
         self.root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
         self._array_cache = {}
         self._lease.watch(self._dir)

@@ -390,3 +390,19 @@ def test_rank_finalize_drops_uncommitted_time_chunks_in_either_key_encoding(tmp_
     np.testing.assert_array_equal(values[:10], arr[:10])
     np.testing.assert_array_equal(values[20:30], np.arange(120, 180).reshape(10, 6))
     assert np.isnan(values[10:20]).all() and np.isnan(values[30:]).all()  # dropped: fill value
+
+
+def test_replacing_a_recording_leaves_no_spares(tmp_path):
+    """``mode="w"`` over a recording swaps the new store in at its first flush: spares go too."""
+    import torch
+
+    import netphys
+    from tests.recorder.models import CNN
+
+    model = CNN().eval()
+    path = tmp_path / "r.zarr"
+    x = torch.randn(12, 1, 8, 8)
+    netphys.record(model, x, path, progress=False)
+    netphys.record(model, x, path, mode="w", progress=False)  # one flush, then close
+    assert not list(path.rglob(f"*{_chunks.SPARE_SUFFIX}"))
+    assert netphys.open_recording(path).sizes["time"] == 12
