@@ -129,7 +129,7 @@ class Recorder(Hooks):
         Where chunks are compressed and written: a background thread, or inline in the
         recording thread at each flush. "auto" picks the thread on a GPU or with
         ``direct_io`` (the writes then wait for the disk, not for a CPU core: on a 2-core VM the
-        thread was 0.03-0.10 of bare throughput faster for the wide CNN and the ResNet-18 shape
+        thread was 0.06-0.10 of bare throughput faster for the wide CNN and the ResNet-18 shape
         of ``benchmarks/record_overhead.py``), and inline on a CPU-bound model that uses all
         cores and writes through the page cache. A small, fast model recorded in full on a
         few cores can be faster inline: the demo CNN, whose forward pass makes ~400 MB/s of
