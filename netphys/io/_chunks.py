@@ -14,8 +14,9 @@ Chunk files of at least :data:`DIRECT_MIN` bytes are written with ``O_DIRECT`` w
 file system allow it (Linux; ext4, xfs, btrfs, ...): the disk reads them straight from a reused,
 page-aligned buffer, so the kernel neither copies them into its page cache nor allocates fresh
 pages for it. On the project's 2-core VM this cut a recording's CPU time by 10-17%
-(``benchmarks/record_overhead.py``, its "page cache" row). The file is written padded to the alignment and truncated
-to its exact size; where ``O_DIRECT`` is refused the writer falls back to ordinary writes.
+(``benchmarks/record_overhead.py``, its "page cache" row). The file is written padded to the
+alignment and truncated to its exact size; where ``O_DIRECT`` is refused the writer falls back
+to ordinary writes.
 
 The result is a standard Zarr v3 store: :func:`netphys.open_recording`, ``zarr`` and plain
 ``xarray`` read it (tested chunk for chunk against zarr's own encoding).
@@ -159,6 +160,13 @@ def spare_of(path: Path) -> Path:
     return path.with_name(f".{path.name}{SPARE_SUFFIX}")
 
 
+def _write_all(fd: int, view: memoryview) -> None:
+    """Write every byte of ``view`` to ``fd`` (``os.write`` may write fewer at a time)."""
+    done = 0
+    while done < len(view):
+        done += os.write(fd, view[done:])
+
+
 def exchange_file(path: Path, data: bytes) -> bool:
     """Replace the content of the existing file ``path`` atomically, without a new inode.
 
@@ -178,9 +186,7 @@ def exchange_file(path: Path, data: bytes) -> bool:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(spare, flags, 0o644)
     try:
-        view, done = memoryview(data), 0
-        while done < len(view):
-            done += os.write(fd, view[done:])
+        _write_all(fd, memoryview(data))
     finally:
         os.close(fd)
     if _renameat2(_AT_FDCWD, os.fsencode(spare), _AT_FDCWD, os.fsencode(path), _RENAME_EXCHANGE):
@@ -238,10 +244,8 @@ def write_direct(path: Path, buf: np.ndarray, nbytes: int, *, root: Path | None 
             return False
         raise
     try:
-        view, done = buf.data, 0
-        while done < len(view):
-            done += os.write(fd, view[done:])
-        if len(view) != nbytes:
+        _write_all(fd, buf.data)
+        if len(buf) != nbytes:
             os.ftruncate(fd, nbytes)
     except OSError as exc:
         os.close(fd)
@@ -317,13 +321,6 @@ class ChunkWriter:
             grid = [-(-s // c) for s, c in zip(spec.shape_tail, spec.chunks[1:], strict=True)]
             futures += [self._pool.submit(self._one, spec, values, t, i) for i in np.ndindex(*grid)]
         self.bytes_written += sum(_wait_all(futures))
-
-    def write_files(self, items: Sequence[tuple[Path, bytes]]) -> None:
-        """Write each ``(path, data)`` atomically in the thread pool; wait for all."""
-        futures = [
-            self._pool.submit(write_file, path, data, root=self.root) for path, data in items
-        ]
-        _wait_all(futures)
 
     def replace_files(self, items: Sequence[tuple[Path, bytes]]) -> None:
         """Replace existing small documents atomically (:func:`exchange_file`); in this thread.

@@ -93,11 +93,12 @@ def grow(
 ) -> None:
     """Grow every array's stored shape to ``n`` frames, all metadata writes at once.
 
-    Concurrent writes keep the moment when one group's arrays differ in length (plain xarray
-    then refuses to open the group; it never shows unwritten frames) as short as possible.
-    With ``folder`` (the local store's root), ``templates`` and ``write_files`` (atomic
-    writes of ``(path, bytes)`` pairs, e.g. :meth:`netphys.io._chunks.ChunkWriter.write_files`),
-    the documents come from :class:`ShapeTemplates`; other arrays use zarr's resize.
+    Writing every document in one go keeps the moment when one group's arrays differ in
+    length (plain xarray then refuses to open the group; it never shows unwritten frames) as
+    short as possible. With ``folder`` (the local store's root), ``templates`` and
+    ``write_files`` (atomic writes of ``(path, bytes)`` pairs, e.g.
+    :meth:`netphys.io._chunks.ChunkWriter.replace_files`), the documents come from
+    :class:`ShapeTemplates`; other arrays use zarr's resize (concurrently).
     """
     todo = [a for a in arrays if a.shape[0] < n]
     if folder is not None and templates is not None and write_files is not None:

@@ -63,8 +63,7 @@ class DistributedRecorder(Recorder):
     **kwargs
         Other :class:`netphys.Recorder` options (``layers``, ``dtype``, ``max_units``,
         ``rng``, ``mode``, ``max_host_memory``, ``compression``, ``writer``, ``direct_io``,
-        ``variability``,
-        ``store_weights``, ...).
+        ``variability``, ``store_weights``, ...).
 
     Examples
     --------
