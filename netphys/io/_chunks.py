@@ -5,10 +5,12 @@ blocks (chunk assembly copies, per-chunk coroutines, an event-loop round trip pe
 the recorder's appends, every write starts on a time-chunk boundary of a plain array (bytes
 codec, optional Blosc, no sharding, no filters), so the chunk bytes can be produced exactly as
 zarr would produce them: the chunk's values in C order, little endian, padded with the fill
-value at the array's edge, then Blosc-compressed (self-describing frames). Files are written
-atomically (temporary file, then rename), like zarr's ``LocalStore``. All chunks of all arrays
-of one block are encoded and written by a small thread pool (Blosc releases the GIL), so the
-recording thread waits once per block. Anything else falls back to zarr's own write path.
+value at the array's edge, then Blosc-compressed (self-describing frames). A small chunk that
+holds only the fill value is not written (zarr's default; it reads back as the fill value).
+Files are written atomically (temporary file, then rename), like zarr's ``LocalStore``. All
+chunks of all arrays of one block are encoded and written by a small thread pool (Blosc
+releases the GIL), so the recording thread waits once per block. Anything else falls back to
+zarr's own write path.
 
 Chunk files of at least :data:`DIRECT_MIN` bytes are written with ``O_DIRECT`` where the OS and
 file system allow it (Linux; ext4, xfs, btrfs, ...): the disk reads them straight from a reused,
@@ -101,6 +103,14 @@ def direct_spec(folder: Path, arr: Any) -> _Spec | None:
         codec=codec,
         encode_key=meta.encode_chunk_key,
     )
+
+
+def _all_fill(chunk: np.ndarray, fill: np.ndarray) -> bool:
+    """Whether every value of ``chunk`` has the bits of ``fill`` (NaN, -0.0 compare by bits)."""
+    bits = np.dtype(f"u{chunk.dtype.itemsize}") if chunk.dtype.itemsize in (1, 2, 4, 8) else None
+    if bits is None or chunk.dtype.kind not in "fiub" or not chunk.flags.c_contiguous:
+        return False
+    return bool(np.all(chunk.view(bits) == fill.view(bits)))
 
 
 def _partial(path: Path) -> Path:
@@ -353,6 +363,15 @@ class ChunkWriter:
             if part.shape != spec.chunks:  # edge chunk: padded with the fill value, like zarr
                 chunk[...] = spec.fill
             chunk[tuple(slice(0, s) for s in part.shape)] = part
+        if nbytes < DIRECT_MIN and _all_fill(chunk, spec.fill):
+            # like zarr's default (`write_empty_chunks=False`): no object for a chunk that
+            # holds only the fill value (it reads back as the fill value). The demo CNN's
+            # frame table has 5 such columns per flush (epoch, step, label, repeat, loss
+            # without labels), each a file to create otherwise. A stale object at this key
+            # (a chunk written before a crash and not committed) is deleted.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return 0
         raw: Any = chunk
         data = memoryview(raw).cast("B") if spec.codec is None else spec.codec.encode(chunk)
         if direct and buf is None and len(data) >= DIRECT_MIN:

@@ -406,3 +406,89 @@ def test_replacing_a_recording_leaves_no_spares(tmp_path):
     netphys.record(model, x, path, mode="w", progress=False)  # one flush, then close
     assert not list(path.rglob(f"*{_chunks.SPARE_SUFFIX}"))
     assert netphys.open_recording(path).sizes["time"] == 12
+
+
+@pytest.mark.parametrize(("dtype", "fill"), [("float32", np.nan), ("int64", -1), ("float16", 0)])
+def test_chunks_of_only_the_fill_value_are_not_written(tmp_path, dtype, fill):
+    """Same objects as zarr's default (``write_empty_chunks=False``), same values read back."""
+    values = np.full((30, 3), fill, dtype=dtype)
+    values[8:16] = np.arange(24).reshape(8, 3)  # chunk 1: data
+    values[21, 2] = 7  # chunk 2: one value that is not the fill
+    arrays = {}
+    for name in ("zarr", "direct"):
+        arrays[name] = zarr.create_array(
+            tmp_path / f"{name}.zarr", shape=(30, 3), chunks=(8, 3), dtype=dtype,
+            fill_value=fill, compressors=_compressor("lz4"), zarr_format=3,
+            config={"write_empty_chunks": False},
+        )  # fmt: skip
+    arrays["zarr"][:] = values
+    writer = _chunks.ChunkWriter(tmp_path / "direct.zarr")
+    _chunks.write_arrays(writer, [(arrays["direct"], values)], 0)  # 3 whole chunks + 6 rows
+    writer.close()
+
+    def objects(name):
+        return sorted(p.name for p in (tmp_path / name / "c").iterdir())
+
+    assert objects("zarr.zarr") == objects("direct.zarr") == ["1", "2"]
+    got = zarr.open_array(tmp_path / "direct.zarr", mode="r")[:]
+    np.testing.assert_array_equal(got, values)
+
+
+def test_fill_value_chunks_are_told_by_their_bits(tmp_path):
+    """-0.0 against a 0.0 fill and a NaN with another payload are data, kept bit for bit."""
+    arr = zarr.create_array(
+        tmp_path / "a.zarr", shape=(8,), chunks=(4,), dtype="float32", fill_value=0.0,
+        compressors=_compressor("lz4"), zarr_format=3,
+    )  # fmt: skip
+    values = np.zeros(8, np.float32)
+    values[:4] = -0.0
+    writer = _chunks.ChunkWriter(tmp_path / "a.zarr")
+    _chunks.write_arrays(writer, [(arr, values)], 0)
+    writer.close()
+    assert sorted(p.name for p in (tmp_path / "a.zarr" / "c").iterdir()) == ["0"]
+    got = zarr.open_array(tmp_path / "a.zarr", mode="r")[:]
+    assert got.tobytes() == values.tobytes()  # the sign bits of chunk 0 survive
+    nan = np.full(4, np.nan, np.float32)
+    other = nan.view(np.uint32) | 1  # a NaN whose payload differs from the fill's
+    assert _chunks._all_fill(nan, np.asarray(np.nan, np.float32))
+    assert not _chunks._all_fill(other.view(np.float32), np.asarray(np.nan, np.float32))
+
+
+def test_a_stale_object_at_a_fill_value_chunk_is_deleted(tmp_path):
+    """A chunk rewritten as all fill (a frame rewritten after a crash) reads back as fill."""
+    arr = zarr.create_array(
+        tmp_path / "a.zarr", shape=(8,), chunks=(4,), dtype="int64", fill_value=-1,
+        compressors=_compressor("lz4"), zarr_format=3,
+    )  # fmt: skip
+    writer = _chunks.ChunkWriter(tmp_path / "a.zarr")
+    _chunks.write_arrays(writer, [(arr, np.arange(8))], 0)
+    assert (tmp_path / "a.zarr" / "c" / "0").exists()
+    _chunks.write_arrays(writer, [(arr, np.full(4, -1))], 0)
+    writer.close()
+    assert not (tmp_path / "a.zarr" / "c" / "0").exists()
+    np.testing.assert_array_equal(
+        zarr.open_array(tmp_path / "a.zarr", mode="r")[:], [-1] * 4 + [4, 5, 6, 7]
+    )
+
+
+def test_recording_without_labels_writes_no_label_chunks(tmp_path):
+    """Frame-table columns left at their fill value cost no file, and read back as the fill."""
+    import torch
+
+    import netphys
+    from tests.recorder.models import CNN
+
+    model = CNN().eval()
+    path = tmp_path / "nolabels.zarr"
+    x = torch.randn(40, 1, 8, 8)
+    with torch.no_grad(), netphys.Recorder(model, path, layers=["act1"], chunk_frames=8) as rec:
+        for s in range(0, 40, 10):
+            rec.annotate(stimulus=np.arange(s, s + 10))
+            model(x[s : s + 10])
+    for column in ("label", "repeat", "step", "epoch"):
+        assert not (path / column / "c").exists() or not any((path / column / "c").iterdir())
+    assert len(list((path / "stimulus" / "c").iterdir())) == 5
+    assert len(list((path / "session" / "c").iterdir())) == 5  # the reader's forgery check
+    ds = netphys.open_recording(path)
+    np.testing.assert_array_equal(ds["layers/act1"]["label"].values, -1)
+    np.testing.assert_array_equal(ds["layers/act1"]["stimulus"].values, np.arange(40))
