@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -209,33 +207,3 @@ def test_auto_writer_is_a_thread_with_o_direct_and_inline_on_a_busy_cpu_without(
         model(torch.randn(4, 6))
         inline = rec._writer.inline
     assert inline is not (direct_io and _chunks.O_DIRECT_AVAILABLE)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
-def test_blocks_are_mapped_when_first_handed_out_and_only_once():
-    """The pool maps a block's pages at its first acquire (not at allocation, not again)."""
-    from netphys.recorder._staging import BlockPool, WriterThread
-
-    mb = 1 << 20
-    # 64 MiB blocks: above glibc's largest mmap threshold, so never memory mapped already
-    pool = BlockPool(2, 1024, {"a": (32 * 1024, 4)}, torch.float16, None, pin=False)
-    writer = WriterThread(None, pool, inline=True)  # type: ignore[arg-type]
-    before = _rss_bytes()
-    block = pool.acquire(writer)
-    assert block.touched
-    assert _rss_bytes() - before > 62 * mb  # every page of the block is mapped
-    other = pool.acquire(writer)
-    assert other is not block and other.touched
-    block.activity["a"][:5] = 1.5
-    pool.release(block)
-    again = pool.acquire(writer)
-    assert again is block and float(again.activity["a"][4, 7]) == 1.5  # not rewritten
