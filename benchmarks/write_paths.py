@@ -46,29 +46,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import record_overhead  # this folder: the models and the recording loop of that benchmark
 import torch
 import zarr
 
 from netphys.experiments._models import DemoCNN
 from netphys.io import _chunks as chunks
-
-
-def _wide_cnn() -> torch.nn.Module:
-    import record_overhead  # same folder
-
-    return record_overhead.wide_cnn()
+from netphys.recorder._layers import default_layers
 
 
 def source_recording(model_name: str, folder: Path) -> tuple[dict[str, Any], int]:
     """Record two time chunks of the model; return its time arrays' specs and values."""
-    import record_overhead
-
-    from netphys.recorder._layers import default_layers
-
     if model_name == "demo":
         model, shape, frames = DemoCNN().eval(), (1, 8, 8), 8192
     else:
-        model, shape, frames = _wide_cnn().eval(), (3, 32, 32), 256
+        model, shape, frames = record_overhead.wide_cnn().eval(), (3, 32, 32), 256
     layers = default_layers(model)
     x = torch.randn(frames, *shape, generator=torch.Generator().manual_seed(0))
     path = folder / "source.zarr"

@@ -77,8 +77,9 @@ BEHAVIOUR_KEYS = ("logits", "prediction", "confidence", "loss")
 GRAPH = "graph"
 STIMULI = "stimuli"
 
-#: Writing whole chunks: skip zarr's per-chunk "is it all fill value?" scan (4x faster writes
-#: with a NaN fill value); every chunk we write holds data.
+#: Writes through zarr (unaligned starts, strings): skip zarr's per-chunk "is it all fill
+#: value?" scan (4x faster writes with a NaN fill value). The direct chunk writer
+#: (:mod:`netphys.io._chunks`) leaves out small all-fill chunks itself, by a cheaper bit compare.
 ARRAY_CONFIG: Any = {"write_empty_chunks": True}
 
 #: Chunk keys of the 2-D arrays along ``time`` (activity, nodes, logits): ``c.<t>.<u>``, files
