@@ -36,6 +36,8 @@ Usage: ``python benchmarks/write_paths.py [--model demo|wide] [--blocks 16] [--r
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import shutil
 import statistics
@@ -195,38 +197,31 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     for name, spec in arrays.items():
         if _is_activity(name):
             print(f"  {name}: {spec['values'].shape[1]} units, chunks {spec['chunks']}")
-    zarrs_pipe = "zarrs.ZarrsCodecPipeline"
     default_pipe = "zarr.core.codec_pipeline.BatchedCodecPipeline"
     b, c_ = args.blocks, c
+    writers: dict[str, Callable[..., None]] = {"zarr": write_zarr, "tensorstore": write_tensorstore}
+    # label: (package needed, codec pipeline, writer, sharded)
+    rows = {
+        "zarr": (None, default_pipe, "zarr", False),
+        "zarr sharded": (None, default_pipe, "zarr", True),
+        "zarr + zarrs": ("zarrs", "zarrs.ZarrsCodecPipeline", "zarr", False),
+        "zarr sharded + zarrs": ("zarrs", "zarrs.ZarrsCodecPipeline", "zarr", True),
+        "tensorstore": ("tensorstore", default_pipe, "tensorstore", False),
+        "tensorstore sharded": ("tensorstore", default_pipe, "tensorstore", True),
+    }
     methods: dict[str, tuple[str, Callable[[Path], None]]] = {
         "netphys": (default_pipe, lambda q: write_netphys(q, arrays, b, c_, True)),
         "netphys page cache": (default_pipe, lambda q: write_netphys(q, arrays, b, c_, False)),
-        "zarr": (default_pipe, lambda q: write_zarr(q, arrays, b, c_, sharded=False)),
-        "zarr sharded": (default_pipe, lambda q: write_zarr(q, arrays, b, c_, sharded=True)),
     }
-    missing = []
-    try:
-        import zarrs  # noqa: F401
-
-        methods["zarr + zarrs"] = (
-            zarrs_pipe, lambda q: write_zarr(q, arrays, b, c_, sharded=False)
-        )  # fmt: skip
-        methods["zarr sharded + zarrs"] = (
-            zarrs_pipe, lambda q: write_zarr(q, arrays, b, c_, sharded=True)
-        )  # fmt: skip
-    except ImportError:
-        missing.append("zarrs")
-    try:
-        import tensorstore  # noqa: F401
-
-        methods["tensorstore"] = (
-            default_pipe, lambda q: write_tensorstore(q, arrays, b, c_, sharded=False)
-        )  # fmt: skip
-        methods["tensorstore sharded"] = (
-            default_pipe, lambda q: write_tensorstore(q, arrays, b, c_, sharded=True)
-        )  # fmt: skip
-    except ImportError:
-        missing.append("tensorstore")
+    missing: list[str] = []
+    for label, (package, pipe, writer, sharded) in rows.items():
+        if package is not None and importlib.util.find_spec(package) is None:
+            missing += [] if package in missing else [package]
+            continue
+        if package is not None:
+            importlib.import_module(package)  # imported here, not in the first timed run
+        fn = writers[writer]
+        methods[label] = (pipe, lambda q, fn=fn, sh=sharded: fn(q, arrays, b, c_, sharded=sh))
     if missing:
         print(f"  not installed, rows skipped: {', '.join(missing)}")
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in methods}
