@@ -107,9 +107,9 @@ def direct_spec(folder: Path, arr: Any) -> _Spec | None:
 
 def _all_fill(chunk: np.ndarray, fill: np.ndarray) -> bool:
     """Whether every value of ``chunk`` has the bits of ``fill`` (NaN, -0.0 compare by bits)."""
-    bits = np.dtype(f"u{chunk.dtype.itemsize}") if chunk.dtype.itemsize in (1, 2, 4, 8) else None
-    if bits is None or chunk.dtype.kind not in "fiub" or not chunk.flags.c_contiguous:
-        return False
+    if chunk.dtype.kind not in "fiub" or chunk.dtype.itemsize not in (1, 2, 4, 8):
+        return False  # (not among the recorder's dtypes) written as it is
+    bits = np.dtype(f"u{chunk.dtype.itemsize}")
     return bool(np.all(chunk.view(bits) == fill.view(bits)))
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "field_coroutine",
     "grow",
     "layer_coroutine",
+    "metadata_document",
     "run_all",
     "wide",
     "write_graph_pair",
@@ -54,6 +55,11 @@ def wide(arr: zarr.Array, n: int) -> zarr.Array:
     a = arr._async_array
     meta = a.metadata.update_shape((n, *arr.shape[1:]))
     return zarr.Array(AsyncArray(metadata=meta, store_path=a.store_path, config=a.config))
+
+
+def metadata_document(meta: Any) -> bytes:
+    """Return the ``zarr.json`` bytes zarr writes for array or group metadata ``meta``."""
+    return bytes(meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
 
 
 #: Stands for the length along ``time`` in a metadata template (:class:`ShapeTemplates`).
@@ -76,8 +82,7 @@ class ShapeTemplates:
         """Return the ``zarr.json`` bytes of ``arr`` grown to ``n`` (None: use zarr's resize)."""
         if arr.path not in self._parts:
             meta = arr._async_array.metadata.update_shape((_SENTINEL, *arr.shape[1:]))
-            raw = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
-            parts = raw.split(str(_SENTINEL).encode())
+            parts = metadata_document(meta).split(str(_SENTINEL).encode())
             self._parts[arr.path] = (parts[0], parts[1]) if len(parts) == 2 else None
         found = self._parts[arr.path]
         return None if found is None else found[0] + str(int(n)).encode() + found[1]

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
 
 from netphys._validation import check_choice, check_int
 from netphys.errors import RecordingError
@@ -33,6 +32,7 @@ from netphys.io._recording_arrays import (
     ShapeTemplates,
     field_coroutine,
     grow,
+    metadata_document,
     run_all,
     wide,
     write_graph_pair,
@@ -369,8 +369,7 @@ class RecordingWriter(Definitions):
         meta = dataclasses.replace(
             group.metadata, attributes={**group.metadata.attributes, "frames_committed": stop}
         )
-        doc = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
-        write_file(self._dir / "zarr.json", doc, root=self._dir)
+        write_file(self._dir / "zarr.json", metadata_document(meta), root=self._dir)
         object.__setattr__(group, "metadata", meta)  # the handle sees what is on disk
 
     def _arrays_for(
