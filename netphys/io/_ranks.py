@@ -36,16 +36,12 @@ import zarr
 from netphys.errors import RecordingError
 from netphys.io._chunks import ChunkWriter
 from netphys.io._lease import Lease
+from netphys.io._nodes import write_nodes
 from netphys.io._ranks_finalize import CODES, drop_padding, finalize
 from netphys.io._ranks_finalize import RANKS as _RANKS
 from netphys.io._ranks_finalize import read_group_attrs as _read_group_attrs
 from netphys.io._ranks_finalize import write_group_attrs as _write_group_attrs
-from netphys.io._recording_arrays import (
-    behaviour_coroutine,
-    layer_coroutine,
-    run_all,
-    write_graph_pair,
-)
+from netphys.io._recording_arrays import behaviour_nodes, layer_nodes, write_graph_pair
 from netphys.io._recording_layout import (
     FIELD_ATTRS,
     FRAME_FIELDS,
@@ -301,22 +297,18 @@ class RankWriter:
         if self.rank != 0:
             return
         root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-        run_all(
-            [
-                layer_coroutine(
-                    root,
-                    name,
-                    unit_coords,
-                    n_units,
-                    n_nodes,
-                    dtype,
-                    attrs,
-                    frames=0,
-                    chunk_frames=self._chunk,
-                    compression=compression or self.compression,
-                )
-            ]
+        nodes = layer_nodes(
+            name,
+            unit_coords,
+            n_units,
+            n_nodes,
+            dtype,
+            attrs,
+            frames=0,
+            chunk_frames=self._chunk,
+            compression=compression or self.compression,
         )
+        write_nodes(self.path, root.store_path, nodes, None)
         root.attrs["layers"] = self.layers
 
     def add_behaviour(self, width: int) -> None:
@@ -327,7 +319,8 @@ class RankWriter:
         if self.rank != 0:
             return
         root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-        run_all([behaviour_coroutine(root, width, frames=0, chunk_frames=self._chunk)])
+        nodes = behaviour_nodes(width, frames=0, chunk_frames=self._chunk)
+        write_nodes(self.path, root.store_path, nodes, None)
 
     def prepare(self) -> None:
         """Nothing to start: rank 0 creates each group in :meth:`add_layer` (ranks wait on it)."""

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from netphys.errors import RecordingError
+from netphys.io._nodes import Node, array_node, group_node, metadata_document
 from netphys.io._recording_layout import (
-    ARRAY_CONFIG,
     BEHAVIOUR,
     FIELD_ATTRS,
     FLAT_CHUNK_KEYS,
@@ -33,12 +32,11 @@ from netphys.io._recording_layout import (
 
 __all__ = [
     "ShapeTemplates",
-    "behaviour_coroutine",
-    "field_coroutine",
+    "behaviour_nodes",
+    "field_node",
     "grow",
-    "layer_coroutine",
+    "layer_nodes",
     "metadata_document",
-    "run_all",
     "wide",
     "write_graph_pair",
 ]
@@ -55,11 +53,6 @@ def wide(arr: zarr.Array, n: int) -> zarr.Array:
     a = arr._async_array
     meta = a.metadata.update_shape((n, *arr.shape[1:]))
     return zarr.Array(AsyncArray(metadata=meta, store_path=a.store_path, config=a.config))
-
-
-def metadata_document(meta: Any) -> bytes:
-    """Return the ``zarr.json`` bytes zarr writes for array or group metadata ``meta``."""
-    return bytes(meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
 
 
 #: Stands for the length along ``time`` in a metadata template (:class:`ShapeTemplates`).
@@ -123,21 +116,10 @@ def grow(
     sync(grow_all())
 
 
-def run_all(coros: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Run zarr coroutines concurrently in zarr's event loop (one round trip for all)."""
-
-    async def gather() -> list[Any]:
-        return list(await asyncio.gather(*coros))
-
-    return list(sync(gather()))
-
-
-def field_coroutine(
-    root: zarr.Group, name: str, *, frames: int, chunk: int, overwrite: bool = False
-) -> Coroutine[Any, Any, Any]:
-    """Coroutine creating the root array ``name`` of the per-frame table (time chunk ``chunk``)."""
+def field_node(name: str, *, frames: int, chunk: int) -> Node:
+    """Return the root array ``name`` of the per-frame table (time chunk ``chunk``)."""
     dtype, fill = STORED_FIELDS.get(name, FRAME_FIELDS[name])
-    return root._async_group.create_array(
+    return array_node(
         name,
         shape=(frames,),
         dtype=dtype,
@@ -145,14 +127,11 @@ def field_coroutine(
         fill_value=fill,
         dimension_names=("time",),
         compressors=compressor(),
-        config=ARRAY_CONFIG,
         attributes=dict(FIELD_ATTRS[name]),
-        overwrite=overwrite,
     )
 
 
-async def layer_coroutine(
-    root: zarr.Group,
+def layer_nodes(
     name: str,
     unit_coords: Mapping[str, np.ndarray],
     n_units: int,
@@ -163,13 +142,14 @@ async def layer_coroutine(
     frames: int,
     chunk_frames: int,
     compression: str,
-) -> None:
-    """Create one layer's group: activity, nodes and unit coordinates, arrays concurrently."""
-    g = await root._async_group.create_group(f"{LAYERS}/{name}", attributes=json_safe(dict(attrs)))
+) -> list[Node]:
+    """Return one layer's group and its arrays: activity, nodes and unit coordinates."""
+    key = f"{LAYERS}/{name}"
     itemsize = np.dtype(dtype).itemsize
-    todo = [
-        g.create_array(
-            "activity",
+    nodes = [
+        group_node(key, json_safe(dict(attrs))),
+        array_node(
+            f"{key}/activity",
             shape=(frames, n_units),
             dtype=dtype,
             chunks=(chunk_frames, unit_chunk(n_units, chunk_frames, itemsize)),
@@ -177,15 +157,14 @@ async def layer_coroutine(
             fill_value=float("nan"),
             dimension_names=("time", "unit"),
             compressors=compressor(compression, activity=True),
-            config=ARRAY_CONFIG,
             attributes={
                 "long_name": "unit activity (module output)",
                 "units": "a.u.",
                 "coordinates": " ".join(UNIT_COORDS),
             },
         ),
-        g.create_array(
-            "nodes",
+        array_node(
+            f"{key}/nodes",
             shape=(frames, n_nodes),
             dtype="float32",
             chunks=(chunk_frames, unit_chunk(n_nodes, chunk_frames, 4)),
@@ -193,33 +172,30 @@ async def layer_coroutine(
             fill_value=float("nan"),
             dimension_names=("time", "node"),
             compressors=compressor(),
-            config=ARRAY_CONFIG,
             attributes={
                 "long_name": "node activity (channel spatial mean of the module output)",
                 "units": "a.u.",
                 "cell_methods": "space: mean",
             },
         ),
-        g.create_array(
-            "node",
+        array_node(
+            f"{key}/node",
             data=np.arange(n_nodes, dtype="int64"),
             dimension_names=("node",),
             compressors=compressor(),
         ),
     ]
-    for key in UNIT_COORDS:
-        values = np.asarray(unit_coords[key])
-        attrs_c: dict[str, Any] = {"units": "um"} if key.startswith("pos_") else {}
-        todo.append(
-            g.create_array(
-                key,
-                data=values,
-                dimension_names=("unit",),
-                attributes=attrs_c,
-                compressors=compressor(),  # lz4: zarr's default zstd costs far more CPU
-            )
+    nodes += [
+        array_node(
+            f"{key}/{coord}",
+            data=np.asarray(unit_coords[coord]),
+            dimension_names=("unit",),
+            attributes={"units": "um"} if coord.startswith("pos_") else {},
+            compressors=compressor(),  # lz4: zarr's default zstd costs far more CPU
         )
-    await asyncio.gather(*todo)
+        for coord in UNIT_COORDS
+    ]
+    return nodes
 
 
 def write_graph_pair(root: zarr.Group, session: int, pre: str, post: str, w: np.ndarray) -> None:
@@ -273,15 +249,12 @@ def write_graph_pair(root: zarr.Group, session: int, pre: str, post: str, w: np.
     ckpt.resize((k + 1,))
 
 
-async def behaviour_coroutine(
-    root: zarr.Group, width: int, *, frames: int, chunk_frames: int
-) -> None:
-    """Create the behaviour group, then its four arrays concurrently."""
-    g = await root._async_group.create_group(BEHAVIOUR)
-    opts: dict[str, Any] = {"compressors": compressor(), "config": ARRAY_CONFIG}
-    todo = [
-        g.create_array(
-            "logits",
+def behaviour_nodes(width: int, *, frames: int, chunk_frames: int) -> list[Node]:
+    """Return the behaviour group and its four arrays (model outputs of ``width`` values)."""
+    nodes = [
+        group_node(BEHAVIOUR),
+        array_node(
+            f"{BEHAVIOUR}/logits",
             shape=(frames, width),
             dtype="float32",
             chunks=(chunk_frames, min(width, 4096)),
@@ -289,24 +262,24 @@ async def behaviour_coroutine(
             fill_value=float("nan"),
             dimension_names=("time", "output"),
             attributes={"long_name": "model output (logits)"},
-            **opts,
-        )
+            compressors=compressor(),
+        ),
     ]
     for name, dtype, fill, long_name in (
         ("prediction", "int64", -1, "argmax of the output"),
         ("confidence", "float32", float("nan"), "max softmax probability"),
         ("loss", "float32", float("nan"), "cross-entropy to the label (NaN: no label)"),
     ):
-        todo.append(
-            g.create_array(
-                name,
+        nodes.append(
+            array_node(
+                f"{BEHAVIOUR}/{name}",
                 shape=(frames,),
                 dtype=dtype,
                 chunks=(chunk_frames,),  # one block per chunk: written directly
                 fill_value=fill,
                 dimension_names=("time",),
                 attributes={"long_name": long_name},
-                **opts,
+                compressors=compressor(),
             )
         )
-    await asyncio.gather(*todo)
+    return nodes

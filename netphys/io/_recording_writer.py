@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import threading
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,18 @@ from netphys._validation import check_choice, check_int
 from netphys.errors import RecordingError
 from netphys.io._chunks import ChunkWriter, write_arrays, write_file
 from netphys.io._lease import Lease
+from netphys.io._nodes import (
+    Node,
+    consolidate,
+    group_node,
+    handle,
+    metadata_document,
+    write_nodes,
+)
 from netphys.io._recording_arrays import (
     ShapeTemplates,
-    field_coroutine,
+    field_node,
     grow,
-    metadata_document,
-    run_all,
     wide,
     write_graph_pair,
 )
@@ -201,7 +206,6 @@ class RecordingWriter(Definitions):
                 )
                 self._load_existing()
             else:
-                self.root = zarr.open_group(self._dir, mode="w-", zarr_format=3)
                 self._create_root(attrs)
         except PermissionError as exc:
             raise PermissionError(
@@ -223,15 +227,26 @@ class RecordingWriter(Definitions):
             "coordinates": " ".join(FRAME_FIELDS),
         }
         root_attrs.update({k: json_safe(v) for k, v in attrs.items()})
-        self.root.update_attributes(root_attrs)  # one write (attrs.update: one per key)
         self.frames = 0
-        run_all(
-            [
-                *(field_coroutine(self.root, k, frames=0, chunk=TABLE_CHUNK) for k in FRAME_FIELDS),
-                self.root._async_group.create_group(LAYERS),
-                self.root._async_group.create_group(GRAPH),
-            ]
-        )
+        os.mkdir(self._dir)  # refuses one that appeared since the path was checked
+        root = group_node("", root_attrs)
+        write_file(self._dir / "zarr.json", metadata_document(root.meta), root=self._dir)
+        self.root = zarr.open_group(self._dir, mode="r+", zarr_format=3, use_consolidated=False)
+        fields = [field_node(k, frames=0, chunk=TABLE_CHUNK) for k in FRAME_FIELDS]
+        self._write_nodes([*fields, group_node(LAYERS), group_node(GRAPH)])
+
+    def _writer(self) -> ChunkWriter:
+        """Return the chunk writer of this store (started at first use)."""
+        if self._chunk_writer is None:
+            self._chunk_writer = ChunkWriter(self._dir, direct_io=self.direct_io)
+        return self._chunk_writer
+
+    def _write_nodes(self, nodes: list[Node]) -> None:
+        """Write ``nodes`` (:func:`netphys.io._nodes.write_nodes`); cache the time arrays."""
+        handles = write_nodes(self._dir, self.root.store_path, nodes, self._writer())
+        for key, arr in handles.items():
+            if (getattr(arr.metadata, "dimension_names", None) or ("",))[0] == "time":
+                self._array_cache[key] = arr
 
     def _load_existing(self) -> None:
         attrs: dict[str, Any] = dict(self.root.attrs)
@@ -265,9 +280,7 @@ class RecordingWriter(Definitions):
         if BEHAVIOUR in self.root:
             self._behaviour_width = array_at(self.root, f"{BEHAVIOUR}/logits").shape[1]
         missing = [k for k in FRAME_FIELDS if k not in self.root]  # added to the format later
-        run_all(
-            [field_coroutine(self.root, k, frames=self.frames, chunk=TABLE_CHUNK) for k in missing]
-        )
+        self._write_nodes([field_node(k, frames=self.frames, chunk=TABLE_CHUNK) for k in missing])
         self.chunk_frames = int(time_chunks)  # append in the chunks the store already has
         self.root.attrs.update({"status": "recording"})
 
@@ -341,16 +354,14 @@ class RecordingWriter(Definitions):
             # chunk objects first: whole chunks are encoded and written directly, in one wait
             # (netphys.io._chunks); string arrays and unaligned starts go through zarr. Both
             # write through a handle one block longer than the stored shape and never resize.
-            if self._chunk_writer is None:
-                self._chunk_writer = ChunkWriter(self._dir, direct_io=self.direct_io)
-            write_arrays(self._chunk_writer, [(wide(a, stop), v) for a, v in arrays], start)
+            write_arrays(self._writer(), [(wide(a, stop), v) for a, v in arrays], start)
             self._write_conditions()
             grow(  # the commit point of each array
                 [arr for arr, _ in arrays],
                 stop,
                 folder=self._dir,
                 templates=self._shape_templates,
-                write_files=self._chunk_writer.replace_files,
+                write_files=self._writer().replace_files,
             )
             self.frames = stop
             self._commit_frames(stop)
@@ -407,7 +418,10 @@ class RecordingWriter(Definitions):
         self._dir = self.path
         self._replacing = False
         self.root = zarr.open_group(self.path, mode="r+", zarr_format=3, use_consolidated=False)
-        self._array_cache = {}
+        store = self.root.store_path  # the cached handles, moved with the store
+        self._array_cache = {
+            k: handle(store / a.path, a.metadata) for k, a in self._array_cache.items()
+        }
         self._lease.watch(self._dir)
 
     def _stop_chunk_writer(self) -> None:
@@ -448,17 +462,23 @@ class RecordingWriter(Definitions):
         self._settle_prepared()
         with self._lock:
             try:
-                self._stop_chunk_writer()
                 self._check_alive()
                 self.materialize()
+                self._stop_chunk_writer()
                 self._trim()
                 final = {k: json_safe(v) for k, v in (attrs or {}).items()}
-                self.root.update_attributes(
-                    {**final, "status": status, "frames_committed": self.frames}
+                group = self.root._async_group
+                meta = dataclasses.replace(
+                    group.metadata,
+                    attributes={
+                        **group.metadata.attributes,
+                        **final,
+                        "status": status,
+                        "frames_committed": self.frames,
+                    },
                 )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # zarr: consolidation is outside the spec
-                    zarr.consolidate_metadata(self._dir)
+                # the final attributes and the consolidated metadata: one atomic write
+                object.__setattr__(group, "metadata", consolidate(self._dir, meta))
                 if self._replacing:
                     self._swap_in()
             finally:

@@ -54,7 +54,7 @@ def test_a_failed_creation_is_raised_and_leaves_the_path_free(tmp_path, monkeypa
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(define, "layer_coroutine", broken)
+    monkeypatch.setattr(define, "layer_nodes", broken)
     path = tmp_path / "f.zarr"
     with pytest.raises(RecordingError, match=r"No space left on device.*free disk space"):
         _record(path, torch.randn(frames, 1, 8, 8), chunk_frames=16)
