@@ -52,7 +52,8 @@ def wide(arr: zarr.Array, n: int) -> zarr.Array:
         return arr
     a = arr._async_array
     meta = a.metadata.update_shape((n, *arr.shape[1:]))
-    return zarr.Array(AsyncArray(metadata=meta, store_path=a.store_path, config=a.config))
+    config = getattr(a, "config", None) or getattr(a, "_config", None)  # zarr < 3.1.6: _config
+    return zarr.Array(AsyncArray(metadata=meta, store_path=a.store_path, config=config))
 
 
 #: Stands for the length along ``time`` in a metadata template (:class:`ShapeTemplates`).

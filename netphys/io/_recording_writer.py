@@ -44,7 +44,6 @@ from netphys.io._recording_arrays import (
 )
 from netphys.io._recording_define import Definitions
 from netphys.io._recording_layout import (
-    ARRAY_CONFIG,
     BEHAVIOUR,
     BEHAVIOUR_KEYS,
     COMPRESSIONS,
@@ -95,6 +94,11 @@ def check_recording_path(path: Path, *, mode: str, func: str = "Recorder") -> No
         f"{func}: `path` {str(path)!r} exists and is {kind} that is not a netphys recording; "
         + _ONLY_RECORDINGS[mode]
     )
+
+
+def _configured(arr: zarr.Array) -> zarr.Array:
+    """Return a handle on ``arr`` with the writer's runtime config (:data:`ARRAY_CONFIG`)."""
+    return handle(arr.store_path, arr.metadata)  # (``Array.with_config``: zarr >= 3.1.6 only)
 
 
 class RecordingWriter(Definitions):
@@ -439,7 +443,7 @@ class RecordingWriter(Definitions):
         if set(keys) != set(self._array_cache):
             # runtime config is not stored with the array: set it on every handle
             self._array_cache = {
-                k: self._array_cache.get(k) or array_at(self.root, k).with_config(ARRAY_CONFIG)
+                k: self._array_cache.get(k) or _configured(array_at(self.root, k))
                 for k in keys
             }
         return self._array_cache
@@ -462,9 +466,11 @@ class RecordingWriter(Definitions):
         self._settle_prepared()
         with self._lock:
             try:
-                self._check_alive()
-                self.materialize()
-                self._stop_chunk_writer()
+                try:
+                    self._check_alive()
+                    self.materialize()
+                finally:
+                    self._stop_chunk_writer()  # its threads; the spare documents
                 self._trim()
                 final = {k: json_safe(v) for k, v in (attrs or {}).items()}
                 group = self.root._async_group
