@@ -5,7 +5,9 @@ checks, per-node coroutines and tasks, a store round trip per document): 65 ms o
 ~45 arrays of the demo CNN, and twice that beside a running model (the GIL). The documents
 themselves are cheap: the same metadata objects built directly (zarr's own
 ``ArrayV3Metadata`` / ``GroupMetadata``, its dtype and codec parsing, its chunk partition)
-and encoded by zarr (:func:`netphys.io._recording_arrays.metadata_document`) take ~9 ms.
+and encoded by zarr (:func:`metadata_document`) take ~9 ms. The helpers used are zarr's
+private ones (``_parse_chunk_encoding_v3``, ``_auto_partition``, ``_create_metadata_v3``,
+``_build_metadata_v3``), present in zarr 3.1.3 and 3.1.6 (both tested).
 :func:`write_nodes` then writes the documents atomically and the coordinate values through
 :class:`netphys.io._chunks.ChunkWriter`; :func:`consolidate` reads the store's documents back
 without zarr's event loop and writes the consolidated root document once.
