@@ -19,7 +19,6 @@ with ``zarr.consolidate_metadata`` (a zarr release that changes either fails the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -124,31 +123,21 @@ def handle(store_path: StorePath, meta: Any, *, config: Any = ARRAY_CONFIG) -> z
 
 
 def write_nodes(
-    folder: Path,
-    store_path: StorePath,
-    nodes: Sequence[Node],
-    writer: ChunkWriter | None,
-    *,
-    keep_groups: bool = True,
+    folder: Path, store_path: StorePath, nodes: Sequence[Node], writer: ChunkWriter | None
 ) -> dict[str, zarr.Array]:
     """Write the documents of ``nodes`` below the store ``folder`` and their values; wait.
 
     ``store_path`` is the store's root (for the returned handles); ``writer`` writes the
-    values' chunks (without one, and for strings and other codecs, zarr writes them). Existing folders are reused;
-    with ``keep_groups``, a group whose document exists keeps it (its attributes stay). Every
-    document is written atomically, parents before children. Returns a handle per array key.
+    values' chunks (without one, and for strings and other codecs, zarr writes them). Every
+    document is written atomically, parents before children (missing folders are made by
+    :func:`netphys.io._chunks.write_file`); a group whose document exists keeps it (its
+    attributes stay). Returns a handle per array key.
     """
     handles: dict[str, zarr.Array] = {}
-    made = {folder}
     for node in sorted(nodes, key=lambda n: n.key.count("/")):
         target = folder / node.key / "zarr.json"
-        if keep_groups and isinstance(node.meta, GroupMetadata) and target.exists():
+        if isinstance(node.meta, GroupMetadata) and target.exists():
             continue
-        for part in reversed([target.parent, *target.parent.parents]):
-            if folder in part.parents and part not in made:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part)  # FileNotFoundError if the store is gone (never recreated)
-                made.add(part)
         write_file(target, metadata_document(node.meta), root=folder)
         if isinstance(node.meta, ArrayV3Metadata):
             handles[node.key] = handle(store_path / node.key, node.meta)
@@ -172,13 +161,12 @@ def _read_members(folder: Path, prefix: str, out: dict[str, Any]) -> None:
             continue  # a file, or a folder that is no node (zarr skips both)
         meta = _build_metadata_v3(json.loads(text))
         key = f"{prefix}{name}"
+        if isinstance(meta, GroupMetadata) and meta.consolidated_metadata is None:
+            # as zarr.consolidate_metadata marks groups (their members are nested in later)
+            meta = dataclasses.replace(meta, consolidated_metadata=ConsolidatedMetadata({}))
+        out[key] = meta
         if isinstance(meta, GroupMetadata):
-            if meta.consolidated_metadata is None:  # as zarr.consolidate_metadata marks them
-                meta = dataclasses.replace(meta, consolidated_metadata=ConsolidatedMetadata({}))
-            out[key] = meta
             _read_members(folder / name, f"{key}/", out)
-        else:
-            out[key] = meta
 
 
 def consolidate(folder: Path, root: GroupMetadata) -> GroupMetadata:

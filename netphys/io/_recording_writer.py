@@ -380,12 +380,18 @@ class RecordingWriter(Definitions):
         documents it is not swapped with a spare: a spare file in a group's folder would be
         listed by zarr as an unknown member.
         """
-        group = self.root._async_group
-        meta = dataclasses.replace(
-            group.metadata, attributes={**group.metadata.attributes, "frames_committed": stop}
-        )
+        meta = self._root_meta({"frames_committed": stop})
         write_file(self._dir / "zarr.json", metadata_document(meta), root=self._dir)
-        object.__setattr__(group, "metadata", meta)  # the handle sees what is on disk
+        self._set_root_meta(meta)
+
+    def _root_meta(self, updates: Mapping[str, Any]) -> Any:
+        """Return the root group's metadata with ``updates`` to its attributes (not written)."""
+        meta = self.root._async_group.metadata
+        return dataclasses.replace(meta, attributes={**meta.attributes, **updates})
+
+    def _set_root_meta(self, meta: Any) -> None:
+        """Make the root handle see ``meta``, the document just written."""
+        object.__setattr__(self.root._async_group, "metadata", meta)
 
     def _arrays_for(
         self,
@@ -443,8 +449,7 @@ class RecordingWriter(Definitions):
         if set(keys) != set(self._array_cache):
             # runtime config is not stored with the array: set it on every handle
             self._array_cache = {
-                k: self._array_cache.get(k) or _configured(array_at(self.root, k))
-                for k in keys
+                k: self._array_cache.get(k) or _configured(array_at(self.root, k)) for k in keys
             }
         return self._array_cache
 
@@ -473,18 +478,9 @@ class RecordingWriter(Definitions):
                     self._stop_chunk_writer()  # its threads; the spare documents
                 self._trim()
                 final = {k: json_safe(v) for k, v in (attrs or {}).items()}
-                group = self.root._async_group
-                meta = dataclasses.replace(
-                    group.metadata,
-                    attributes={
-                        **group.metadata.attributes,
-                        **final,
-                        "status": status,
-                        "frames_committed": self.frames,
-                    },
-                )
+                meta = self._root_meta({**final, "status": status, "frames_committed": self.frames})
                 # the final attributes and the consolidated metadata: one atomic write
-                object.__setattr__(group, "metadata", consolidate(self._dir, meta))
+                self._set_root_meta(consolidate(self._dir, meta))
                 if self._replacing:
                     self._swap_in()
             finally:
